@@ -63,6 +63,10 @@ pub struct DatasetEntry {
     pub target_accuracy: f64,
     pub train_limit: u64,
     pub test_limit: u64,
+    /// Random crop (4-pixel padding) + horizontal flip while training.
+    pub augment: bool,
+    /// Test images classified one at a time for the latency figure; 0 = the whole test set.
+    pub latency_samples: u64,
 }
 
 /// Optimizer settings shared by every job; defaults are the paper's.
@@ -138,6 +142,11 @@ struct DatasetEntryFile {
     train_limit: u64,
     #[serde(default)]
     test_limit: u64,
+    /// Default: on for CIFAR, off for the MNIST family (as in common practice and the paper).
+    #[serde(default)]
+    augment: Option<bool>,
+    #[serde(default)]
+    latency_samples: u64,
 }
 
 /// What makes two list entries duplicates of each other.
@@ -415,6 +424,10 @@ impl Grid {
                 target_accuracy: entry.target_accuracy,
                 train_limit: entry.train_limit,
                 test_limit: entry.test_limit,
+                augment: entry
+                    .augment
+                    .unwrap_or(matches!(entry.dataset, Dataset::Cifar10 | Dataset::Cifar100)),
+                latency_samples: entry.latency_samples,
             });
         }
 
@@ -443,6 +456,8 @@ impl Grid {
                         epochs: entry.epochs,
                         train_limit: entry.train_limit,
                         test_limit: entry.test_limit,
+                        augment: entry.augment,
+                        latency_samples: entry.latency_samples,
                         optimizer: self.training.optimizer,
                         learning_rate: self.training.learning_rate,
                         batch_size: self.training.batch_size,
@@ -538,6 +553,13 @@ cost_per_hour: 3.06
         assert_eq!(g.training.optimizer, Optimizer::Adam);
         assert_eq!(g.datasets[0].train_limit, 0);
         assert_eq!(g.cost_per_hour, 0.0);
+        assert!(!g.datasets[0].augment);
+        let c = parse(
+            "name: g\nactivations: [relu]\ndatasets:\n  - {dataset: cifar10, model: vgg11-bn, epochs: 1, target_accuracy: 0.5}\n  - {dataset: cifar100, model: paper-cnn, epochs: 1, target_accuracy: 0.5, augment: false}\n",
+        )
+        .unwrap();
+        assert!(c.datasets[0].augment);
+        assert!(!c.datasets[1].augment);
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub struct TrainSpec {
     pub train_limit: u64,
     /// First N test images only; 0 = all.
     pub test_limit: u64,
+    /// Random crop + horizontal flip of training images.
+    pub augment: bool,
+    /// Test images timed one at a time for latency; 0 = the whole test set.
+    pub latency_samples: u64,
     pub optimizer: Optimizer,
     pub learning_rate: f64,
     pub batch_size: u32,

@@ -1,0 +1,15 @@
+# Sourced by the other scripts: installs PyTorch 2.11.0 (libtorch) once per user and exports
+# what the build needs. The virtualenv is keyed by the torch version, so every clone and CI run
+# on this machine shares one 4.7 GB install.
+TORCH_VERSION=2.11.0
+DLGRID_CACHE="${DLGRID_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dlgrid}"
+TORCH_VENV="${TORCH_VENV:-$DLGRID_CACHE/torch-$TORCH_VERSION}"
+if ! "$TORCH_VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+    echo "==> installing PyTorch $TORCH_VERSION (libtorch) into $TORCH_VENV (once per machine, a few minutes)" >&2
+    mkdir -p "$(dirname "$TORCH_VENV")"
+    python3 -m venv "$TORCH_VENV"
+    "$TORCH_VENV/bin/pip" install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
+fi
+export LIBTORCH_USE_PYTORCH=1
+export PYTHON_SYS_EXECUTABLE="$TORCH_VENV/bin/python"
+export PATH="$TORCH_VENV/bin:$PATH"

@@ -1,0 +1,356 @@
+//! The worker daemon: register with the coordinator, lease jobs into `slots` parallel slots,
+//! run each in a child process, stream its epochs back, report its outcome, heartbeat.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use common::{JobStatus, TrainSpec};
+use orchestrator_proto::v1::worker_service_client::WorkerServiceClient;
+use orchestrator_proto::v1::{self as pb};
+use orchestrator_proto::BearerAuth;
+use tokio::sync::{mpsc, watch};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::job_process::Launcher;
+
+type Client = WorkerServiceClient<InterceptedService<Channel, BearerAuth>>;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// e.g. `http://127.0.0.1:50051`
+    pub coordinator: String,
+    pub name: String,
+    pub slots: usize,
+    pub launcher: Launcher,
+    pub token: Option<String>,
+    pub device_name: String,
+    pub libtorch_version: String,
+}
+
+/// Leases of the jobs running now, and how to cancel each.
+type Running = Arc<Mutex<HashMap<u64, watch::Sender<bool>>>>;
+
+/// Runs until the coordinator says the grid is finished (then returns Ok) or `shutdown`
+/// completes (running jobs are stopped; their leases expire and the jobs run elsewhere).
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let channel = Endpoint::from_shared(cfg.coordinator.clone())
+        .with_context(|| format!("invalid --coordinator URL `{}`", cfg.coordinator))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    let auth = BearerAuth::new(cfg.token.as_deref()).map_err(anyhow::Error::msg)?;
+    let client: Client = WorkerServiceClient::with_interceptor(channel, auth);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let work = serve(cfg, client, stop_rx);
+    tokio::pin!(work);
+    tokio::select! {
+        r = &mut work => r,
+        _ = shutdown => {
+            tracing::info!("shutting down: stopping running jobs");
+            let _ = stop_tx.send(true);
+            work.await
+        }
+    }
+}
+
+async fn serve(cfg: Config, client: Client, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let info = pb::WorkerInfo {
+        name: cfg.name.clone(),
+        device: cfg.launcher.device.clone(),
+        device_name: cfg.device_name.clone(),
+        slots: cfg.slots as u32,
+        hostname: crate::hostname(),
+        libtorch_version: cfg.libtorch_version.clone(),
+        worker_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let reg = retry("register", &stop, || {
+        let mut c = client.clone();
+        let req = pb::RegisterRequest {
+            info: Some(info.clone()),
+        };
+        async move { c.register(req).await }
+    })
+    .await?;
+    tracing::info!(worker_id = %reg.worker_id, coordinator = %cfg.coordinator, slots = cfg.slots, "registered");
+    let worker_id = reg.worker_id;
+    let running: Running = Arc::default();
+
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        client.clone(),
+        worker_id.clone(),
+        Duration::from_secs(reg.heartbeat_seconds.max(1) as u64),
+        running.clone(),
+        stop.clone(),
+    ));
+
+    let requests = Arc::new(AtomicU64::new(0));
+    let mut slots = tokio::task::JoinSet::new();
+    for slot in 0..cfg.slots {
+        slots.spawn(slot_loop(
+            slot,
+            client.clone(),
+            worker_id.clone(),
+            cfg.launcher.clone(),
+            running.clone(),
+            requests.clone(),
+            stop.clone(),
+        ));
+    }
+    let mut result = Ok(());
+    while let Some(r) = slots.join_next().await {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(e) => result = Err(anyhow::anyhow!("slot task failed: {e}")),
+        }
+    }
+    heartbeat.abort();
+    result
+}
+
+async fn slot_loop(
+    slot: usize,
+    client: Client,
+    worker_id: String,
+    launcher: Launcher,
+    running: Running,
+    requests: Arc<AtomicU64>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        // The same request id on every retry, so a lease granted to a request whose answer was
+        // lost is handed back instead of a second job.
+        let request_id = format!("{worker_id}/{}", requests.fetch_add(1, Ordering::Relaxed));
+        let resp = retry("lease job", &stop, || {
+            let mut c = client.clone();
+            let req = pb::LeaseJobRequest {
+                worker_id: worker_id.clone(),
+                request_id: request_id.clone(),
+            };
+            async move { c.lease_job(req).await }
+        })
+        .await?;
+        match resp.lease {
+            Some(lease) => run_lease(&client, &worker_id, &launcher, &running, lease, &stop).await?,
+            None if resp.grid_finished => {
+                tracing::info!(slot, "grid finished; slot stops");
+                return Ok(());
+            }
+            None => {
+                let wait = Duration::from_millis(resp.retry_after_ms.clamp(50, 10_000) as u64);
+                let mut stop = stop.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+async fn run_lease(
+    client: &Client,
+    worker_id: &str,
+    launcher: &Launcher,
+    running: &Running,
+    lease: pb::Lease,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let job = lease.job.unwrap_or_default();
+    let job_id = job.job_id.clone();
+    let lease_id = lease.lease_id;
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    running
+        .lock()
+        .expect("no code panics while holding this lock")
+        .insert(lease_id, cancel_tx.clone());
+    tracing::info!(job_id, lease_id, attempt = lease.attempt, "job leased");
+
+    let outcome = match TrainSpec::try_from(&job) {
+        Err(e) => common::TrainOutcome {
+            status: JobStatus::Failed,
+            device: launcher.device.clone(),
+            param_count: 0,
+            epochs: vec![],
+            latency_ms_per_sample: None,
+            error: Some(format!("this worker cannot run the job: {e}")),
+        },
+        Ok(spec) => {
+            let (epoch_tx, mut epoch_rx) = mpsc::channel::<common::EpochMetrics>(64);
+            let forwarder = {
+                let client = client.clone();
+                let (worker_id, job_id) = (worker_id.to_string(), job_id.clone());
+                let cancel_tx = cancel_tx.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    while let Some(m) = epoch_rx.recv().await {
+                        let req = pb::ReportEpochRequest {
+                            worker_id: worker_id.clone(),
+                            job_id: job_id.clone(),
+                            lease_id,
+                            metrics: Some((&m).into()),
+                        };
+                        let r = retry("report epoch", &stop, || {
+                            let mut c = client.clone();
+                            let req = req.clone();
+                            async move { c.report_epoch(req).await }
+                        })
+                        .await;
+                        match r {
+                            Ok(r) if !r.accepted => {
+                                tracing::warn!(job_id, lease_id, "lease no longer valid; stopping job");
+                                let _ = cancel_tx.send(true);
+                            }
+                            Ok(_) => tracing::debug!(job_id, epoch = m.epoch, "epoch reported"),
+                            Err(e) => tracing::warn!(job_id, error = %e, "epoch report failed"),
+                        }
+                    }
+                })
+            };
+            let mut stop_watch = stop.clone();
+            let cancel_on_stop = {
+                let cancel_tx = cancel_tx.clone();
+                tokio::spawn(async move {
+                    if stop_watch.wait_for(|s| *s).await.is_ok() {
+                        let _ = cancel_tx.send(true);
+                    }
+                })
+            };
+            let outcome = launcher.run(&spec, epoch_tx, cancel_rx).await;
+            cancel_on_stop.abort();
+            let _ = forwarder.await;
+            outcome
+        }
+    };
+    running
+        .lock()
+        .expect("no code panics while holding this lock")
+        .remove(&lease_id);
+    if *cancel_tx.borrow() {
+        // Revoked or shutting down: the coordinator has already moved on; nothing to report.
+        tracing::info!(job_id, lease_id, "job stopped");
+        return Ok(());
+    }
+    tracing::info!(job_id, status = %outcome.status, error = outcome.error.as_deref().unwrap_or(""), "job finished");
+    let req = pb::CompleteJobRequest {
+        worker_id: worker_id.to_string(),
+        job_id: job_id.clone(),
+        lease_id,
+        outcome: match outcome.status {
+            JobStatus::Succeeded => pb::Outcome::Succeeded,
+            JobStatus::Diverged => pb::Outcome::Diverged,
+            _ => pb::Outcome::Failed,
+        } as i32,
+        device: outcome.device.clone(),
+        param_count: outcome.param_count,
+        epochs: outcome.epochs.iter().map(Into::into).collect(),
+        latency_ms_per_sample: outcome.latency_ms_per_sample,
+        error: outcome.error.clone().unwrap_or_default(),
+    };
+    let r = retry("complete job", stop, || {
+        let mut c = client.clone();
+        let req = req.clone();
+        async move { c.complete_job(req).await }
+    })
+    .await?;
+    if !r.accepted {
+        tracing::warn!(job_id, lease_id, "result rejected: the lease had expired");
+    }
+    Ok(())
+}
+
+async fn heartbeat_loop(
+    client: Client,
+    worker_id: String,
+    every: Duration,
+    running: Running,
+    stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let lease_ids: Vec<u64> = running
+            .lock()
+            .expect("no code panics while holding this lock")
+            .keys()
+            .copied()
+            .collect();
+        let mut c = client.clone();
+        let req = pb::HeartbeatRequest {
+            worker_id: worker_id.clone(),
+            lease_ids,
+        };
+        match c.heartbeat(req).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                let map = running.lock().expect("no code panics while holding this lock");
+                for id in r.revoked_lease_ids {
+                    if let Some(cancel) = map.get(&id) {
+                        tracing::warn!(lease_id = id, "lease revoked by the coordinator; stopping job");
+                        let _ = cancel.send(true);
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+/// Whether an RPC error may go away by itself (coordinator restarting, network blip).
+fn transient(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::Aborted
+            | Code::ResourceExhausted
+    )
+}
+
+/// Calls `f` until it succeeds, retrying transient errors with capped exponential backoff.
+/// Gives up on a permanent error, or when `stop` is set.
+async fn retry<T, F, Fut>(what: &str, stop: &watch::Receiver<bool>, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut stop = stop.clone();
+    loop {
+        match f().await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s) if transient(&s) && !*stop.borrow() => {
+                tracing::debug!(what, code = ?s.code(), message = s.message(), "retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(s) => {
+                return Err(anyhow::anyhow!(
+                    "{what}: {} ({:?})",
+                    s.message(),
+                    s.code()
+                ))
+            }
+        }
+    }
+}

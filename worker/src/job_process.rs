@@ -1,0 +1,182 @@
+//! One job in its own child process, so that a panic, an abort inside libtorch or running out
+//! of memory fails that job and never the daemon, and cancelling frees all of its memory.
+//!
+//! The child is this same binary (`worker run-job`); it reads the [`TrainSpec`] as JSON on
+//! stdin and writes one [`Event`] per line on stdout. Logs go to stderr, whose tail becomes the
+//! error message if the child dies without reporting an outcome.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use common::{EpochMetrics, JobStatus, TrainOutcome, TrainSpec};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::{mpsc, watch};
+
+use crate::train;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    Epoch(EpochMetrics),
+    Outcome(TrainOutcome),
+}
+
+/// The child's side: train `spec` and write events to stdout.
+pub fn child_main(spec: &TrainSpec, opts: &train::Options) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let emit = |e: &Event| -> std::io::Result<()> {
+        let mut out = stdout.lock();
+        serde_json::to_writer(&mut out, e)?;
+        out.write_all(b"\n")?;
+        out.flush()
+    };
+    let mut write_error = None;
+    let result = train::run(spec, opts, &mut |m| {
+        if let Err(e) = emit(&Event::Epoch(m.clone())) {
+            write_error.get_or_insert(e);
+        }
+    });
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
+    let outcome = result.unwrap_or_else(|e| TrainOutcome {
+        status: JobStatus::Failed,
+        device: train::device_label(opts.device),
+        param_count: 0,
+        epochs: Vec::new(),
+        latency_ms_per_sample: None,
+        error: Some(format!("{e:#}")),
+    });
+    emit(&Event::Outcome(outcome))?;
+    Ok(())
+}
+
+/// How to start job children.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    pub exe: PathBuf,
+    pub data_dir: PathBuf,
+    pub device: String,
+    /// libtorch intra-op threads per job; 0 = libtorch's default.
+    pub threads: usize,
+}
+
+/// Keeps the last bytes of stderr for the error message.
+const STDERR_TAIL: usize = 4000;
+
+impl Launcher {
+    /// Runs `spec` in a child process. Every finished epoch is sent on `epochs`; setting
+    /// `cancel` to true kills the child. Always returns an outcome: a child that crashed or was
+    /// cancelled yields a failed one with the reason.
+    pub async fn run(
+        &self,
+        spec: &TrainSpec,
+        epochs: mpsc::Sender<EpochMetrics>,
+        mut cancel: watch::Receiver<bool>,
+    ) -> TrainOutcome {
+        let failed = |why: String, epochs: Vec<EpochMetrics>| TrainOutcome {
+            status: JobStatus::Failed,
+            device: self.device.clone(),
+            param_count: 0,
+            epochs,
+            latency_ms_per_sample: None,
+            error: Some(why),
+        };
+        let mut child = match self.command().spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                return failed(
+                    format!("cannot start job process {}: {e}", self.exe.display()),
+                    vec![],
+                )
+            }
+        };
+        let spec_json = serde_json::to_vec(spec).expect("TrainSpec always serializes");
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let stderr_tail = tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut tail = VecDeque::new();
+            let mut size = 0;
+            while let Ok(Some(line)) = lines.next_line().await {
+                // Pass the child's logs through, so they land in the daemon's log.
+                eprintln!("{line}");
+                size += line.len() + 1;
+                tail.push_back(line);
+                while size > STDERR_TAIL {
+                    size -= tail.pop_front().map_or(0, |l| l.len() + 1);
+                }
+            }
+            Vec::from(tail).join("\n")
+        });
+        // A spec is a few hundred bytes: the pipe buffer takes it whole.
+        let _ = stdin.write_all(&spec_json).await;
+        drop(stdin);
+
+        let mut lines = BufReader::new(stdout).lines();
+        let mut seen = Vec::new();
+        let mut outcome = None;
+        loop {
+            tokio::select! {
+                line = lines.next_line() => match line {
+                    Ok(Some(line)) => match serde_json::from_str::<Event>(&line) {
+                        Ok(Event::Epoch(m)) => {
+                            seen.push(m.clone());
+                            let _ = epochs.send(m).await;
+                        }
+                        Ok(Event::Outcome(o)) => outcome = Some(o),
+                        Err(e) => tracing::warn!(error = %e, line, "unexpected output from job process"),
+                    },
+                    _ => break,
+                },
+                changed = cancel.changed() => {
+                    if changed.is_err() || *cancel.borrow() {
+                        let _ = child.kill().await;
+                        return failed("cancelled".into(), seen);
+                    }
+                }
+            }
+        }
+        let status = child.wait().await;
+        let tail = stderr_tail.await.unwrap_or_default();
+        match (outcome, status) {
+            (Some(o), _) => o,
+            (None, Ok(status)) => failed(
+                format!("job process exited with {status} before finishing: {}", last_lines(&tail)),
+                seen,
+            ),
+            (None, Err(e)) => failed(format!("job process lost: {e}"), seen),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("run-job")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--device")
+            .arg(&self.device)
+            .arg("--threads")
+            .arg(self.threads.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+}
+
+fn last_lines(tail: &str) -> String {
+    let lines: Vec<&str> = tail.lines().rev().take(8).collect();
+    let text = lines.into_iter().rev().collect::<Vec<_>>().join("\n");
+    if text.trim().is_empty() {
+        "no output on stderr".into()
+    } else {
+        text
+    }
+}
