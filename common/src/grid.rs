@@ -42,7 +42,7 @@ fn fmt_location(line: Option<usize>, column: Option<usize>) -> String {
 }
 
 /// A validated grid.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Grid {
     pub name: String,
     pub activations: Vec<Activation>,
@@ -55,7 +55,7 @@ pub struct Grid {
 }
 
 /// One model on one dataset.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetEntry {
     pub dataset: Dataset,
     pub model: Model,

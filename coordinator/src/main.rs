@@ -1,1 +1,249 @@
-fn main(){}
+//! `coordinator`: runs a grid (`--grid`), re-renders reports (`report`), shows status (`status`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use common::Grid;
+use coordinator::local::LocalWorkers;
+use coordinator::state::State;
+use coordinator::{output, Config, Ending};
+use orchestrator_proto::v1::control_service_client::ControlServiceClient;
+
+#[derive(Parser)]
+#[command(version, about = "Runs a grid of deep-learning experiments over worker daemons and writes a DAWNBench-style report")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The grid file (see README: grid.yaml).
+    #[arg(long, env = "COORDINATOR_GRID")]
+    grid: Option<PathBuf>,
+    /// Output folder; default: runs/<grid name>/.
+    #[arg(long, env = "COORDINATOR_OUT")]
+    out: Option<PathBuf>,
+    /// SQLite state file; default: <out>/state.db. Running again with the same state resumes.
+    #[arg(long, env = "COORDINATOR_STATE")]
+    state: Option<PathBuf>,
+    /// gRPC address to listen on.
+    #[arg(long, env = "COORDINATOR_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: String,
+    /// Local workers to start: auto (one per GPU, else one CPU worker) or a number (0: external workers only).
+    #[arg(long, env = "COORDINATOR_LOCAL_WORKERS", default_value = "auto")]
+    local_workers: LocalWorkers,
+    /// Dataset folder passed to local workers.
+    #[arg(long, env = "DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Device of local workers: auto | cpu | cuda | cuda:N.
+    #[arg(long, env = "COORDINATOR_DEVICE", default_value = "auto")]
+    device: String,
+    /// Jobs at once per local worker.
+    #[arg(long, env = "COORDINATOR_WORKER_SLOTS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    worker_slots: u32,
+    /// Bearer token workers must present (first line of the file).
+    #[arg(long, env = "COORDINATOR_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// A job whose worker is silent this long is given to another worker.
+    #[arg(long, env = "COORDINATOR_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(2..=3600))]
+    lease_seconds: u32,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Re-render every report file from saved state.
+    Report {
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show jobs and workers of a running coordinator.
+    Status {
+        /// Coordinator URL.
+        #[arg(long, env = "COORDINATOR_URL", default_value = "http://127.0.0.1:50051")]
+        connect: String,
+        #[arg(long, env = "COORDINATOR_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+    },
+}
+
+/// Bad input: exit code 2, nothing started.
+struct BadInput(String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("coordinator: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.cmd {
+        Some(Cmd::Report { state, out }) => report(&state, &out).map_err(Err),
+        Some(Cmd::Status { connect, token_file }) => rt.block_on(status(connect, token_file)).map_err(Err),
+        None => match validate(cli.run) {
+            Ok((cfg, listen)) => rt.block_on(run(cfg, listen)).map_err(Err),
+            Err(bad) => Err(Ok(bad)),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Ok(BadInput(msg))) => {
+            eprintln!("coordinator: error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Err(e)) => {
+            eprintln!("coordinator: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(a: RunArgs) -> Result<(Config, String), BadInput> {
+    let Some(grid_path) = a.grid else {
+        return Err(BadInput("--grid GRID.yaml is required (or use `report` / `status`; see --help)".into()));
+    };
+    let grid = Grid::from_file(&grid_path).map_err(|e| BadInput(e.to_string()))?;
+    if a.listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err(BadInput(format!("--listen: `{}` is not HOST:PORT (e.g. 127.0.0.1:50051)", a.listen)));
+    }
+    let device_ok = matches!(a.device.as_str(), "auto" | "cpu" | "cuda")
+        || a.device.strip_prefix("cuda:").is_some_and(|n| n.parse::<u32>().is_ok());
+    if !device_ok {
+        return Err(BadInput(format!("--device: `{}` is not one of auto, cpu, cuda, cuda:N", a.device)));
+    }
+    if let Some(d) = &a.data_dir {
+        if !d.is_dir() {
+            return Err(BadInput(format!("--data-dir: {} is not a folder", d.display())));
+        }
+    }
+    let token = match &a.token_file {
+        Some(p) => Some(orchestrator_proto::read_token_file(p).map_err(BadInput)?),
+        None => None,
+    };
+    let out = a.out.unwrap_or_else(|| PathBuf::from("runs").join(&grid.name));
+    let state = a.state.unwrap_or_else(|| out.join("state.db"));
+    let worker_bin = coordinator::local::worker_binary().map_err(|e| BadInput(format!("{e:#}")))?;
+    let heartbeat_seconds = (a.lease_seconds / 3).max(1);
+    let cfg = Config {
+        grid,
+        grid_file: grid_path.display().to_string(),
+        out,
+        state,
+        local_workers: a.local_workers,
+        device: a.device,
+        data_dir: a.data_dir.map(|d| std::path::absolute(&d).unwrap_or(d)),
+        token,
+        token_file: a.token_file.map(|p| std::path::absolute(&p).unwrap_or(p)),
+        worker_bin,
+        worker_slots: a.worker_slots,
+        lease_seconds: a.lease_seconds,
+        heartbeat_seconds,
+    };
+    Ok((cfg, a.listen))
+}
+
+async fn run(cfg: Config, listen: String) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let out = cfg.out.clone();
+    match coordinator::run(cfg, listener, shutdown_signal()).await? {
+        Ending::Finished(c) => {
+            eprintln!(
+                "coordinator: grid finished: {} succeeded, {} failed, {} diverged; report in {}",
+                c.succeeded,
+                c.failed,
+                c.diverged,
+                out.join("report.md").display()
+            );
+        }
+        Ending::Interrupted(c) => {
+            eprintln!(
+                "coordinator: interrupted with {}/{} jobs done; run the same command to resume",
+                c.finished(),
+                c.total()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn report(state: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let state = State::open_existing(state).with_context(|| format!("reading state {}", state.display()))?;
+    output::write_all(&state.results(), out)?;
+    eprintln!("coordinator: report written to {}", out.display());
+    Ok(())
+}
+
+async fn status(url: String, token_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let token = token_file
+        .as_deref()
+        .map(orchestrator_proto::read_token_file)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .with_context(|| format!("invalid URL `{url}`"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
+    let auth = orchestrator_proto::BearerAuth::new(token.as_deref()).map_err(anyhow::Error::msg)?;
+    let mut client = ControlServiceClient::with_interceptor(channel, auth);
+    let s = client
+        .grid_status(orchestrator_proto::v1::GridStatusRequest {})
+        .await
+        .context("GridStatus")?
+        .into_inner();
+    println!(
+        "grid {}: {} pending, {} running, {} succeeded, {} failed, {} diverged",
+        s.grid_name, s.pending, s.running, s.succeeded, s.failed, s.diverged
+    );
+    println!("\nWORKER      NAME                          DEVICE    SLOTS  RUNNING  LAST SEEN");
+    for w in &s.workers {
+        println!(
+            "{:<11} {:<29} {:<9} {:>5}  {:>7}  {:.0}s ago",
+            w.worker_id, w.name, w.device, w.slots, w.running, w.seconds_since_seen
+        );
+    }
+    println!("\nJOB                                             STATE      ATTEMPTS  EPOCHS  ACCURACY  WORKER");
+    for j in &s.jobs {
+        println!(
+            "{:<47} {:<10} {:>8}  {:>3}/{:<3} {:>8}  {}",
+            j.job_id,
+            j.state,
+            j.attempts,
+            j.epochs_done,
+            j.epochs_total,
+            j.last_test_accuracy.map_or("-".into(), |a| format!("{:.2}%", 100.0 * a)),
+            j.worker
+        );
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
