@@ -62,6 +62,36 @@ fn rrelu(x: &Tensor, train: bool) -> Tensor {
     x.where_self(&negative.logical_not(), &(x * slope))
 }
 
+/// PyTorch's default initialisation (kaiming_uniform with a=√5, i.e. U(±1/√fan_in), for
+/// weights and biases alike), so our runs start where the paper's PyTorch runs started.
+fn torch_init(fan_in: i64) -> nn::Init {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    nn::Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
+}
+
+fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, padding: i64) -> nn::Conv2D {
+    let init = torch_init(c_in * k * k);
+    let cfg = nn::ConvConfig {
+        padding,
+        ws_init: init,
+        bs_init: init,
+        ..Default::default()
+    };
+    nn::conv2d(p, c_in, c_out, k, cfg)
+}
+
+fn linear(p: nn::Path, d_in: i64, d_out: i64) -> nn::Linear {
+    let cfg = nn::LinearConfig {
+        ws_init: torch_init(d_in),
+        bs_init: Some(torch_init(d_in)),
+        bias: true,
+    };
+    nn::linear(p, d_in, d_out, cfg)
+}
+
 /// Paper Table 1 (the PyTorch MNIST example network):
 /// conv 1→10 k5, maxpool 2, act, conv 10→20 k5, Dropout2d, maxpool 2, act,
 /// linear 320→50, act, dropout, linear 50→10. Input size only changes the flattened width.
@@ -82,10 +112,10 @@ impl PaperCnn {
         let side = |s: usize| ((s as i64 - 4) / 2 - 4) / 2;
         let flat = 20 * side(shape.height) * side(shape.width);
         PaperCnn {
-            conv1: nn::conv2d(p / "conv1", shape.channels as i64, 10, 5, Default::default()),
-            conv2: nn::conv2d(p / "conv2", 10, 20, 5, Default::default()),
-            fc1: nn::linear(p / "fc1", flat, 50, Default::default()),
-            fc2: nn::linear(p / "fc2", 50, shape.classes as i64, Default::default()),
+            conv1: conv(p / "conv1", shape.channels as i64, 10, 5, 0),
+            conv2: conv(p / "conv2", 10, 20, 5, 0),
+            fc1: linear(p / "fc1", flat, 50),
+            fc2: linear(p / "fc2", 50, shape.classes as i64),
             act1: Act::new(&(p / "act1"), act),
             act2: Act::new(&(p / "act2"), act),
             act3: Act::new(&(p / "act3"), act),
@@ -139,12 +169,8 @@ impl Vgg11Bn {
         for (i, layer) in VGG11.iter().enumerate() {
             match layer {
                 Some(c_out) => {
-                    let conv = nn::ConvConfig {
-                        padding: 1,
-                        ..Default::default()
-                    };
                     features = features
-                        .add(nn::conv2d(&f / format!("conv{i}"), c_in, *c_out, 3, conv))
+                        .add(conv(&f / format!("conv{i}"), c_in, *c_out, 3, 1))
                         .add(nn::batch_norm2d(&f / format!("bn{i}"), *c_out, Default::default()))
                         .add(Act::new(&(&f / format!("act{i}")), act));
                     c_in = *c_out;
@@ -154,7 +180,7 @@ impl Vgg11Bn {
         }
         Vgg11Bn {
             features,
-            classifier: nn::linear(p / "classifier", 512, shape.classes as i64, Default::default()),
+            classifier: linear(p / "classifier", 512, shape.classes as i64),
         }
     }
 }
