@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
     }
     println!("cargo:rerun-if-changed=orchestrator/v1/orchestrator.proto");
-    tonic_prost_build::configure().compile_protos(&["orchestrator/v1/orchestrator.proto"], &["."])?;
+    tonic_prost_build::configure()
+        .compile_protos(&["orchestrator/v1/orchestrator.proto"], &["."])?;
     Ok(())
 }

@@ -424,9 +424,10 @@ impl Grid {
                 target_accuracy: entry.target_accuracy,
                 train_limit: entry.train_limit,
                 test_limit: entry.test_limit,
-                augment: entry
-                    .augment
-                    .unwrap_or(matches!(entry.dataset, Dataset::Cifar10 | Dataset::Cifar100)),
+                augment: entry.augment.unwrap_or(matches!(
+                    entry.dataset,
+                    Dataset::Cifar10 | Dataset::Cifar100
+                )),
                 latency_samples: entry.latency_samples,
             });
         }
@@ -565,14 +566,22 @@ cost_per_hour: 3.06
     #[test]
     fn job_ids_are_stable_and_distinct() {
         let a = parse(PAPER).unwrap().jobs();
-        let b = parse(&PAPER.replace("name: paper-mnist", "name: renamed")).unwrap().jobs();
+        let b = parse(&PAPER.replace("name: paper-mnist", "name: renamed"))
+            .unwrap()
+            .jobs();
         let ids: Vec<_> = a.iter().map(|j| j.id.clone()).collect();
         assert_eq!(ids, b.iter().map(|j| j.id.clone()).collect::<Vec<_>>());
         let unique: HashSet<_> = ids.iter().collect();
         assert_eq!(unique.len(), ids.len());
-        assert!(ids[0].as_str().starts_with("mnist-paper-cnn-relu-s0-"), "{}", ids[0]);
+        assert!(
+            ids[0].as_str().starts_with("mnist-paper-cnn-relu-s0-"),
+            "{}",
+            ids[0]
+        );
         // Any change to what is trained changes the id.
-        let c = parse(&PAPER.replace("batch_size: 128", "batch_size: 64")).unwrap().jobs();
+        let c = parse(&PAPER.replace("batch_size: 128", "batch_size: 64"))
+            .unwrap()
+            .jobs();
         assert_ne!(a[0].id, c[0].id);
         // The target only affects the report, not training, so it keeps the id.
         let d = parse(&PAPER.replace("0.98", "0.99")).unwrap().jobs();
@@ -629,28 +638,47 @@ cost_per_hour: 3.06
     #[test]
     fn unknown_dataset_and_model() {
         let (msg, line, _) = err(&PAPER.replace("dataset: mnist", "dataset: mnits"));
-        assert!(msg.contains("datasets[0].dataset") && msg.contains("`mnits`"), "{msg}");
+        assert!(
+            msg.contains("datasets[0].dataset") && msg.contains("`mnits`"),
+            "{msg}"
+        );
         assert_eq!(line, Some(4));
         let (msg, line, _) = err(&PAPER.replace("paper-cnn", "resnet"));
-        assert!(msg.contains("datasets[0].model") && msg.contains("`resnet`"), "{msg}");
+        assert!(
+            msg.contains("datasets[0].model") && msg.contains("`resnet`"),
+            "{msg}"
+        );
         assert_eq!(line, Some(5));
     }
 
     #[test]
     fn empty_lists() {
-        let (msg, line, _) = err(&PAPER.replace("[relu, tanh, selu, prelu, elu, leaky_relu]", "[]"));
-        assert!(msg.contains("activations") && msg.contains("must not be empty"), "{msg}");
+        let (msg, line, _) =
+            err(&PAPER.replace("[relu, tanh, selu, prelu, elu, leaky_relu]", "[]"));
+        assert!(
+            msg.contains("activations") && msg.contains("must not be empty"),
+            "{msg}"
+        );
         assert_eq!(line, Some(2));
         let (msg, _, _) = err(&PAPER.replace("seeds: [0, 1]", "seeds: []"));
-        assert!(msg.contains("seeds") && msg.contains("must not be empty"), "{msg}");
+        assert!(
+            msg.contains("seeds") && msg.contains("must not be empty"),
+            "{msg}"
+        );
         let (msg, _, _) = err("name: x\nactivations: [relu]\ndatasets: []\n");
-        assert!(msg.contains("datasets") && msg.contains("must not be empty"), "{msg}");
+        assert!(
+            msg.contains("datasets") && msg.contains("must not be empty"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn zero_epochs() {
         let (msg, line, _) = err(&PAPER.replace("epochs: 10", "epochs: 0"));
-        assert!(msg.contains("datasets[0].epochs") && msg.contains("at least 1"), "{msg}");
+        assert!(
+            msg.contains("datasets[0].epochs") && msg.contains("at least 1"),
+            "{msg}"
+        );
         assert_eq!(line, Some(6));
     }
 
@@ -658,7 +686,10 @@ cost_per_hour: 3.06
     fn target_out_of_range() {
         for bad in ["0", "1.5", "-0.2", "0.0"] {
             let (msg, line, _) = err(&PAPER.replace("0.98", bad));
-            assert!(msg.contains("datasets[0].target_accuracy") && msg.contains("(0, 1]"), "{msg}");
+            assert!(
+                msg.contains("datasets[0].target_accuracy") && msg.contains("(0, 1]"),
+                "{msg}"
+            );
             assert_eq!(line, Some(7));
         }
         assert!(parse(&PAPER.replace("0.98", "1")).is_ok());
@@ -667,15 +698,24 @@ cost_per_hour: 3.06
     #[test]
     fn duplicates() {
         let (msg, _, _) = err(&PAPER.replace("elu, leaky_relu]", "elu, leaky_relu, relu]"));
-        assert!(msg.contains("activations") && msg.contains("duplicate entry relu"), "{msg}");
+        assert!(
+            msg.contains("activations") && msg.contains("duplicate entry relu"),
+            "{msg}"
+        );
         let (msg, _, _) = err(&PAPER.replace("[0, 1]", "[0, 1, 0]"));
-        assert!(msg.contains("seeds") && msg.contains("duplicate entry 0"), "{msg}");
+        assert!(
+            msg.contains("seeds") && msg.contains("duplicate entry 0"),
+            "{msg}"
+        );
         let doubled = PAPER.replace(
             "    target_accuracy: 0.98\n",
             "    target_accuracy: 0.98\n  - dataset: mnist\n    model: paper-cnn\n    epochs: 3\n    target_accuracy: 0.9\n",
         );
         let (msg, _, _) = err(&doubled);
-        assert!(msg.contains("duplicate entry dataset `mnist` with model `paper-cnn`"), "{msg}");
+        assert!(
+            msg.contains("duplicate entry dataset `mnist` with model `paper-cnn`"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -687,7 +727,10 @@ cost_per_hour: 3.06
     #[test]
     fn bad_name_and_numbers() {
         let (msg, line, _) = err(&PAPER.replace("paper-mnist", "paper mnist!"));
-        assert!(msg.contains("name") && msg.contains("invalid grid name"), "{msg}");
+        assert!(
+            msg.contains("name") && msg.contains("invalid grid name"),
+            "{msg}"
+        );
         assert_eq!(line, Some(1));
         let (msg, _, _) = err(&PAPER.replace("batch_size: 128", "batch_size: 0"));
         assert!(msg.contains("training.batch_size"), "{msg}");
@@ -702,7 +745,10 @@ cost_per_hour: 3.06
     #[test]
     fn incompatible_model() {
         let (msg, line, _) = err(&PAPER.replace("paper-cnn", "vgg11-bn"));
-        assert!(msg.contains("datasets[0]") && msg.contains("32x32"), "{msg}");
+        assert!(
+            msg.contains("datasets[0]") && msg.contains("32x32"),
+            "{msg}"
+        );
         assert_eq!(line, Some(4));
     }
 

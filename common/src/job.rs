@@ -262,7 +262,11 @@ mod tests {
 
     #[test]
     fn summary_finds_first_epoch_at_target() {
-        let e = [epoch(1, 10.0, 0.95), epoch(2, 20.0, 0.981), epoch(3, 30.0, 0.979)];
+        let e = [
+            epoch(1, 10.0, 0.95),
+            epoch(2, 20.0, 0.981),
+            epoch(3, 30.0, 0.979),
+        ];
         let s = Summary::of(&e, 0.98);
         assert_eq!(s.first_epoch_at_target, Some(2));
         assert_eq!(s.seconds_to_target, Some(20.0));
@@ -277,7 +281,10 @@ mod tests {
         assert_eq!(s.first_epoch_at_target, None);
         assert_eq!(s.seconds_to_target, None);
         // Exactly at the target counts.
-        assert_eq!(Summary::of(&[epoch(1, 5.0, 0.98)], 0.98).first_epoch_at_target, Some(1));
+        assert_eq!(
+            Summary::of(&[epoch(1, 5.0, 0.98)], 0.98).first_epoch_at_target,
+            Some(1)
+        );
     }
 
     #[test]

@@ -137,10 +137,13 @@ impl Results {
                     row.activation,
                     row.n,
                     row.total.render(&table.best.total, fmt_hms),
-                    row.latency.render(&table.best.latency, |v| format!("{v:.3}")),
-                    row.first_epoch.render(&table.best.first_epoch, |v| format!("{v:.1}")),
+                    row.latency
+                        .render(&table.best.latency, |v| format!("{v:.3}")),
+                    row.first_epoch
+                        .render(&table.best.first_epoch, |v| format!("{v:.1}")),
                     row.to_target.render(&table.best.to_target, fmt_hms),
-                    row.error.render(&table.best.error, |v| format!("{:.2}%", 100.0 * v)),
+                    row.error
+                        .render(&table.best.error, |v| format!("{:.2}%", 100.0 * v)),
                 );
             }
             let _ = writeln!(
@@ -158,7 +161,12 @@ impl Results {
             let _ = writeln!(md, "## Failed and diverged jobs\n");
             let _ = writeln!(md, "| Job | Status | Attempts | Error |\n|---|---|---|---|");
             for j in problems {
-                let err = j.error.as_deref().unwrap_or("").replace('|', "\\|").replace('\n', " ");
+                let err = j
+                    .error
+                    .as_deref()
+                    .unwrap_or("")
+                    .replace('|', "\\|")
+                    .replace('\n', " ");
                 let _ = writeln!(md, "| {} | {} | {} | {} |", j.id, j.status, j.attempts, err);
             }
             md.push('\n');
@@ -227,9 +235,9 @@ impl Stat {
         }
         let n = xs.len();
         let mean = (n > 0).then(|| xs.iter().sum::<f64>() / n as f64);
-        let sd = mean.filter(|_| n > 1).map(|m| {
-            (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-        });
+        let sd = mean
+            .filter(|_| n > 1)
+            .map(|m| (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
         Stat {
             mean,
             sd,
@@ -357,7 +365,7 @@ pub fn dawnbench_files(job: &JobRecord, grid: &Grid, env: &Environment) -> Vec<(
         .first()
         .map(|w| format!("libtorch {} via tch-rs", w.libtorch_version))
         .unwrap_or_else(|| "libtorch via tch-rs".into());
-    let cost = |hours: f64| (grid.cost_per_hour > 0.0).then(|| hours * grid.cost_per_hour);
+    let cost = |hours: f64| (grid.cost_per_hour > 0.0).then_some(hours * grid.cost_per_hour);
     let train_hours = job.total_train_seconds / 3600.0;
     let train = serde_json::json!({
         "version": "v1.0",
@@ -403,9 +411,15 @@ pub fn dawnbench_files(job: &JobRecord, grid: &Grid, env: &Environment) -> Vec<(
         "misc": { "job_id": job.id, "cost_unit": "USD per 10,000 images" }
     });
     vec![
-        ("train.json".into(), serde_json::to_string_pretty(&train).unwrap_or_default()),
+        (
+            "train.json".into(),
+            serde_json::to_string_pretty(&train).unwrap_or_default(),
+        ),
         ("train.tsv".into(), tsv),
-        ("inference.json".into(), serde_json::to_string_pretty(&inference).unwrap_or_default()),
+        (
+            "inference.json".into(),
+            serde_json::to_string_pretty(&inference).unwrap_or_default(),
+        ),
     ]
 }
 
@@ -426,12 +440,38 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, job)| {
-                let acc = if job.spec.activation == crate::Activation::Relu { 0.95 } else { 0.85 };
+                let acc = if job.spec.activation == crate::Activation::Relu {
+                    0.95
+                } else {
+                    0.85
+                };
                 let epochs = vec![
-                    EpochMetrics { epoch: 1, train_seconds: 10.0 + i as f64, train_loss: 1.0, test_loss: 0.5, test_accuracy: acc - 0.1 },
-                    EpochMetrics { epoch: 2, train_seconds: 20.0 + i as f64, train_loss: 0.5, test_loss: 0.3, test_accuracy: acc },
+                    EpochMetrics {
+                        epoch: 1,
+                        train_seconds: 10.0 + i as f64,
+                        train_loss: 1.0,
+                        test_loss: 0.5,
+                        test_accuracy: acc - 0.1,
+                    },
+                    EpochMetrics {
+                        epoch: 2,
+                        train_seconds: 20.0 + i as f64,
+                        train_loss: 0.5,
+                        test_loss: 0.3,
+                        test_accuracy: acc,
+                    },
                 ];
-                JobRecord::new(job, JobStatus::Succeeded, 1, Some("w".into()), Some("cpu".into()), Some(21840), epochs, Some(0.2), None)
+                JobRecord::new(
+                    job,
+                    JobStatus::Succeeded,
+                    1,
+                    Some("w".into()),
+                    Some("cpu".into()),
+                    Some(21840),
+                    epochs,
+                    Some(0.2),
+                    None,
+                )
             })
             .collect();
         Results {

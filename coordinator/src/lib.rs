@@ -58,10 +58,15 @@ pub enum Ending {
 }
 
 /// Runs `cfg.grid` to completion on `listener`, or until `shutdown` completes.
-pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<Ending> {
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<Ending> {
     std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
     if let Some(parent) = cfg.state.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     let state = State::open(
         &cfg.state,
@@ -83,7 +88,12 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(serve(shared.clone(), listener, cfg.token.clone(), stop_rx.clone()));
+    let server = tokio::spawn(serve(
+        shared.clone(),
+        listener,
+        cfg.token.clone(),
+        stop_rx.clone(),
+    ));
 
     let url = connect_url(addr);
     let devices = local::plan(cfg.local_workers, &cfg.device, local::visible_gpus());
@@ -194,14 +204,22 @@ pub fn connect_url(addr: SocketAddr) -> String {
     format!("http://{host}:{}", addr.port())
 }
 
-async fn serve(shared: Shared, listener: TcpListener, token: Option<String>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+async fn serve(
+    shared: Shared,
+    listener: TcpListener,
+    token: Option<String>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WorkerServiceServer<Shared>>().await;
     let auth = RequireToken(token.map(Arc::from));
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
-        .add_service(WorkerServiceServer::with_interceptor(shared.clone(), auth.clone()))
+        .add_service(WorkerServiceServer::with_interceptor(
+            shared.clone(),
+            auth.clone(),
+        ))
         .add_service(ControlServiceServer::with_interceptor(shared, auth))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -145,11 +145,20 @@ mod tests {
     #[test]
     fn plans() {
         assert_eq!(plan(LocalWorkers::Auto, "auto", 0), vec!["cpu"]);
-        assert_eq!(plan(LocalWorkers::Auto, "auto", 2), vec!["cuda:0", "cuda:1"]);
-        assert_eq!(plan(LocalWorkers::Count(0), "auto", 2), Vec::<String>::new());
+        assert_eq!(
+            plan(LocalWorkers::Auto, "auto", 2),
+            vec!["cuda:0", "cuda:1"]
+        );
+        assert_eq!(
+            plan(LocalWorkers::Count(0), "auto", 2),
+            Vec::<String>::new()
+        );
         assert_eq!(plan(LocalWorkers::Count(2), "cpu", 4), vec!["cpu", "cpu"]);
         assert_eq!(plan(LocalWorkers::Auto, "cuda:1", 2), vec!["cuda:1"]);
-        assert_eq!(plan(LocalWorkers::Count(3), "cuda", 2), vec!["cuda:0", "cuda:1", "cuda:0"]);
+        assert_eq!(
+            plan(LocalWorkers::Count(3), "cuda", 2),
+            vec!["cuda:0", "cuda:1", "cuda:0"]
+        );
         assert_eq!("auto".parse(), Ok(LocalWorkers::Auto));
         assert_eq!("3".parse(), Ok(LocalWorkers::Count(3)));
         assert!("x".parse::<LocalWorkers>().is_err());

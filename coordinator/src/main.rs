@@ -12,7 +12,10 @@ use coordinator::{output, Config, Ending};
 use orchestrator_proto::v1::control_service_client::ControlServiceClient;
 
 #[derive(Parser)]
-#[command(version, about = "Runs a grid of deep-learning experiments over worker daemons and writes a DAWNBench-style report")]
+#[command(
+    version,
+    about = "Runs a grid of deep-learning experiments over worker daemons and writes a DAWNBench-style report"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -67,7 +70,11 @@ enum Cmd {
     /// Show jobs and workers of a running coordinator.
     Status {
         /// Coordinator URL.
-        #[arg(long, env = "COORDINATOR_URL", default_value = "http://127.0.0.1:50051")]
+        #[arg(
+            long,
+            env = "COORDINATOR_URL",
+            default_value = "http://127.0.0.1:50051"
+        )]
         connect: String,
         #[arg(long, env = "COORDINATOR_TOKEN_FILE")]
         token_file: Option<PathBuf>,
@@ -81,6 +88,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -95,7 +103,10 @@ fn main() -> ExitCode {
     };
     let result = match cli.cmd {
         Some(Cmd::Report { state, out }) => report(&state, &out).map_err(Err),
-        Some(Cmd::Status { connect, token_file }) => rt.block_on(status(connect, token_file)).map_err(Err),
+        Some(Cmd::Status {
+            connect,
+            token_file,
+        }) => rt.block_on(status(connect, token_file)).map_err(Err),
         None => match validate(cli.run) {
             Ok((cfg, listen)) => rt.block_on(run(cfg, listen)).map_err(Err),
             Err(bad) => Err(Ok(bad)),
@@ -116,27 +127,42 @@ fn main() -> ExitCode {
 
 fn validate(a: RunArgs) -> Result<(Config, String), BadInput> {
     let Some(grid_path) = a.grid else {
-        return Err(BadInput("--grid GRID.yaml is required (or use `report` / `status`; see --help)".into()));
+        return Err(BadInput(
+            "--grid GRID.yaml is required (or use `report` / `status`; see --help)".into(),
+        ));
     };
     let grid = Grid::from_file(&grid_path).map_err(|e| BadInput(e.to_string()))?;
     if a.listen.parse::<std::net::SocketAddr>().is_err() {
-        return Err(BadInput(format!("--listen: `{}` is not HOST:PORT (e.g. 127.0.0.1:50051)", a.listen)));
+        return Err(BadInput(format!(
+            "--listen: `{}` is not HOST:PORT (e.g. 127.0.0.1:50051)",
+            a.listen
+        )));
     }
     let device_ok = matches!(a.device.as_str(), "auto" | "cpu" | "cuda")
-        || a.device.strip_prefix("cuda:").is_some_and(|n| n.parse::<u32>().is_ok());
+        || a.device
+            .strip_prefix("cuda:")
+            .is_some_and(|n| n.parse::<u32>().is_ok());
     if !device_ok {
-        return Err(BadInput(format!("--device: `{}` is not one of auto, cpu, cuda, cuda:N", a.device)));
+        return Err(BadInput(format!(
+            "--device: `{}` is not one of auto, cpu, cuda, cuda:N",
+            a.device
+        )));
     }
     if let Some(d) = &a.data_dir {
         if !d.is_dir() {
-            return Err(BadInput(format!("--data-dir: {} is not a folder", d.display())));
+            return Err(BadInput(format!(
+                "--data-dir: {} is not a folder",
+                d.display()
+            )));
         }
     }
     let token = match &a.token_file {
         Some(p) => Some(orchestrator_proto::read_token_file(p).map_err(BadInput)?),
         None => None,
     };
-    let out = a.out.unwrap_or_else(|| PathBuf::from("runs").join(&grid.name));
+    let out = a
+        .out
+        .unwrap_or_else(|| PathBuf::from("runs").join(&grid.name));
     let state = a.state.unwrap_or_else(|| out.join("state.db"));
     let worker_bin = coordinator::local::worker_binary().map_err(|e| BadInput(format!("{e:#}")))?;
     let heartbeat_seconds = (a.lease_seconds / 3).max(1);
@@ -185,7 +211,8 @@ async fn run(cfg: Config, listen: String) -> anyhow::Result<()> {
 }
 
 fn report(state: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
-    let state = State::open_existing(state).with_context(|| format!("reading state {}", state.display()))?;
+    let state = State::open_existing(state)
+        .with_context(|| format!("reading state {}", state.display()))?;
     output::write_all(&state.results(), out)?;
     eprintln!("coordinator: report written to {}", out.display());
     Ok(())
@@ -229,7 +256,8 @@ async fn status(url: String, token_file: Option<PathBuf>) -> anyhow::Result<()> 
             j.attempts,
             j.epochs_done,
             j.epochs_total,
-            j.last_test_accuracy.map_or("-".into(), |a| format!("{:.2}%", 100.0 * a)),
+            j.last_test_accuracy
+                .map_or("-".into(), |a| format!("{:.2}%", 100.0 * a)),
             j.worker
         );
     }

@@ -54,7 +54,10 @@ fn known(state: &State, worker_id: &str) -> Result<(), Status> {
 
 #[tonic::async_trait]
 impl WorkerService for Shared {
-    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
         let info = req
             .into_inner()
             .info
@@ -79,7 +82,10 @@ impl WorkerService for Shared {
         }))
     }
 
-    async fn lease_job(&self, req: Request<pb::LeaseJobRequest>) -> Result<Response<pb::LeaseJobResponse>, Status> {
+    async fn lease_job(
+        &self,
+        req: Request<pb::LeaseJobRequest>,
+    ) -> Result<Response<pb::LeaseJobResponse>, Status> {
         let req = req.into_inner();
         let mut state = self.lock();
         known(&state, &req.worker_id)?;
@@ -106,7 +112,10 @@ impl WorkerService for Shared {
         }))
     }
 
-    async fn report_epoch(&self, req: Request<pb::ReportEpochRequest>) -> Result<Response<pb::ReportEpochResponse>, Status> {
+    async fn report_epoch(
+        &self,
+        req: Request<pb::ReportEpochRequest>,
+    ) -> Result<Response<pb::ReportEpochResponse>, Status> {
         let req = req.into_inner();
         let m = req
             .metrics
@@ -114,7 +123,13 @@ impl WorkerService for Shared {
             .ok_or_else(|| Status::invalid_argument("metrics are required"))?;
         let accepted = self
             .lock()
-            .report_epoch(&req.worker_id, &req.job_id, req.lease_id, m.into(), Instant::now())
+            .report_epoch(
+                &req.worker_id,
+                &req.job_id,
+                req.lease_id,
+                m.into(),
+                Instant::now(),
+            )
             .map_err(internal)?;
         if accepted {
             tracing::info!(
@@ -126,12 +141,19 @@ impl WorkerService for Shared {
             );
             self.changed.notify_waiters();
         } else {
-            tracing::warn!(job_id = req.job_id, lease_id = req.lease_id, "stale epoch report rejected");
+            tracing::warn!(
+                job_id = req.job_id,
+                lease_id = req.lease_id,
+                "stale epoch report rejected"
+            );
         }
         Ok(Response::new(pb::ReportEpochResponse { accepted }))
     }
 
-    async fn complete_job(&self, req: Request<pb::CompleteJobRequest>) -> Result<Response<pb::CompleteJobResponse>, Status> {
+    async fn complete_job(
+        &self,
+        req: Request<pb::CompleteJobRequest>,
+    ) -> Result<Response<pb::CompleteJobResponse>, Status> {
         let req = req.into_inner();
         let status = match pb::Outcome::try_from(req.outcome) {
             Ok(pb::Outcome::Succeeded) => JobStatus::Succeeded,
@@ -164,12 +186,19 @@ impl WorkerService for Shared {
             );
             self.changed.notify_waiters();
         } else {
-            tracing::warn!(job_id = req.job_id, lease_id = req.lease_id, "stale result rejected");
+            tracing::warn!(
+                job_id = req.job_id,
+                lease_id = req.lease_id,
+                "stale result rejected"
+            );
         }
         Ok(Response::new(pb::CompleteJobResponse { accepted }))
     }
 
-    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let req = req.into_inner();
         let mut state = self.lock();
         let known_worker = state.knows_worker(&req.worker_id);
@@ -183,7 +212,10 @@ impl WorkerService for Shared {
 
 #[tonic::async_trait]
 impl ControlService for Shared {
-    async fn grid_status(&self, _req: Request<pb::GridStatusRequest>) -> Result<Response<pb::GridStatusResponse>, Status> {
+    async fn grid_status(
+        &self,
+        _req: Request<pb::GridStatusRequest>,
+    ) -> Result<Response<pb::GridStatusResponse>, Status> {
         let state = self.lock();
         let c = state.counts();
         let jobs = state
@@ -241,7 +273,9 @@ impl tonic::service::Interceptor for RequireToken {
         match given {
             Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => Ok(req),
             Some(_) => Err(Status::unauthenticated("invalid bearer token")),
-            None => Err(Status::unauthenticated("missing `authorization: Bearer <token>`")),
+            None => Err(Status::unauthenticated(
+                "missing `authorization: Bearer <token>`",
+            )),
         }
     }
 }

@@ -197,13 +197,21 @@ impl State {
     /// Opens existing state read-only in spirit (for `coordinator report`): nothing is reset.
     pub fn open_existing(path: &Path) -> Result<State> {
         if !path.is_file() {
-            return Err(StateError::Corrupt(format!("{} does not exist", path.display())));
+            return Err(StateError::Corrupt(format!(
+                "{} does not exist",
+                path.display()
+            )));
         }
         State::load(open_db(path)?, Duration::from_secs(30))
     }
 
     fn load(db: Connection, lease_ttl: Duration) -> Result<State> {
-        let (spec_json, grid_file, started_at, finished_at): (String, String, String, Option<String>) = db
+        let (spec_json, grid_file, started_at, finished_at): (
+            String,
+            String,
+            String,
+            Option<String>,
+        ) = db
             .query_row(
                 "SELECT spec_json, grid_file, started_at, finished_at FROM grid WHERE id = 1",
                 [],
@@ -255,10 +263,11 @@ impl State {
                 jobs.push(entry);
             }
         }
-        let next_lease: u64 = db
-            .query_row("SELECT COALESCE(MAX(lease_id), 0) + 1 FROM attempts", [], |r| {
-                r.get::<_, i64>(0)
-            })? as u64;
+        let next_lease: u64 = db.query_row(
+            "SELECT COALESCE(MAX(lease_id), 0) + 1 FROM attempts",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64;
         let now = Instant::now();
         let workers = {
             let mut q = db.prepare(
@@ -327,7 +336,13 @@ impl State {
             params![env.id, env.name, env.hostname, env.device, env.device_name, env.libtorch_version, env.slots, timestamp()],
         )?;
         let id = env.id.clone();
-        self.workers.insert(id.clone(), WorkerEntry { env, last_seen: now });
+        self.workers.insert(
+            id.clone(),
+            WorkerEntry {
+                env,
+                last_seen: now,
+            },
+        );
         Ok(id)
     }
 
@@ -343,7 +358,12 @@ impl State {
 
     /// Grants the pending job expected to run longest (so the grid's makespan is short), or
     /// `None` when nothing is pending. A retried request (same `request_id`) gets the same lease.
-    pub fn lease(&mut self, worker_id: &str, request_id: &str, now: Instant) -> Result<Option<Grant>> {
+    pub fn lease(
+        &mut self,
+        worker_id: &str,
+        request_id: &str,
+        now: Instant,
+    ) -> Result<Option<Grant>> {
         self.touch(worker_id, now);
         if let Some(&lease_id) = self.requests.get(request_id) {
             if let Some(&i) = self.leases.get(&lease_id) {
@@ -406,7 +426,14 @@ impl State {
     }
 
     /// Records one epoch; false (rejected) if the lease is not the job's current one.
-    pub fn report_epoch(&mut self, worker_id: &str, job_id: &str, lease_id: u64, m: EpochMetrics, now: Instant) -> Result<bool> {
+    pub fn report_epoch(
+        &mut self,
+        worker_id: &str,
+        job_id: &str,
+        lease_id: u64,
+        m: EpochMetrics,
+        now: Instant,
+    ) -> Result<bool> {
         self.touch(worker_id, now);
         let Some(i) = self.current(job_id, lease_id) else {
             return Ok(false);
@@ -429,7 +456,14 @@ impl State {
 
     /// Records a job's outcome; false (rejected) if the lease is stale. A retry of an accepted
     /// completion is accepted again and changes nothing.
-    pub fn complete(&mut self, worker_id: &str, job_id: &str, lease_id: u64, c: Completion, now: Instant) -> Result<bool> {
+    pub fn complete(
+        &mut self,
+        worker_id: &str,
+        job_id: &str,
+        lease_id: u64,
+        c: Completion,
+        now: Instant,
+    ) -> Result<bool> {
         self.touch(worker_id, now);
         let Some(i) = self.current(job_id, lease_id) else {
             let already = self
@@ -473,7 +507,8 @@ impl State {
         e.epochs = c.epochs;
         if self.counts().finished() == self.jobs.len() as u32 {
             let at = timestamp();
-            self.db.execute("UPDATE grid SET finished_at = ?1 WHERE id = 1", [&at])?;
+            self.db
+                .execute("UPDATE grid SET finished_at = ?1 WHERE id = 1", [&at])?;
             self.finished_at = Some(at);
         }
         Ok(true)
@@ -502,7 +537,12 @@ impl State {
         let expired: Vec<(u64, usize)> = self
             .leases
             .iter()
-            .filter(|(_, &i)| self.jobs[i].lease.as_ref().is_some_and(|l| l.expires <= now))
+            .filter(|(_, &i)| {
+                self.jobs[i]
+                    .lease
+                    .as_ref()
+                    .is_some_and(|l| l.expires <= now)
+            })
             .map(|(&id, &i)| (id, i))
             .collect();
         let mut ids = Vec::new();
@@ -510,7 +550,10 @@ impl State {
             let e = &mut self.jobs[i];
             e.lost += 1;
             let (status, error) = if e.lost >= MAX_LOST_ATTEMPTS {
-                (JobStatus::Failed, Some(format!("lost its worker {} times (lease expired)", e.lost)))
+                (
+                    JobStatus::Failed,
+                    Some(format!("lost its worker {} times (lease expired)", e.lost)),
+                )
             } else {
                 (JobStatus::Pending, None)
             };
@@ -583,7 +626,11 @@ impl State {
                     .iter()
                     .filter(|e| e.lease.as_ref().is_some_and(|l| l.worker_id == w.env.id))
                     .count() as u32;
-                (w.env.clone(), now.saturating_duration_since(w.last_seen), running)
+                (
+                    w.env.clone(),
+                    now.saturating_duration_since(w.last_seen),
+                    running,
+                )
             })
             .collect();
         out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
@@ -592,8 +639,11 @@ impl State {
 
     /// Everything the output files are made of.
     pub fn results(&self) -> Results {
-        let used: std::collections::HashSet<&str> =
-            self.jobs.iter().filter_map(|e| e.worker.as_deref()).collect();
+        let used: std::collections::HashSet<&str> = self
+            .jobs
+            .iter()
+            .filter_map(|e| e.worker.as_deref())
+            .collect();
         let mut workers: Vec<WorkerEnv> = self
             .workers
             .values()
@@ -686,16 +736,28 @@ mod tests {
     fn lease_report_complete() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
-        let mut s = State::open(&dir.path().join("s.db"), &grid(G), "g.yaml", Duration::from_secs(10)).unwrap();
+        let mut s = State::open(
+            &dir.path().join("s.db"),
+            &grid(G),
+            "g.yaml",
+            Duration::from_secs(10),
+        )
+        .unwrap();
         let w = worker(&mut s, t0);
         let g = s.lease(&w, "r1", t0).unwrap().unwrap();
         assert_eq!(g.job.spec.activation, common::Activation::Relu);
         // A retried request gets the same lease, not a second job.
         assert_eq!(s.lease(&w, "r1", t0).unwrap().unwrap(), g);
-        assert!(s.report_epoch(&w, g.job.id.as_str(), g.lease_id, epoch(1), t0).unwrap());
-        assert!(s.complete(&w, g.job.id.as_str(), g.lease_id, done(2), t0).unwrap());
+        assert!(s
+            .report_epoch(&w, g.job.id.as_str(), g.lease_id, epoch(1), t0)
+            .unwrap());
+        assert!(s
+            .complete(&w, g.job.id.as_str(), g.lease_id, done(2), t0)
+            .unwrap());
         // A retried completion is acknowledged again.
-        assert!(s.complete(&w, g.job.id.as_str(), g.lease_id, done(2), t0).unwrap());
+        assert!(s
+            .complete(&w, g.job.id.as_str(), g.lease_id, done(2), t0)
+            .unwrap());
         assert_eq!(s.counts().succeeded, 1);
         assert!(!s.is_finished());
     }
@@ -704,12 +766,20 @@ mod tests {
     fn expired_lease_requeues_and_fences_the_stale_worker() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
-        let mut s = State::open(&dir.path().join("s.db"), &grid(G), "g.yaml", Duration::from_secs(10)).unwrap();
+        let mut s = State::open(
+            &dir.path().join("s.db"),
+            &grid(G),
+            "g.yaml",
+            Duration::from_secs(10),
+        )
+        .unwrap();
         let a = worker(&mut s, t0);
         let b = worker(&mut s, t0);
         let first = s.lease(&a, "a1", t0).unwrap().unwrap();
         // Heartbeats keep it alive.
-        assert!(s.heartbeat(&a, &[first.lease_id], t0 + Duration::from_secs(8)).is_empty());
+        assert!(s
+            .heartbeat(&a, &[first.lease_id], t0 + Duration::from_secs(8))
+            .is_empty());
         assert!(s.expire(t0 + Duration::from_secs(12)).unwrap().is_empty());
         // Silence past the lease: the job goes back to the queue.
         let lost = s.expire(t0 + Duration::from_secs(19)).unwrap();
@@ -721,11 +791,17 @@ mod tests {
         assert_eq!(second.attempt, 2);
         // The stale worker's late messages are rejected and change nothing.
         let id = first.job.id.as_str();
-        assert!(!s.report_epoch(&a, id, first.lease_id, epoch(1), t1).unwrap());
+        assert!(!s
+            .report_epoch(&a, id, first.lease_id, epoch(1), t1)
+            .unwrap());
         assert!(!s.complete(&a, id, first.lease_id, done(2), t1).unwrap());
         assert_eq!(s.heartbeat(&a, &[first.lease_id], t1), vec![first.lease_id]);
         assert!(s.complete(&b, id, second.lease_id, done(2), t1).unwrap());
-        let rec = s.records().into_iter().find(|r| r.id == first.job.id).unwrap();
+        let rec = s
+            .records()
+            .into_iter()
+            .find(|r| r.id == first.job.id)
+            .unwrap();
         assert_eq!((rec.status, rec.attempts), (JobStatus::Succeeded, 2));
     }
 
@@ -739,10 +815,12 @@ mod tests {
             let mut s = State::open(&path, &grid(G), "g.yaml", Duration::from_secs(10)).unwrap();
             let w = worker(&mut s, t0);
             let g = s.lease(&w, "1", t0).unwrap().unwrap();
-            s.complete(&w, g.job.id.as_str(), g.lease_id, done(2), t0).unwrap();
+            s.complete(&w, g.job.id.as_str(), g.lease_id, done(2), t0)
+                .unwrap();
             first_id = g.job.id;
             let g2 = s.lease(&w, "2", t0).unwrap().unwrap();
-            s.report_epoch(&w, g2.job.id.as_str(), g2.lease_id, epoch(1), t0).unwrap();
+            s.report_epoch(&w, g2.job.id.as_str(), g2.lease_id, epoch(1), t0)
+                .unwrap();
             // Dropped here mid-job, as by kill -9.
         }
         let mut s = State::open(&path, &grid(G), "g.yaml", Duration::from_secs(10)).unwrap();
@@ -753,7 +831,10 @@ mod tests {
         let w = worker(&mut s, t0);
         let g = s.lease(&w, "3", t0).unwrap().unwrap();
         assert_ne!(g.job.id, first_id);
-        assert!(g.lease_id >= 3, "fencing tokens never repeat across restarts");
+        assert!(
+            g.lease_id >= 3,
+            "fencing tokens never repeat across restarts"
+        );
     }
 
     #[test]
@@ -765,7 +846,8 @@ mod tests {
             let mut s = State::open(&path, &grid(G), "g.yaml", Duration::from_secs(10)).unwrap();
             let w = worker(&mut s, t0);
             while let Some(g) = s.lease(&w, &format!("{t0:?}{}", s.next_lease), t0).unwrap() {
-                s.complete(&w, g.job.id.as_str(), g.lease_id, done(2), t0).unwrap();
+                s.complete(&w, g.job.id.as_str(), g.lease_id, done(2), t0)
+                    .unwrap();
             }
             assert!(s.is_finished());
         }
@@ -780,7 +862,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let g = grid("name: g\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.9}\n  - {dataset: cifar10, model: vgg11-bn, epochs: 1, target_accuracy: 0.9}\n");
         let t0 = Instant::now();
-        let mut s = State::open(&dir.path().join("s.db"), &g, "g.yaml", Duration::from_secs(10)).unwrap();
+        let mut s = State::open(
+            &dir.path().join("s.db"),
+            &g,
+            "g.yaml",
+            Duration::from_secs(10),
+        )
+        .unwrap();
         let w = worker(&mut s, t0);
         let first = s.lease(&w, "1", t0).unwrap().unwrap();
         assert_eq!(first.job.spec.model, common::Model::Vgg11Bn);

@@ -86,11 +86,9 @@ impl BearerAuth {
     pub fn new(token: Option<&str>) -> Result<BearerAuth, String> {
         let header = match token {
             None => None,
-            Some(t) => Some(
-                format!("Bearer {t}")
-                    .parse()
-                    .map_err(|_| "the token contains characters not allowed in a header".to_string())?,
-            ),
+            Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| {
+                "the token contains characters not allowed in a header".to_string()
+            })?),
         };
         Ok(BearerAuth { header })
     }

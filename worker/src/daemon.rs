@@ -142,7 +142,9 @@ async fn slot_loop(
         })
         .await?;
         match resp.lease {
-            Some(lease) => run_lease(&client, &worker_id, &launcher, &running, lease, &stop).await?,
+            Some(lease) => {
+                run_lease(&client, &worker_id, &launcher, &running, lease, &stop).await?
+            }
             None if resp.grid_finished => {
                 tracing::info!(slot, "grid finished; slot stops");
                 return Ok(());
@@ -209,7 +211,11 @@ async fn run_lease(
                         .await;
                         match r {
                             Ok(r) if !r.accepted => {
-                                tracing::warn!(job_id, lease_id, "lease no longer valid; stopping job");
+                                tracing::warn!(
+                                    job_id,
+                                    lease_id,
+                                    "lease no longer valid; stopping job"
+                                );
                                 let _ = cancel_tx.send(true);
                             }
                             Ok(_) => tracing::debug!(job_id, epoch = m.epoch, "epoch reported"),
@@ -295,10 +301,15 @@ async fn heartbeat_loop(
         match c.heartbeat(req).await {
             Ok(r) => {
                 let r = r.into_inner();
-                let map = running.lock().expect("no code panics while holding this lock");
+                let map = running
+                    .lock()
+                    .expect("no code panics while holding this lock");
                 for id in r.revoked_lease_ids {
                     if let Some(cancel) = map.get(&id) {
-                        tracing::warn!(lease_id = id, "lease revoked by the coordinator; stopping job");
+                        tracing::warn!(
+                            lease_id = id,
+                            "lease revoked by the coordinator; stopping job"
+                        );
                         let _ = cancel.send(true);
                     }
                 }
@@ -344,13 +355,7 @@ where
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(s) => {
-                return Err(anyhow::anyhow!(
-                    "{what}: {} ({:?})",
-                    s.message(),
-                    s.code()
-                ))
-            }
+            Err(s) => return Err(anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code())),
         }
     }
 }

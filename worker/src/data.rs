@@ -216,7 +216,9 @@ fn idx(path: &Path, want_dims: usize) -> Result<(Vec<usize>, Vec<u8>), DataError
     if bytes.len() < header {
         return Err(corrupt(path, "truncated IDX header"));
     }
-    let shape: Vec<usize> = (0..want_dims).map(|i| be_u32(&bytes, 4 + 4 * i) as usize).collect();
+    let shape: Vec<usize> = (0..want_dims)
+        .map(|i| be_u32(&bytes, 4 + 4 * i) as usize)
+        .collect();
     let expected: usize = shape.iter().product();
     let payload = bytes.len() - header;
     if payload != expected {
@@ -280,7 +282,10 @@ fn cifar_split(files: &[PathBuf], label_bytes: usize) -> Result<Split, DataError
         for rec in bytes.chunks_exact(record) {
             let label = rec[label_bytes - 1];
             if label >= classes {
-                return Err(corrupt(path, format!("label {label} is not below {classes}")));
+                return Err(corrupt(
+                    path,
+                    format!("label {label} is not below {classes}"),
+                ));
             }
             labels.push(label);
             images.extend_from_slice(&rec[label_bytes..]);
@@ -300,7 +305,7 @@ pub struct DeviceSplit {
 }
 
 impl DeviceSplit {
-    pub fn len(&self) -> i64 {
+    pub fn samples(&self) -> i64 {
         self.labels.size()[0]
     }
 }
@@ -317,7 +322,9 @@ pub fn to_device(
     let keep = if limit == 0 { n } else { n.min(limit as i64) };
     let (mean, std) = normalization(dataset);
     let c = mean.len() as i64;
-    let mean = Tensor::from_slice(mean).view([1, c, 1, 1]).to_device(device);
+    let mean = Tensor::from_slice(mean)
+        .view([1, c, 1, 1])
+        .to_device(device);
     let std = Tensor::from_slice(std).view([1, c, 1, 1]).to_device(device);
     let images = split
         .images
@@ -370,7 +377,10 @@ mod tests {
     #[test]
     fn missing_files_are_named() {
         let tmp = tempfile::tempdir().unwrap();
-        let err = load(Dataset::FashionMnist, tmp.path()).err().unwrap().to_string();
+        let err = load(Dataset::FashionMnist, tmp.path())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("fashion-mnist"), "{err}");
         assert!(err.contains("train-images-idx3-ubyte"), "{err}");
         assert!(err.contains(&tmp.path().display().to_string()), "{err}");
@@ -386,7 +396,10 @@ mod tests {
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 100]).unwrap();
         let err = load(Dataset::Mnist, tmp.path()).err().unwrap().to_string();
-        assert!(err.contains("corrupt or truncated") && err.contains("train-images"), "{err}");
+        assert!(
+            err.contains("corrupt or truncated") && err.contains("train-images"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -421,7 +434,10 @@ mod tests {
         assert_eq!(d.train.images.size(), vec![15, 3, 32, 32]);
         assert_eq!(d.test.labels.size(), vec![3]);
         std::fs::write(dir.join("test_batch.bin"), vec![1u8; 100]).unwrap();
-        let err = load(Dataset::Cifar10, tmp.path()).err().unwrap().to_string();
+        let err = load(Dataset::Cifar10, tmp.path())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("whole number"), "{err}");
     }
 }

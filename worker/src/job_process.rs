@@ -147,7 +147,10 @@ impl Launcher {
         match (outcome, status) {
             (Some(o), _) => o,
             (None, Ok(status)) => failed(
-                format!("job process exited with {status} before finishing: {}", last_lines(&tail)),
+                format!(
+                    "job process exited with {status} before finishing: {}",
+                    last_lines(&tail)
+                ),
                 seen,
             ),
             (None, Err(e)) => failed(format!("job process lost: {e}"), seen),

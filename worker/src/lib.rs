@@ -27,7 +27,12 @@ pub fn hostname() -> String {
 pub fn device_name(device: tch::Device) -> String {
     match device {
         tch::Device::Cuda(i) => std::process::Command::new("nvidia-smi")
-            .args(["--query-gpu=name", "--format=csv,noheader", "-i", &i.to_string()])
+            .args([
+                "--query-gpu=name",
+                "--format=csv,noheader",
+                "-i",
+                &i.to_string(),
+            ])
             .output()
             .ok()
             .and_then(|o| String::from_utf8(o.stdout).ok())

@@ -12,7 +12,10 @@ use worker::job_process::{self, Launcher};
 use worker::{daemon, train};
 
 #[derive(Parser)]
-#[command(version, about = "Trains deep-learning jobs with libtorch, for a coordinator or alone")]
+#[command(
+    version,
+    about = "Trains deep-learning jobs with libtorch, for a coordinator or alone"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -114,6 +117,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -163,7 +167,9 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<ExitCode> {
     if let Some(why) = a.model.incompatibility(a.dataset) {
         anyhow::bail!("--model/--dataset: {why}");
     }
-    let target = a.target_accuracy.unwrap_or_else(|| default_target(a.dataset));
+    let target = a
+        .target_accuracy
+        .unwrap_or_else(|| default_target(a.dataset));
     if !(target > 0.0 && target <= 1.0) {
         anyhow::bail!("--target-accuracy must be in (0, 1], got {target}");
     }
@@ -238,7 +244,11 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<ExitCode> {
             println!("error: {e}");
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn run_job_cmd(common: CommonArgs, threads: usize) -> anyhow::Result<ExitCode> {
@@ -258,7 +268,9 @@ fn run_job_cmd(common: CommonArgs, threads: usize) -> anyhow::Result<ExitCode> {
 
 fn daemon_cmd(a: DaemonArgs) -> anyhow::Result<ExitCode> {
     let Some(coordinator) = a.coordinator else {
-        anyhow::bail!("give --coordinator URL to serve a coordinator, or use `worker train` (see --help)");
+        anyhow::bail!(
+            "give --coordinator URL to serve a coordinator, or use `worker train` (see --help)"
+        );
     };
     let device = train::parse_device(&a.common.device)?;
     let device_label = train::device_label(device);

@@ -16,8 +16,8 @@ pub struct Act {
 
 impl Act {
     pub fn new(p: &nn::Path, kind: Activation) -> Act {
-        let prelu_weight = (kind == Activation::Prelu)
-            .then(|| p.var("weight", &[1], nn::Init::Const(0.25)));
+        let prelu_weight =
+            (kind == Activation::Prelu).then(|| p.var("weight", &[1], nn::Init::Const(0.25)));
         Act { kind, prelu_weight }
     }
 }
@@ -126,7 +126,9 @@ impl PaperCnn {
 
 impl ModuleT for PaperCnn {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let x = self.act1.forward_t(&x.apply(&self.conv1).max_pool2d_default(2), train);
+        let x = self
+            .act1
+            .forward_t(&x.apply(&self.conv1).max_pool2d_default(2), train);
         let x = x
             .apply(&self.conv2)
             .feature_dropout(0.5, train)
@@ -171,7 +173,11 @@ impl Vgg11Bn {
                 Some(c_out) => {
                     features = features
                         .add(conv(&f / format!("conv{i}"), c_in, *c_out, 3, 1))
-                        .add(nn::batch_norm2d(&f / format!("bn{i}"), *c_out, Default::default()))
+                        .add(nn::batch_norm2d(
+                            &f / format!("bn{i}"),
+                            *c_out,
+                            Default::default(),
+                        ))
                         .add(Act::new(&(&f / format!("act{i}")), act));
                     c_in = *c_out;
                 }
@@ -231,15 +237,27 @@ mod tests {
 
     #[test]
     fn paper_cnn_has_21840_parameters() {
-        assert_eq!(count(Model::PaperCnn, Dataset::Mnist, Activation::Relu), 21_840);
+        assert_eq!(
+            count(Model::PaperCnn, Dataset::Mnist, Activation::Relu),
+            21_840
+        );
         // One learnable slope per activation site.
-        assert_eq!(count(Model::PaperCnn, Dataset::Mnist, Activation::Prelu), 21_843);
+        assert_eq!(
+            count(Model::PaperCnn, Dataset::Mnist, Activation::Prelu),
+            21_843
+        );
     }
 
     #[test]
     fn vgg11_bn_has_9231114_parameters() {
-        assert_eq!(count(Model::Vgg11Bn, Dataset::Cifar10, Activation::Relu), 9_231_114);
-        assert_eq!(count(Model::Vgg11Bn, Dataset::Cifar10, Activation::Prelu), 9_231_122);
+        assert_eq!(
+            count(Model::Vgg11Bn, Dataset::Cifar10, Activation::Relu),
+            9_231_114
+        );
+        assert_eq!(
+            count(Model::Vgg11Bn, Dataset::Cifar10, Activation::Prelu),
+            9_231_122
+        );
     }
 
     #[test]

@@ -47,7 +47,12 @@ pub fn run(
     drop(raw);
 
     let vs = nn::VarStore::new(device);
-    let net = model::build(&vs.root(), spec.model, spec.dataset.shape(), spec.activation);
+    let net = model::build(
+        &vs.root(),
+        spec.model,
+        spec.dataset.shape(),
+        spec.activation,
+    );
     let param_count = model::param_count(&vs);
     let mut opt = match spec.optimizer {
         common::Optimizer::Adam => nn::Adam::default()
@@ -67,7 +72,7 @@ pub fn run(
         let started = Instant::now();
         let loss_sum = train_epoch(&*net, &mut opt, &train, spec)?;
         // Reading the loss waits for the device, so the clock stops after the last step.
-        let train_loss = loss_sum / train.len() as f64;
+        let train_loss = loss_sum / train.samples() as f64;
         train_seconds += started.elapsed().as_secs_f64();
         if !train_loss.is_finite() {
             return Ok(TrainOutcome {
@@ -76,7 +81,9 @@ pub fn run(
                 param_count,
                 epochs,
                 latency_ms_per_sample: None,
-                error: Some(format!("training loss became {train_loss} in epoch {epoch}")),
+                error: Some(format!(
+                    "training loss became {train_loss} in epoch {epoch}"
+                )),
             });
         }
         let (test_loss, test_accuracy) = evaluate(&*net, &test)?;
@@ -109,7 +116,7 @@ fn train_epoch(
     train: &DeviceSplit,
     spec: &TrainSpec,
 ) -> anyhow::Result<f64> {
-    let n = train.len();
+    let n = train.samples();
     let device = train.images.device();
     let bs = spec.batch_size as i64;
     let perm = Tensor::randperm(n, (Kind::Int64, device));
@@ -149,8 +156,12 @@ fn augment(x: &Tensor) -> Result<Tensor, tch::TchError> {
     let padded = x.f_constant_pad_nd([4, 4, 4, 4])?;
     let oy = Tensor::f_randint(9, [b, 1, 1, 1], opts)?;
     let ox = Tensor::f_randint(9, [b, 1, 1, 1], opts)?;
-    let rows = Tensor::f_arange(h, opts)?.f_view([1, 1, h, 1])?.f_add(&oy)?;
-    let cols = Tensor::f_arange(w, opts)?.f_view([1, 1, 1, w])?.f_add(&ox)?;
+    let rows = Tensor::f_arange(h, opts)?
+        .f_view([1, 1, h, 1])?
+        .f_add(&oy)?;
+    let cols = Tensor::f_arange(w, opts)?
+        .f_view([1, 1, 1, w])?
+        .f_add(&ox)?;
     let bi = Tensor::f_arange(b, opts)?.f_view([b, 1, 1, 1])?;
     let ci = Tensor::f_arange(c, opts)?.f_view([1, c, 1, 1])?;
     let cropped = padded.f_index(&[Some(bi), Some(ci), Some(rows), Some(cols)])?;
@@ -161,7 +172,7 @@ fn augment(x: &Tensor) -> Result<Tensor, tch::TchError> {
 /// Test loss (mean cross-entropy) and accuracy, without gradients.
 fn evaluate(net: &dyn ModuleT, test: &DeviceSplit) -> anyhow::Result<(f64, f64)> {
     tch::no_grad(|| {
-        let n = test.len();
+        let n = test.samples();
         let device = test.images.device();
         let mut loss = Tensor::zeros([], (Kind::Double, device));
         let mut correct = Tensor::zeros([], (Kind::Int64, device));
@@ -173,7 +184,10 @@ fn evaluate(net: &dyn ModuleT, test: &DeviceSplit) -> anyhow::Result<(f64, f64)>
             let logits = net.forward_t(&x, false);
             let batch_loss = cross_entropy(&logits, &y, tch::Reduction::Sum)?;
             let _ = loss.f_add_(&batch_loss.f_to_kind(Kind::Double)?)?;
-            let hits = logits.f_argmax(-1, false)?.f_eq_tensor(&y)?.f_sum(Kind::Int64)?;
+            let hits = logits
+                .f_argmax(-1, false)?
+                .f_eq_tensor(&y)?
+                .f_sum(Kind::Int64)?;
             let _ = correct.f_add_(&hits)?;
             start += len;
         }
@@ -192,8 +206,12 @@ fn latency_ms_per_sample(
     samples: u64,
     device: Device,
 ) -> anyhow::Result<f64> {
-    let n = test.len();
-    let count = if samples == 0 { n } else { n.min(samples as i64) };
+    let n = test.samples();
+    let count = if samples == 0 {
+        n
+    } else {
+        n.min(samples as i64)
+    };
     tch::no_grad(|| {
         for i in 0..LATENCY_WARMUP.min(n) {
             let _ = net
@@ -227,7 +245,11 @@ pub fn device_label(device: Device) -> String {
 pub fn parse_device(s: &str) -> anyhow::Result<Device> {
     let gpus = tch::Cuda::device_count();
     match s {
-        "auto" => Ok(if gpus > 0 { Device::Cuda(0) } else { Device::Cpu }),
+        "auto" => Ok(if gpus > 0 {
+            Device::Cuda(0)
+        } else {
+            Device::Cpu
+        }),
         "cpu" => Ok(Device::Cpu),
         _ => {
             let index = match s.strip_prefix("cuda") {
@@ -235,11 +257,15 @@ pub fn parse_device(s: &str) -> anyhow::Result<Device> {
                 Some(rest) => rest
                     .strip_prefix(':')
                     .and_then(|n| n.parse::<usize>().ok())
-                    .with_context(|| format!("invalid --device `{s}`: expected auto, cpu, cuda or cuda:N"))?,
+                    .with_context(|| {
+                        format!("invalid --device `{s}`: expected auto, cpu, cuda or cuda:N")
+                    })?,
                 None => anyhow::bail!("invalid --device `{s}`: expected auto, cpu, cuda or cuda:N"),
             };
             if (index as i64) >= gpus {
-                anyhow::bail!("--device {s}: this machine has {gpus} CUDA device(s) visible to libtorch");
+                anyhow::bail!(
+                    "--device {s}: this machine has {gpus} CUDA device(s) visible to libtorch"
+                );
             }
             Ok(Device::Cuda(index))
         }

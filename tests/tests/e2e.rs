@@ -1,0 +1,448 @@
+//! End to end: the real `coordinator` and `worker` binaries on loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use integration_tests::{bin, output, wait_exit, write_synthetic_mnist};
+use serde_json::Value;
+
+/// Fields every job of results.json carries (CONTRACT.md).
+const JOB_FIELDS: [&str; 18] = [
+    "id",
+    "dataset",
+    "model",
+    "activation",
+    "seed",
+    "status",
+    "attempts",
+    "worker",
+    "device",
+    "param_count",
+    "epochs",
+    "total_train_seconds",
+    "first_epoch_at_target",
+    "seconds_to_target",
+    "final_test_accuracy",
+    "error_rate",
+    "latency_ms_per_sample",
+    "error",
+];
+const EPOCH_FIELDS: [&str; 5] = [
+    "epoch",
+    "train_seconds",
+    "train_loss",
+    "test_loss",
+    "test_accuracy",
+];
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn coordinator(grid: &Path, out: &Path, data: &Path) -> Command {
+    let mut cmd = Command::new(bin("coordinator"));
+    cmd.arg("--grid")
+        .arg(grid)
+        .arg("--out")
+        .arg(out)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--device")
+        .arg("cpu")
+        .env("WORKER_BIN", bin("worker"))
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn jobs(results: &Value) -> &Vec<Value> {
+    results["jobs"].as_array().expect("jobs array")
+}
+
+fn fixture(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    write_synthetic_mnist(&data.join("mnist"), 3000, 500);
+    data
+}
+
+#[test]
+fn grid_runs_end_to_end_resumes_and_rerenders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        "name: e2e\nactivations: [relu, elu]\ndatasets:\n  - dataset: mnist\n    model: paper-cnn\n    epochs: 2\n    target_accuracy: 0.5\n    latency_samples: 50\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+
+    let (status, _, stderr) = output(&mut coordinator(&grid, &out, &data));
+    assert!(status.success(), "coordinator failed: {stderr}");
+    let results = read_json(&out.join("results.json"));
+    assert_eq!(results["grid"]["name"], "e2e");
+    assert!(
+        results["environment"]["workers"].as_array().unwrap().len() == 1,
+        "{results}"
+    );
+    let jobs = jobs(&results);
+    assert_eq!(jobs.len(), 2);
+    for job in jobs {
+        for f in JOB_FIELDS {
+            assert!(job.get(f).is_some(), "job lacks `{f}`: {job}");
+        }
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["attempts"], 1);
+        assert_eq!(job["param_count"], 21840);
+        let epochs = job["epochs"].as_array().unwrap();
+        assert_eq!(epochs.len(), 2);
+        for e in epochs {
+            for f in EPOCH_FIELDS {
+                assert!(e.get(f).is_some(), "epoch lacks `{f}`: {e}");
+            }
+        }
+        // Real learning: chance is 10%.
+        let acc = job["final_test_accuracy"].as_f64().unwrap();
+        assert!(acc > 0.6, "accuracy {acc} is not well above chance: {job}");
+        assert!(job["latency_ms_per_sample"].as_f64().unwrap() > 0.0);
+        assert!(epochs[1]["train_seconds"].as_f64() > epochs[0]["train_seconds"].as_f64());
+        assert!(job["first_epoch_at_target"].as_u64().is_some());
+        assert!(job["error"].is_null());
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("| relu |") && report.contains("| elu |"),
+        "{report}"
+    );
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let id = jobs[0]["id"].as_str().unwrap();
+    let tsv = std::fs::read_to_string(out.join("dawnbench").join(id).join("train.tsv")).unwrap();
+    assert_eq!(tsv.lines().count(), 3, "{tsv}");
+    assert!(out
+        .join("dawnbench")
+        .join(id)
+        .join("inference.json")
+        .is_file());
+
+    // The same command again: nothing is re-run.
+    let (status, _, stderr) = output(&mut coordinator(&grid, &out, &data));
+    assert!(status.success(), "{stderr}");
+    let again = read_json(&out.join("results.json"));
+    for (a, b) in jobs.iter().zip(self::jobs(&again)) {
+        assert_eq!(a["epochs"], b["epochs"], "finished jobs keep their results");
+        assert_eq!(b["attempts"], 1);
+    }
+    assert!(
+        !out.join("logs").join("worker-0.log").exists() || !stderr.contains("job started"),
+        "{stderr}"
+    );
+
+    // `coordinator report` re-renders every file from the state alone.
+    let out2 = tmp.path().join("rerendered");
+    let (status, _, stderr) = output(
+        Command::new(bin("coordinator"))
+            .arg("report")
+            .arg("--state")
+            .arg(out.join("state.db"))
+            .arg("--out")
+            .arg(&out2),
+    );
+    assert!(status.success(), "{stderr}");
+    let rerendered = read_json(&out2.join("results.json"));
+    assert_eq!(rerendered["jobs"], again["jobs"]);
+    assert_eq!(
+        std::fs::read_to_string(out2.join("results.csv")).unwrap(),
+        std::fs::read_to_string(out.join("results.csv")).unwrap()
+    );
+    assert!(out2.join("report.md").is_file());
+}
+
+#[test]
+fn a_failing_job_is_recorded_and_the_grid_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let grid = tmp.path().join("grid.yaml");
+    // No fashion-mnist files exist: those jobs fail; the mnist jobs after them still run.
+    std::fs::write(
+        &grid,
+        "name: mixed\nactivations: [relu]\ndatasets:\n  - {dataset: fashion-mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.5}\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.5, latency_samples: 10}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let (status, _, stderr) = output(&mut coordinator(&grid, &out, &data));
+    assert!(status.success(), "a failed job still exits 0: {stderr}");
+    let results = read_json(&out.join("results.json"));
+    let jobs = jobs(&results);
+    let failed = jobs
+        .iter()
+        .find(|j| j["dataset"] == "fashion-mnist")
+        .unwrap();
+    assert_eq!(failed["status"], "failed");
+    let err = failed["error"].as_str().unwrap();
+    assert!(
+        err.contains("fashion-mnist") && err.contains("train-images-idx3-ubyte"),
+        "{err}"
+    );
+    let ok = jobs.iter().find(|j| j["dataset"] == "mnist").unwrap();
+    assert_eq!(ok["status"], "succeeded", "{ok}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("Failed and diverged jobs"), "{report}");
+}
+
+#[test]
+fn external_worker_with_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        "name: ext\nactivations: [tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.5, train_limit: 1000, latency_samples: 10}\n",
+    )
+    .unwrap();
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let wrong = tmp.path().join("wrong");
+    std::fs::write(&wrong, "nope\n").unwrap();
+    let port = free_port();
+    let out = tmp.path().join("out");
+    let mut coord = Command::new(bin("coordinator"))
+        .args([
+            "--local-workers",
+            "0",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--grid")
+        .arg(&grid)
+        .arg("--out")
+        .arg(&out)
+        .arg("--token-file")
+        .arg(&token)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let worker = |token: &Path| {
+        let mut c = Command::new(bin("worker"));
+        c.args([
+            "--coordinator",
+            &url,
+            "--device",
+            "cpu",
+            "--name",
+            "ext-worker",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--token-file")
+        .arg(token);
+        c
+    };
+    // A wrong token is refused, with a message that says so.
+    let (status, _, stderr) = output(&mut worker(&wrong));
+    assert!(!status.success());
+    assert!(stderr.contains("token"), "{stderr}");
+    // The right one works; the worker exits when the grid is done.
+    let (status, _, stderr) = output(&mut worker(&token));
+    assert!(status.success(), "{stderr}");
+    let status = wait_exit(&mut coord, Duration::from_secs(60));
+    assert!(status.success());
+    let results = read_json(&out.join("results.json"));
+    assert_eq!(jobs(&results)[0]["status"], "succeeded");
+    assert!(jobs(&results)[0]["worker"]
+        .as_str()
+        .unwrap()
+        .contains("ext-worker"));
+}
+
+#[test]
+fn worker_train_json_prints_one_job_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let (status, stdout, stderr) = output(
+        Command::new(bin("worker"))
+            .args([
+                "train",
+                "--dataset",
+                "mnist",
+                "--model",
+                "paper-cnn",
+                "--activation",
+                "prelu",
+            ])
+            .args([
+                "--epochs",
+                "1",
+                "--test-limit",
+                "200",
+                "--latency-samples",
+                "20",
+                "--json",
+                "--device",
+                "cpu",
+            ])
+            .arg("--data-dir")
+            .arg(&data),
+    );
+    assert!(status.success(), "{stderr}");
+    let job: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    for f in JOB_FIELDS {
+        assert!(job.get(f).is_some(), "job lacks `{f}`: {job}");
+    }
+    assert_eq!(job["param_count"], 21843);
+    assert_eq!(job["status"], "succeeded");
+}
+
+/// Each bad grid: exit code 2, a message naming the file (and line where known), nothing written.
+#[test]
+fn bad_grid_files_exit_2_and_start_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = "name: g\nactivations: [relu, tanh]\ndatasets:\n  - dataset: mnist\n    model: paper-cnn\n    epochs: 2\n    target_accuracy: 0.9\n";
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("missing", None, "cannot read grid file"),
+        ("not-yaml", Some("name: [unclosed\n  - : :".into()), ":"),
+        (
+            "unknown-key",
+            Some(format!("{good}color: blue\n")),
+            "unknown field `color`",
+        ),
+        (
+            "unknown-activation",
+            Some(good.replace("tanh", "swishy")),
+            "unknown variant `swishy`",
+        ),
+        (
+            "unknown-dataset",
+            Some(good.replace("dataset: mnist", "dataset: imagenet")),
+            "unknown variant `imagenet`",
+        ),
+        (
+            "unknown-model",
+            Some(good.replace("paper-cnn", "resnet50")),
+            "unknown variant `resnet50`",
+        ),
+        (
+            "empty-activations",
+            Some(good.replace("[relu, tanh]", "[]")),
+            "must not be empty",
+        ),
+        (
+            "empty-datasets",
+            Some("name: g\nactivations: [relu]\ndatasets: []\n".into()),
+            "must not be empty",
+        ),
+        (
+            "zero-epochs",
+            Some(good.replace("epochs: 2", "epochs: 0")),
+            "epochs must be at least 1",
+        ),
+        ("target-high", Some(good.replace("0.9", "1.2")), "(0, 1]"),
+        ("target-zero", Some(good.replace("0.9", "0")), "(0, 1]"),
+        (
+            "duplicate-activation",
+            Some(good.replace("[relu, tanh]", "[relu, tanh, relu]")),
+            "duplicate entry relu",
+        ),
+    ];
+    for (name, content, expect) in cases {
+        let grid = tmp.path().join(format!("{name}.yaml"));
+        if let Some(c) = &content {
+            std::fs::write(&grid, c).unwrap();
+        }
+        let out = tmp.path().join(format!("out-{name}"));
+        let (status, _, stderr) = output(
+            Command::new(bin("coordinator"))
+                .arg("--grid")
+                .arg(&grid)
+                .arg("--out")
+                .arg(&out)
+                .args(["--listen", "127.0.0.1:0"]),
+        );
+        assert_eq!(status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&grid.display().to_string()),
+            "{name}: message must name the file: {stderr}"
+        );
+        assert!(
+            stderr.contains(expect),
+            "{name}: expected `{expect}` in: {stderr}"
+        );
+        if content.is_some() && name != "missing" {
+            assert!(
+                stderr.contains(&format!("{}:", grid.display())) && stderr.lines().count() <= 2,
+                "{name}: one clear message with a location: {stderr}"
+            );
+        }
+        assert!(!out.exists(), "{name}: nothing may be written");
+    }
+    // Bad flags are bad input too.
+    let grid = tmp.path().join("good.yaml");
+    std::fs::write(&grid, good).unwrap();
+    for args in [
+        ["--listen", "nowhere"],
+        ["--device", "tpu"],
+        ["--local-workers", "many"],
+    ] {
+        let (status, _, stderr) = output(
+            Command::new(bin("coordinator"))
+                .arg("--grid")
+                .arg(&grid)
+                .args(args),
+        );
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(args[0]), "{args:?}: {stderr}");
+    }
+}
+
+/// Where the real datasets are available (CI sets DATASETS_DIR): real MNIST, paper settings.
+#[test]
+fn real_mnist_reaches_97_percent_in_two_epochs() {
+    let Some(dir) = std::env::var_os("DATASETS_DIR") else {
+        eprintln!("DATASETS_DIR not set; skipping the real-MNIST run");
+        return;
+    };
+    // Relative to the workspace root (CI: ../shared/datasets), not to this crate.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+    let (status, stdout, stderr) = output(
+        Command::new(bin("worker"))
+            .args([
+                "train",
+                "--dataset",
+                "mnist",
+                "--model",
+                "paper-cnn",
+                "--activation",
+                "relu",
+            ])
+            .args([
+                "--epochs",
+                "2",
+                "--latency-samples",
+                "1000",
+                "--json",
+                "--device",
+                "cpu",
+            ])
+            .arg("--data-dir")
+            .arg(&dir),
+    );
+    assert!(status.success(), "{stderr}");
+    let job: Value = serde_json::from_str(&stdout).unwrap();
+    let acc = job["final_test_accuracy"].as_f64().unwrap();
+    assert!(
+        acc >= 0.97,
+        "paper-cnn/relu reached only {acc} on MNIST in 2 epochs"
+    );
+}
