@@ -7,6 +7,7 @@
 //! - [`report`]: `results.json`, `results.csv` and `report.md` from job records.
 
 pub mod grid;
+pub mod html;
 pub mod job;
 pub mod names;
 pub mod report;

@@ -12,12 +12,13 @@ fn write_atomic(path: &Path, content: &str) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
-/// `results.json`, `results.csv`, `report.md` and `dawnbench/<job id>/` in `out`.
+/// `results.json`, `results.csv`, `report.md`, `report.html` and `dawnbench/<job id>/` in `out`.
 pub fn write_all(results: &Results, out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     write_atomic(&out.join("results.json"), &results.to_json())?;
     write_atomic(&out.join("results.csv"), &results.to_csv())?;
     write_atomic(&out.join("report.md"), &results.to_markdown())?;
+    write_atomic(&out.join("report.html"), &results.to_html())?;
     for job in &results.jobs {
         if !job.status.is_terminal() {
             continue;

@@ -127,6 +127,17 @@ fn grid_runs_end_to_end_resumes_and_rerenders() {
     );
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("<th>relu</th>") && html.contains("<th>elu</th>"),
+        "{html}"
+    );
+    assert_eq!(html.matches("<svg").count(), 3, "three figures per table");
+    assert_eq!(
+        html.matches(r#"class="series" data-name="relu""#).count(),
+        3
+    );
+    assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
     let id = jobs[0]["id"].as_str().unwrap();
     let tsv = std::fs::read_to_string(out.join("dawnbench").join(id).join("train.tsv")).unwrap();
     assert_eq!(tsv.lines().count(), 3, "{tsv}");

@@ -1,0 +1,350 @@
+//! `report.html`: the tables of `report.md` plus inline-SVG figures (test accuracy and training
+//! loss per epoch, accuracy against training time), self-contained: no scripts, fonts or CDNs.
+
+use std::fmt::Write as _;
+
+use crate::job::{JobRecord, JobStatus};
+use crate::report::{fmt_hms, tables, Results, Stat, Table};
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Eight colours that stay distinct in print and for common colour-vision deficiencies
+/// (Okabe–Ito), cycled for more series.
+const COLORS: [&str; 8] = [
+    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442",
+];
+
+/// One line of a chart: mean y at each x, across seeds.
+struct Series {
+    name: String,
+    points: Vec<(f64, f64)>,
+}
+
+/// Mean of `value(epoch)` at each epoch over the succeeded (or diverged) runs of one activation;
+/// x is the epoch number, or with `by_time` the mean cumulative training time.
+fn series(
+    jobs: &[&JobRecord],
+    by_time: bool,
+    value: fn(&crate::job::EpochMetrics) -> f64,
+) -> Vec<(f64, f64)> {
+    let max_epochs = jobs.iter().map(|j| j.epochs.len()).max().unwrap_or(0);
+    (0..max_epochs)
+        .filter_map(|i| {
+            let at: Vec<_> = jobs.iter().filter_map(|j| j.epochs.get(i)).collect();
+            let y = Stat::of(at.iter().map(|e| Some(value(e)))).mean?;
+            let x = if by_time {
+                Stat::of(at.iter().map(|e| Some(e.train_seconds))).mean?
+            } else {
+                (i + 1) as f64
+            };
+            y.is_finite().then_some((x, y))
+        })
+        .collect()
+}
+
+fn svg_chart(title: &str, x_label: &str, y_label: &str, lines: &[Series]) -> String {
+    let (w, h, left, right, top, bottom) = (560.0, 320.0, 60.0, 150.0, 30.0, 45.0);
+    let pts = lines.iter().flat_map(|s| s.points.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in pts {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg class="chart" role="img" aria-label="{t}" viewBox="0 0 {w} {h}" width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg"><title>{t}</title><text x="{cx}" y="18" text-anchor="middle" class="ct">{t}</text>"#,
+        t = esc(title),
+        cx = left + (w - left - right) / 2.0
+    );
+    if x0 > x1 {
+        svg.push_str(r#"<text x="60" y="150">no data yet</text></svg>"#);
+        return svg;
+    }
+    if x1 - x0 < 1e-9 {
+        x0 -= 0.5;
+        x1 += 0.5;
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-6);
+    let (y0, y1) = (y0 - pad, y1 + pad);
+    let pw = w - left - right;
+    let ph = h - top - bottom;
+    let sx = |x: f64| left + (x - x0) / (x1 - x0) * pw;
+    let sy = |y: f64| top + (1.0 - (y - y0) / (y1 - y0)) * ph;
+    // Axes with 5 ticks each.
+    let _ = write!(
+        svg,
+        r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##
+    );
+    for k in 0..=4 {
+        let fx = x0 + (x1 - x0) * k as f64 / 4.0;
+        let fy = y0 + (y1 - y0) * k as f64 / 4.0;
+        let _ = write!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" class="tk">{}</text><text x="{:.1}" y="{:.1}" text-anchor="end" class="tk">{}</text><line x1="{left}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#eee"/>"##,
+            sx(fx),
+            top + ph + 15.0,
+            tick(fx),
+            left - 4.0,
+            sy(fy) + 4.0,
+            tick(fy),
+            left + pw,
+            sy(fy),
+            sy(fy)
+        );
+    }
+    let _ = write!(
+        svg,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" class="al">{}</text><text transform="translate(14 {:.1}) rotate(-90)" text-anchor="middle" class="al">{}</text>"#,
+        left + pw / 2.0,
+        h - 8.0,
+        esc(x_label),
+        top + ph / 2.0,
+        esc(y_label)
+    );
+    for (i, s) in lines.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let path: Vec<String> = s
+            .points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+            .collect();
+        let _ = write!(
+            svg,
+            r#"<polyline class="series" data-name="{}" fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            esc(&s.name),
+            path.join(" ")
+        );
+        for &(x, y) in &s.points {
+            let _ = write!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{color}"/>"#,
+                sx(x),
+                sy(y)
+            );
+        }
+        let ly = top + 14.0 + 16.0 * i as f64;
+        let _ = write!(
+            svg,
+            r#"<line x1="{:.1}" x2="{:.1}" y1="{ly:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{:.1}" class="lg">{}</text>"#,
+            left + pw + 10.0,
+            left + pw + 28.0,
+            left + pw + 32.0,
+            ly + 4.0,
+            esc(&s.name)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn tick(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn cell(stat: &Stat, best: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    let Some(mean) = stat.mean else {
+        return "<td>N/A</td>".into();
+    };
+    let mut s = match stat.sd {
+        Some(sd) => format!("{} ± {}", f(mean), f(sd)),
+        None => f(mean),
+    };
+    if stat.missing > 0 {
+        let _ = write!(s, " ({} of {} N/A)", stat.missing, stat.n + stat.missing);
+    }
+    if best == Some(mean) {
+        format!(r#"<td class="best">{}</td>"#, esc(&s))
+    } else {
+        format!("<td>{}</td>", esc(&s))
+    }
+}
+
+fn table_html(t: &Table) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<table><caption>{} / {} — target test accuracy {:.2}%</caption><thead><tr><th>Activation</th><th>n</th><th>Total training time</th><th>Latency per sample (ms)</th><th>First epoch at target</th><th>Training time to target</th><th>Error rate</th></tr></thead><tbody>",
+        t.dataset,
+        t.model,
+        100.0 * t.target
+    );
+    for r in &t.rows {
+        let _ = write!(
+            h,
+            "<tr><th>{}</th><td>{}</td>{}{}{}{}{}</tr>",
+            esc(&r.activation),
+            r.n,
+            cell(&r.total, t.best.total, fmt_hms),
+            cell(&r.latency, t.best.latency, |v| format!("{v:.3}")),
+            cell(&r.first_epoch, t.best.first_epoch, |v| format!("{v:.1}")),
+            cell(&r.to_target, t.best.to_target, fmt_hms),
+            cell(&r.error, t.best.error, |v| format!("{:.2}%", 100.0 * v)),
+        );
+    }
+    h.push_str("</tbody></table>");
+    h
+}
+
+impl Results {
+    /// The self-contained HTML report.
+    pub fn to_html(&self) -> String {
+        let mut h = String::new();
+        let _ = write!(
+            h,
+            r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{name} — DAWNBench-style report</title><style>
+body{{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse;margin:1em 0}}caption{{text-align:left;font-weight:600;padding:.3em 0}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}tbody th{{text-align:left}}
+td.best{{font-weight:700;background:#e8f4e8}}.charts{{display:flex;flex-wrap:wrap;gap:1em}}
+.ct{{font-size:14px;font-weight:600}}.tk,.lg{{font-size:11px}}.al{{font-size:12px}}
+@media print{{.charts{{display:block}}}}</style></head><body>"#,
+            name = esc(&self.grid.name)
+        );
+        let _ = write!(
+            h,
+            "<h1>{} — DAWNBench-style report</h1>",
+            esc(&self.grid.name)
+        );
+        let done = self.jobs.iter().filter(|j| j.status.is_terminal()).count();
+        let _ = write!(h, "<p>{} of {} jobs finished.</p>", done, self.jobs.len());
+        for t in tables(self) {
+            let _ = write!(h, "<section><h2>{} / {}</h2>", t.dataset, t.model);
+            h.push_str(&table_html(&t));
+            h.push_str("<p>Best value of each column in bold; N/A: the target was never reached; with several seeds, mean ± standard deviation.</p>");
+            let mut acc = Vec::new();
+            let mut loss = Vec::new();
+            let mut acc_time = Vec::new();
+            for &a in &self.grid.activations {
+                let runs: Vec<&JobRecord> = self
+                    .jobs
+                    .iter()
+                    .filter(|j| {
+                        j.dataset == t.dataset
+                            && j.model == t.model
+                            && j.activation == a
+                            && !j.epochs.is_empty()
+                            && j.status != JobStatus::Failed
+                    })
+                    .collect();
+                if runs.is_empty() {
+                    continue;
+                }
+                let name = a.to_string();
+                acc.push(Series {
+                    name: name.clone(),
+                    points: series(&runs, false, |e| 100.0 * e.test_accuracy),
+                });
+                loss.push(Series {
+                    name: name.clone(),
+                    points: series(&runs, false, |e| e.train_loss),
+                });
+                acc_time.push(Series {
+                    name,
+                    points: series(&runs, true, |e| 100.0 * e.test_accuracy),
+                });
+            }
+            h.push_str(r#"<div class="charts">"#);
+            h.push_str(&svg_chart(
+                &format!("Test accuracy — {}", t.dataset),
+                "epoch",
+                "test accuracy (%)",
+                &acc,
+            ));
+            h.push_str(&svg_chart(
+                &format!("Training loss — {}", t.dataset),
+                "epoch",
+                "training loss",
+                &loss,
+            ));
+            h.push_str(&svg_chart(
+                &format!("Accuracy vs training time — {}", t.dataset),
+                "training time (s)",
+                "test accuracy (%)",
+                &acc_time,
+            ));
+            h.push_str("</div></section>");
+        }
+        let problems: Vec<&JobRecord> = self
+            .jobs
+            .iter()
+            .filter(|j| matches!(j.status, JobStatus::Failed | JobStatus::Diverged))
+            .collect();
+        if !problems.is_empty() {
+            h.push_str("<h2>Failed and diverged jobs</h2><table><thead><tr><th>Job</th><th>Status</th><th>Attempts</th><th>Error</th></tr></thead><tbody>");
+            for j in problems {
+                let _ = write!(
+                    h,
+                    "<tr><th>{}</th><td>{}</td><td>{}</td><td style=\"text-align:left\">{}</td></tr>",
+                    esc(j.id.as_str()),
+                    j.status,
+                    j.attempts,
+                    esc(j.error.as_deref().unwrap_or(""))
+                );
+            }
+            h.push_str("</tbody></table>");
+        }
+        let env = &self.environment;
+        let _ = write!(
+            h,
+            "<h2>Environment</h2><ul><li>Grid file <code>{}</code>, SHA-256 <code>{}</code></li><li>Started {}; finished {}</li><li>Coordinator {} on {}</li>",
+            esc(&env.grid_file),
+            esc(&env.grid_sha256),
+            esc(&env.started_at),
+            esc(env.finished_at.as_deref().unwrap_or("(still running)")),
+            esc(&env.coordinator_version),
+            esc(&env.coordinator_host)
+        );
+        for w in &env.workers {
+            let _ = write!(
+                h,
+                "<li>Worker <code>{}</code> on {}: {} ({}), libtorch {}, {} slot(s)</li>",
+                esc(&w.name),
+                esc(&w.hostname),
+                esc(&w.device),
+                esc(&w.device_name),
+                esc(&w.libtorch_version),
+                w.slots
+            );
+        }
+        h.push_str("</ul></body></html>\n");
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_and_charts() {
+        assert_eq!(esc("<a&\"b\">"), "&lt;a&amp;&quot;b&quot;&gt;");
+        let svg = svg_chart(
+            "t",
+            "x",
+            "y",
+            &[Series {
+                name: "relu".into(),
+                points: vec![(1.0, 90.0), (2.0, 95.0)],
+            }],
+        );
+        assert!(
+            svg.contains(r#"data-name="relu""#) && svg.ends_with("</svg>"),
+            "{svg}"
+        );
+        assert!(svg_chart("t", "x", "y", &[]).contains("no data yet"));
+    }
+}
