@@ -174,10 +174,15 @@ pub async fn run(
     output::write_all(&results, &cfg.out)?;
     tracing::info!(out = %cfg.out.display(), "results and report written");
 
-    // Local workers see `grid_finished` at their next lease request and exit by themselves.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !all_exited(&mut children) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // Keep serving until every live worker (local or external) has been told the grid is
+    // finished and local workers have exited by themselves, within one lease time.
+    if matches!(ending, Ending::Finished(_)) {
+        let deadline = Instant::now() + Duration::from_secs(cfg.lease_seconds as u64);
+        while Instant::now() < deadline
+            && !(all_exited(&mut children) && shared.lock().live_workers_told(Instant::now()))
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     for child in &mut children {
         let _ = child.kill().await;

@@ -242,9 +242,14 @@ async fn status(url: String, token_file: Option<PathBuf>) -> anyhow::Result<()> 
     );
     println!("\nWORKER      NAME                          DEVICE    SLOTS  RUNNING  LAST SEEN");
     for w in &s.workers {
+        let seen = if w.seconds_since_seen < 0.0 {
+            "earlier run".to_string()
+        } else {
+            format!("{:.0}s ago", w.seconds_since_seen)
+        };
         println!(
-            "{:<11} {:<29} {:<9} {:>5}  {:>7}  {:.0}s ago",
-            w.worker_id, w.name, w.device, w.slots, w.running, w.seconds_since_seen
+            "{:<11} {:<29} {:<9} {:>5}  {:>7}  {seen}",
+            w.worker_id, w.name, w.device, w.slots, w.running
         );
     }
     println!("\nJOB                                             STATE      ATTEMPTS  EPOCHS  ACCURACY  WORKER");

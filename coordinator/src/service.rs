@@ -92,7 +92,7 @@ impl WorkerService for Shared {
         let grant = state
             .lease(&req.worker_id, &req.request_id, Instant::now())
             .map_err(internal)?;
-        let finished = state.is_finished();
+        let finished = grant.is_none() && state.tell_finished(&req.worker_id);
         drop(state);
         let lease = grant.map(|g| {
             tracing::info!(job_id = %g.job.id, worker_id = req.worker_id, lease_id = g.lease_id, attempt = g.attempt, "job started");
@@ -174,6 +174,7 @@ impl WorkerService for Shared {
             .complete(&req.worker_id, &req.job_id, req.lease_id, c, Instant::now())
             .map_err(internal)?;
         let counts = state.counts();
+        let grid_finished = state.tell_finished(&req.worker_id);
         drop(state);
         if accepted {
             tracing::info!(
@@ -192,7 +193,10 @@ impl WorkerService for Shared {
                 "stale result rejected"
             );
         }
-        Ok(Response::new(pb::CompleteJobResponse { accepted }))
+        Ok(Response::new(pb::CompleteJobResponse {
+            accepted,
+            grid_finished,
+        }))
     }
 
     async fn heartbeat(
@@ -240,7 +244,7 @@ impl ControlService for Shared {
                 device: w.device,
                 slots: w.slots,
                 running,
-                seconds_since_seen: since.as_secs_f64(),
+                seconds_since_seen: since.map_or(-1.0, |d| d.as_secs_f64()),
             })
             .collect();
         Ok(Response::new(pb::GridStatusResponse {

@@ -26,7 +26,8 @@ pub type Result<T> = std::result::Result<T, StateError>;
 #[derive(Debug, Clone)]
 pub struct WorkerEntry {
     pub env: WorkerEnv,
-    pub last_seen: Instant,
+    /// None for workers of an earlier run, loaded from the database.
+    pub last_seen: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +108,8 @@ pub struct State {
     /// LeaseJob request id → lease id, so a retried request gets its lease back.
     requests: HashMap<String, u64>,
     workers: HashMap<String, WorkerEntry>,
+    /// Workers that have been told the grid is finished.
+    told_finished: std::collections::HashSet<String>,
     next_lease: u64,
     lease_ttl: Duration,
 }
@@ -268,7 +271,6 @@ impl State {
             [],
             |r| r.get::<_, i64>(0),
         )? as u64;
-        let now = Instant::now();
         let workers = {
             let mut q = db.prepare(
                 "SELECT id, name, hostname, device, device_name, libtorch_version, slots FROM workers",
@@ -290,7 +292,7 @@ impl State {
                         env.id.clone(),
                         WorkerEntry {
                             env,
-                            last_seen: now,
+                            last_seen: None,
                         },
                     )
                 })
@@ -313,6 +315,7 @@ impl State {
             leases: HashMap::new(),
             requests: HashMap::new(),
             workers,
+            told_finished: Default::default(),
             next_lease,
             lease_ttl,
         })
@@ -340,7 +343,7 @@ impl State {
             id.clone(),
             WorkerEntry {
                 env,
-                last_seen: now,
+                last_seen: Some(now),
             },
         );
         Ok(id)
@@ -352,7 +355,7 @@ impl State {
 
     fn touch(&mut self, worker_id: &str, now: Instant) {
         if let Some(w) = self.workers.get_mut(worker_id) {
-            w.last_seen = now;
+            w.last_seen = Some(now);
         }
     }
 
@@ -595,6 +598,25 @@ impl State {
         self.jobs.iter().all(|e| e.status.is_terminal())
     }
 
+    /// Whether the grid is finished, remembering that `worker_id` now knows it.
+    pub fn tell_finished(&mut self, worker_id: &str) -> bool {
+        let finished = self.is_finished();
+        if finished {
+            self.told_finished.insert(worker_id.to_string());
+        }
+        finished
+    }
+
+    /// Whether every worker heard from within the lease time has been told the grid is
+    /// finished, so the server can stop without leaving a worker retrying against nothing.
+    pub fn live_workers_told(&self, now: Instant) -> bool {
+        self.workers.values().all(|w| {
+            self.told_finished.contains(&w.env.id)
+                || w.last_seen
+                    .is_none_or(|seen| now.saturating_duration_since(seen) >= self.lease_ttl)
+        })
+    }
+
     /// Per-job status for `GridStatus`: (record, epochs done).
     pub fn records(&self) -> Vec<JobRecord> {
         self.jobs
@@ -615,7 +637,9 @@ impl State {
             .collect()
     }
 
-    pub fn workers(&self) -> Vec<(WorkerEnv, Duration, u32)> {
+    /// Registered workers: description, time since last heard from (None: an earlier run's),
+    /// jobs running now.
+    pub fn workers(&self) -> Vec<(WorkerEnv, Option<Duration>, u32)> {
         let now = Instant::now();
         let mut out: Vec<_> = self
             .workers
@@ -626,11 +650,8 @@ impl State {
                     .iter()
                     .filter(|e| e.lease.as_ref().is_some_and(|l| l.worker_id == w.env.id))
                     .count() as u32;
-                (
-                    w.env.clone(),
-                    now.saturating_duration_since(w.last_seen),
-                    running,
-                )
+                let since = w.last_seen.map(|seen| now.saturating_duration_since(seen));
+                (w.env.clone(), since, running)
             })
             .collect();
         out.sort_by(|a, b| a.0.id.cmp(&b.0.id));

@@ -143,7 +143,12 @@ async fn slot_loop(
         .await?;
         match resp.lease {
             Some(lease) => {
-                run_lease(&client, &worker_id, &launcher, &running, lease, &stop).await?
+                let grid_finished =
+                    run_lease(&client, &worker_id, &launcher, &running, lease, &stop).await?;
+                if grid_finished {
+                    tracing::info!(slot, "grid finished; slot stops");
+                    return Ok(());
+                }
             }
             None if resp.grid_finished => {
                 tracing::info!(slot, "grid finished; slot stops");
@@ -168,7 +173,7 @@ async fn run_lease(
     running: &Running,
     lease: pb::Lease,
     stop: &watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let job = lease.job.unwrap_or_default();
     let job_id = job.job_id.clone();
     let lease_id = lease.lease_id;
@@ -246,7 +251,7 @@ async fn run_lease(
     if *cancel_tx.borrow() {
         // Revoked or shutting down: the coordinator has already moved on; nothing to report.
         tracing::info!(job_id, lease_id, "job stopped");
-        return Ok(());
+        return Ok(false);
     }
     tracing::info!(job_id, status = %outcome.status, error = outcome.error.as_deref().unwrap_or(""), "job finished");
     let req = pb::CompleteJobRequest {
@@ -273,7 +278,7 @@ async fn run_lease(
     if !r.accepted {
         tracing::warn!(job_id, lease_id, "result rejected: the lease had expired");
     }
-    Ok(())
+    Ok(r.grid_finished)
 }
 
 async fn heartbeat_loop(
