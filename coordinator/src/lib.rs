@@ -107,6 +107,7 @@ pub async fn run(
                 data_dir: cfg.data_dir.as_deref(),
                 token_file: cfg.token_file.as_deref(),
                 log_dir: &cfg.out.join("logs"),
+                checkpoint_dir: &cfg.out.join("checkpoints"),
                 slots: cfg.worker_slots,
             },
             &devices,

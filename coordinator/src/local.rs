@@ -92,6 +92,7 @@ pub struct Spawn<'a> {
     pub data_dir: Option<&'a Path>,
     pub token_file: Option<&'a Path>,
     pub log_dir: &'a Path,
+    pub checkpoint_dir: &'a Path,
     pub slots: u32,
 }
 
@@ -119,6 +120,8 @@ pub fn spawn_all(s: &Spawn<'_>, devices: &[String]) -> anyhow::Result<Vec<Child>
             .arg(s.slots.to_string())
             .arg("--name")
             .arg(format!("local-{i}/{device}"))
+            .arg("--checkpoint-dir")
+            .arg(s.checkpoint_dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

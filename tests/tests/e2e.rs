@@ -57,6 +57,7 @@ fn coordinator(grid: &Path, out: &Path, data: &Path) -> Command {
         .arg("--device")
         .arg("cpu")
         .env("WORKER_BIN", bin("worker"))
+        .env_remove("WORKER_FAULT")
         .env("RUST_LOG", "info");
     cmd
 }
@@ -456,4 +457,160 @@ fn real_mnist_reaches_97_percent_in_two_epochs() {
         acc >= 0.97,
         "paper-cnn/relu reached only {acc} on MNIST in 2 epochs"
     );
+}
+
+fn train(data: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(bin("worker"));
+    c.args([
+        "train",
+        "--dataset",
+        "mnist",
+        "--model",
+        "paper-cnn",
+        "--device",
+        "cpu",
+        "--json",
+    ])
+    .args(["--test-limit", "300", "--latency-samples", "5"])
+    .arg("--data-dir")
+    .arg(data)
+    .args(extra);
+    c
+}
+
+fn curves(job: &Value) -> Vec<(f64, f64, f64)> {
+    job["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["train_loss"].as_f64().unwrap(),
+                e["test_loss"].as_f64().unwrap(),
+                e["test_accuracy"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A fixed seed gives bitwise-identical results on CPU, and a job killed after epoch 2 and
+/// resumed from its checkpoint ends exactly where an uninterrupted run ends.
+#[test]
+fn deterministic_and_resumes_from_checkpoint_seamlessly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let args = [
+        "--activation",
+        "prelu",
+        "--epochs",
+        "3",
+        "--train-limit",
+        "1500",
+        "--seed",
+        "7",
+    ];
+    let run = |extra: &[&str], fault: Option<&str>| {
+        let mut cmd = train(&data, &[&args[..], extra].concat());
+        if let Some(f) = fault {
+            cmd.env("WORKER_FAULT", f);
+        }
+        output(&mut cmd)
+    };
+    let (s1, a, e1) = run(&[], None);
+    let (s2, b, e2) = run(&[], None);
+    assert!(s1.success() && s2.success(), "{e1}{e2}");
+    let (a, b): (Value, Value) = (
+        serde_json::from_str(&a).unwrap(),
+        serde_json::from_str(&b).unwrap(),
+    );
+    assert_eq!(
+        curves(&a),
+        curves(&b),
+        "same seed, same numbers, bit for bit"
+    );
+
+    let ckpt = tmp.path().join("job.ckpt");
+    let ckpt_arg = ckpt.to_str().unwrap();
+    let (status, _, stderr) = run(&["--checkpoint", ckpt_arg], Some("abort-after-epoch:2"));
+    assert!(!status.success(), "the fault hook aborts: {stderr}");
+    assert!(ckpt.is_file());
+    let (status, resumed, stderr) = run(&["--checkpoint", ckpt_arg], None);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("resumed from checkpoint"), "{stderr}");
+    let resumed: Value = serde_json::from_str(&resumed).unwrap();
+    assert_eq!(resumed["epochs"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        curves(&resumed),
+        curves(&a),
+        "resumed run = uninterrupted run"
+    );
+    let secs: Vec<f64> = resumed["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["train_seconds"].as_f64().unwrap())
+        .collect();
+    assert!(
+        secs[0] < secs[1] && secs[1] < secs[2],
+        "cumulative time continues: {secs:?}"
+    );
+}
+
+#[test]
+fn divergence_ends_the_job_as_diverged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let (status, stdout, stderr) = output(&mut train(
+        &data,
+        &[
+            "--activation",
+            "relu",
+            "--epochs",
+            "2",
+            "--train-limit",
+            "500",
+            "--optimizer",
+            "sgd",
+            "--learning-rate",
+            "1e30",
+        ],
+    ));
+    assert!(!status.success());
+    let job: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
+    assert_eq!(job["status"], "diverged", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("epoch 1"), "{job}");
+}
+
+/// A job whose process dies (here: aborts after its first epoch) fails alone; the daemon
+/// lives on and runs the next job.
+#[test]
+fn a_crashing_job_fails_and_the_daemon_lives_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        "name: crash\nactivations: [relu, tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.5, train_limit: 500, test_limit: 100}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let (status, _, stderr) =
+        output(coordinator(&grid, &out, &data).env("WORKER_FAULT", "abort-after-epoch:1"));
+    assert!(status.success(), "{stderr}");
+    let results = read_json(&out.join("results.json"));
+    for job in jobs(&results) {
+        assert_eq!(job["status"], "failed", "{job}");
+        assert_eq!(job["attempts"], 1, "{job}");
+        let err = job["error"].as_str().unwrap();
+        assert!(
+            err.contains("exited") && err.contains("before finishing"),
+            "{err}"
+        );
+        assert_eq!(
+            job["epochs"].as_array().unwrap().len(),
+            1,
+            "the finished epoch is kept: {job}"
+        );
+    }
 }

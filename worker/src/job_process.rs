@@ -63,6 +63,8 @@ pub struct Launcher {
     pub device: String,
     /// libtorch intra-op threads per job; 0 = libtorch's default.
     pub threads: usize,
+    /// Jobs checkpoint to `<dir>/<job id>.ckpt` and resume from it after a crash.
+    pub checkpoint_dir: PathBuf,
 }
 
 /// Keeps the last bytes of stderr for the error message.
@@ -86,7 +88,10 @@ impl Launcher {
             latency_ms_per_sample: None,
             error: Some(why),
         };
-        let mut child = match self.command().spawn() {
+        let checkpoint = self
+            .checkpoint_dir
+            .join(format!("{}.ckpt", common::JobId::for_spec(spec)));
+        let mut child = match self.command(&checkpoint).spawn() {
             Ok(c) => c,
             Err(e) => {
                 return failed(
@@ -145,7 +150,12 @@ impl Launcher {
         let status = child.wait().await;
         let tail = stderr_tail.await.unwrap_or_default();
         match (outcome, status) {
-            (Some(o), _) => o,
+            (Some(o), _) => {
+                if o.status == JobStatus::Succeeded {
+                    let _ = std::fs::remove_file(&checkpoint);
+                }
+                o
+            }
             (None, Ok(status)) => failed(
                 format!(
                     "job process exited with {status} before finishing: {}",
@@ -157,9 +167,11 @@ impl Launcher {
         }
     }
 
-    fn command(&self) -> Command {
+    fn command(&self, checkpoint: &std::path::Path) -> Command {
         let mut cmd = Command::new(&self.exe);
         cmd.arg("run-job")
+            .arg("--checkpoint")
+            .arg(checkpoint)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--device")

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod data;
 pub mod job_process;
 pub mod model;
+pub mod optim;
 pub mod train;
 
 /// The libtorch this binary was built against (from `torch.__version__` at build time).

@@ -43,6 +43,10 @@ struct DaemonArgs {
     /// libtorch threads per job; 0 = the machine's cores divided by --slots.
     #[arg(long, env = "WORKER_THREADS", default_value_t = 0)]
     threads: usize,
+    /// Where jobs checkpoint after every epoch (one file per job, removed when it succeeds);
+    /// default: a per-user cache folder.
+    #[arg(long, env = "WORKER_CHECKPOINT_DIR")]
+    checkpoint_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -66,6 +70,8 @@ enum Cmd {
         common: CommonArgs,
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
     },
 }
 
@@ -109,6 +115,9 @@ struct TrainArgs {
     /// Print the job record as one JSON object (as in results.json).
     #[arg(long)]
     json: bool,
+    /// Checkpoint file, written after every epoch; an existing one is resumed from.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -125,7 +134,11 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.cmd {
         Some(Cmd::Train(args)) => train_cmd(args),
-        Some(Cmd::RunJob { common, threads }) => run_job_cmd(common, threads),
+        Some(Cmd::RunJob {
+            common,
+            threads,
+            checkpoint,
+        }) => run_job_cmd(common, threads, checkpoint),
         None => daemon_cmd(cli.daemon),
     };
     match result {
@@ -137,15 +150,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// Default `--data-dir`: `$XDG_CACHE_HOME/dlgrid/datasets` or `~/.cache/dlgrid/datasets`.
+/// `$XDG_CACHE_HOME/dlgrid/<what>` or `~/.cache/dlgrid/<what>`.
+fn cache_dir(what: &str) -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    cache.join("dlgrid").join(what)
+}
+
+/// Default `--data-dir`: the per-user cache's `datasets/`.
 fn data_dir(arg: Option<PathBuf>) -> PathBuf {
-    arg.unwrap_or_else(|| {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .unwrap_or_else(|| PathBuf::from("."));
-        cache.join("dlgrid").join("datasets")
-    })
+    arg.unwrap_or_else(|| cache_dir("datasets"))
 }
 
 fn set_threads(threads: usize) {
@@ -191,10 +207,11 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<ExitCode> {
         momentum: a.momentum,
         weight_decay: a.weight_decay,
     };
-    let opts = train::Options {
-        data_dir: data_dir(a.common.data_dir),
-        device: train::parse_device(&a.common.device)?,
-    };
+    let mut opts = train::Options::new(
+        data_dir(a.common.data_dir),
+        train::parse_device(&a.common.device)?,
+    );
+    opts.checkpoint = a.checkpoint;
     let job = Job::new(spec, target);
     let json = a.json;
     let outcome = train::run(&job.spec, &opts, &mut |m| {
@@ -251,17 +268,22 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn run_job_cmd(common: CommonArgs, threads: usize) -> anyhow::Result<ExitCode> {
+fn run_job_cmd(
+    common: CommonArgs,
+    threads: usize,
+    checkpoint: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     set_threads(threads);
     let mut input = String::new();
     std::io::stdin()
         .read_to_string(&mut input)
         .context("reading the job spec from stdin")?;
     let spec: TrainSpec = serde_json::from_str(&input).context("parsing the job spec")?;
-    let opts = train::Options {
-        data_dir: data_dir(common.data_dir),
-        device: train::parse_device(&common.device)?,
-    };
+    let mut opts = train::Options::new(
+        data_dir(common.data_dir),
+        train::parse_device(&common.device)?,
+    );
+    opts.checkpoint = checkpoint;
     job_process::child_main(&spec, &opts)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -298,6 +320,7 @@ fn daemon_cmd(a: DaemonArgs) -> anyhow::Result<ExitCode> {
             data_dir: data_dir(a.common.data_dir),
             device: device_label,
             threads,
+            checkpoint_dir: a.checkpoint_dir.unwrap_or_else(|| cache_dir("checkpoints")),
         },
         token,
         device_name: worker::device_name(device),

@@ -2,24 +2,53 @@
 //!
 //! The whole dataset is put on the device once; shuffling and augmentation happen there, and
 //! the loss is accumulated on the device and read once per epoch, so a step never waits for
-//! the host.
+//! the host. The random generator is re-seeded from (seed, epoch) at the start of every epoch,
+//! so an epoch's shuffle, dropout masks and augmentation are the same whether the job ran
+//! straight through or resumed from a checkpoint.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use common::{EpochMetrics, JobStatus, TrainOutcome, TrainSpec};
-use tch::nn::{self, ModuleT, OptimizerConfig};
+use common::{EpochMetrics, JobId, JobStatus, TrainOutcome, TrainSpec};
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::{self, DeviceSplit};
 use crate::model;
+use crate::optim::Optim;
 
 /// Where and how to train.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub data_dir: PathBuf,
     pub device: Device,
+    /// Checkpoint file: written after every epoch, resumed from when it exists.
+    pub checkpoint: Option<PathBuf>,
+    /// Testing hook: abort the process right after this epoch's checkpoint is written, as a
+    /// crash or a kill would (`WORKER_FAULT=abort-after-epoch:N`).
+    pub abort_after_epoch: Option<u32>,
+}
+
+impl Options {
+    pub fn new(data_dir: PathBuf, device: Device) -> Options {
+        Options {
+            data_dir,
+            device,
+            checkpoint: None,
+            abort_after_epoch: fault_from_env(),
+        }
+    }
+}
+
+fn fault_from_env() -> Option<u32> {
+    std::env::var("WORKER_FAULT")
+        .ok()?
+        .strip_prefix("abort-after-epoch:")?
+        .parse()
+        .ok()
 }
 
 /// Images per forward pass when evaluating; large enough to keep the device busy, small
@@ -28,7 +57,8 @@ const EVAL_BATCH: i64 = 500;
 /// Single-image forwards run before timing latency.
 const LATENCY_WARMUP: i64 = 10;
 
-/// Trains `spec`, calling `on_epoch` after each epoch's evaluation.
+/// Trains `spec`, calling `on_epoch` after each epoch's evaluation (also for epochs restored
+/// from a checkpoint, so the caller always sees the whole series).
 ///
 /// Errors (missing data, libtorch failures) are returned; a loss that becomes NaN or infinite
 /// is not an error but an outcome with status `diverged`.
@@ -54,21 +84,34 @@ pub fn run(
         spec.activation,
     );
     let param_count = model::param_count(&vs);
-    let mut opt = match spec.optimizer {
-        common::Optimizer::Adam => nn::Adam::default()
-            .wd(spec.weight_decay)
-            .build(&vs, spec.learning_rate)?,
-        common::Optimizer::Sgd => nn::Sgd {
-            momentum: spec.momentum,
-            wd: spec.weight_decay,
-            ..Default::default()
-        }
-        .build(&vs, spec.learning_rate)?,
-    };
+    let mut opt = Optim::new(
+        &vs,
+        spec.optimizer,
+        spec.learning_rate,
+        spec.momentum,
+        spec.weight_decay,
+    );
 
+    let id = JobId::for_spec(spec);
     let mut epochs = Vec::with_capacity(spec.epochs as usize);
-    let mut train_seconds = 0.0;
-    for epoch in 1..=spec.epochs {
+    if let Some(path) = opts.checkpoint.as_deref().filter(|p| p.is_file()) {
+        match restore(path, &id, &vs, &mut opt) {
+            Ok(done) => {
+                tracing::info!(job_id = %id, epochs_done = done.len(), "resumed from checkpoint");
+                epochs = done;
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %id, error = %e, path = %path.display(), "ignoring unusable checkpoint; starting over")
+            }
+        }
+    }
+    for m in &epochs {
+        on_epoch(m);
+    }
+    let mut train_seconds = epochs.last().map_or(0.0, |m| m.train_seconds);
+    let first = epochs.len() as u32 + 1;
+    for epoch in first..=spec.epochs {
+        tch::manual_seed(epoch_seed(spec.seed, epoch));
         let started = Instant::now();
         let loss_sum = train_epoch(&*net, &mut opt, &train, spec)?;
         // Reading the loss waits for the device, so the clock stops after the last step.
@@ -94,8 +137,16 @@ pub fn run(
             test_loss,
             test_accuracy,
         };
+        epochs.push(m.clone());
+        if let Some(path) = &opts.checkpoint {
+            save(path, &id, &vs, &opt, &epochs)
+                .with_context(|| format!("writing checkpoint {}", path.display()))?;
+        }
         on_epoch(&m);
-        epochs.push(m);
+        if opts.abort_after_epoch == Some(epoch) {
+            tracing::error!(epoch, "WORKER_FAULT: aborting on purpose");
+            std::process::abort();
+        }
     }
 
     let latency = latency_ms_per_sample(&*net, &test, spec.latency_samples, device)?;
@@ -109,10 +160,84 @@ pub fn run(
     })
 }
 
+/// A distinct, reproducible generator seed for each epoch of each run.
+fn epoch_seed(seed: u64, epoch: u32) -> i64 {
+    (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch as u64) as i64 & i64::MAX
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointMeta {
+    job_id: JobId,
+    step: i64,
+    epochs: Vec<EpochMetrics>,
+}
+
+/// One file: every model variable (batch-norm statistics too), the optimizer state, and the
+/// metrics so far as JSON bytes. Written to a temporary file and renamed, so a crash while
+/// saving leaves the previous checkpoint intact.
+fn save(
+    path: &Path,
+    id: &JobId,
+    vs: &nn::VarStore,
+    opt: &Optim,
+    epochs: &[EpochMetrics],
+) -> anyhow::Result<()> {
+    let (mut tensors, step) = opt.state();
+    for (name, t) in vs.variables() {
+        tensors.push((format!("model.{name}"), t));
+    }
+    let meta = serde_json::to_vec(&CheckpointMeta {
+        job_id: id.clone(),
+        step,
+        epochs: epochs.to_vec(),
+    })?;
+    tensors.push(("meta".into(), Tensor::from_slice(&meta)));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    Tensor::save_multi(&tensors, &tmp)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn restore(
+    path: &Path,
+    id: &JobId,
+    vs: &nn::VarStore,
+    opt: &mut Optim,
+) -> anyhow::Result<Vec<EpochMetrics>> {
+    let saved: HashMap<String, Tensor> = Tensor::load_multi_with_device(path, vs.device())?
+        .into_iter()
+        .collect();
+    let meta = saved
+        .get("meta")
+        .context("no metadata")?
+        .to_device(Device::Cpu);
+    let bytes: Vec<u8> = Vec::<u8>::try_from(&meta)?;
+    let meta: CheckpointMeta = serde_json::from_slice(&bytes)?;
+    anyhow::ensure!(
+        meta.job_id == *id,
+        "checkpoint belongs to job {}",
+        meta.job_id
+    );
+    tch::no_grad(|| -> anyhow::Result<()> {
+        for (name, mut t) in vs.variables() {
+            let src = saved
+                .get(&format!("model.{name}"))
+                .with_context(|| format!("no variable {name}"))?;
+            t.f_copy_(src)?;
+        }
+        Ok(())
+    })?;
+    opt.restore(&saved, meta.step).map_err(anyhow::Error::msg)?;
+    Ok(meta.epochs)
+}
+
 /// One pass over the shuffled training set; returns the summed (not mean) loss.
 fn train_epoch(
     net: &dyn ModuleT,
-    opt: &mut nn::Optimizer,
+    opt: &mut Optim,
     train: &DeviceSplit,
     spec: &TrainSpec,
 ) -> anyhow::Result<f64> {
@@ -131,7 +256,9 @@ fn train_epoch(
         }
         let y = train.labels.f_index_select(0, &idx)?;
         let loss = cross_entropy(&net.forward_t(&x, true), &y, tch::Reduction::Mean)?;
-        opt.backward_step(&loss);
+        opt.zero_grad();
+        loss.f_backward()?;
+        opt.step();
         let _ = loss_sum.f_add_(&loss.detach().f_mul_scalar(len as f64)?)?;
         start += len;
     }
@@ -147,7 +274,6 @@ fn cross_entropy(
         .f_log_softmax(-1, Kind::Float)?
         .f_nll_loss(labels, None::<Tensor>, reduction, -100)
 }
-
 /// Random crop with 4-pixel zero padding and random horizontal flip, per image, on the device.
 fn augment(x: &Tensor) -> Result<Tensor, tch::TchError> {
     let (b, c, h, w) = x.size4()?;
