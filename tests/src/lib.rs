@@ -16,8 +16,17 @@ pub fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// Every process the tests start fetches datasets only from loopback: a mirror where nothing
+/// listens, unless a test sets `WORKER_DATASET_MIRRORS` itself on its command.
+fn offline() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // Set before any test starts a process, so every child inherits it.
+    ONCE.call_once(|| std::env::set_var("WORKER_DATASET_MIRRORS", "http://127.0.0.1:9"));
+}
+
 /// The path of a workspace binary; panics with a hint when it has not been built.
 pub fn bin(name: &str) -> PathBuf {
+    offline();
     let p = bin_dir().join(name);
     assert!(
         p.is_file(),
@@ -140,4 +149,26 @@ pub fn output(cmd: &mut Command) -> (ExitStatus, String, String) {
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
+}
+
+/// Serves the files under `root` over HTTP on a loopback port, in a background thread, for
+/// as long as the returned server lives. Returns its base URL.
+pub fn serve_dir(root: &Path) -> (String, std::sync::Arc<tiny_http::Server>) {
+    let server = std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind"));
+    let url = format!("http://{}", server.server_addr());
+    let (s, root) = (server.clone(), root.to_path_buf());
+    std::thread::spawn(move || {
+        for req in s.incoming_requests() {
+            let rel = req.url().trim_start_matches('/').to_string();
+            let path = root.join(&rel);
+            let _ = if !rel.contains("..") && path.is_file() {
+                req.respond(tiny_http::Response::from_file(
+                    std::fs::File::open(path).unwrap(),
+                ))
+            } else {
+                req.respond(tiny_http::Response::empty(404))
+            };
+        }
+    });
+    (url, server)
 }

@@ -12,8 +12,9 @@ use tch::{Device, Kind, Tensor};
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error(
-        "dataset `{dataset}`: missing file(s) {missing} in {folder}; expected {expected} \
-         (raw or .gz). Download them from {source_hint} into that folder, or pass --data-dir"
+        "dataset `{dataset}`: missing file(s) {missing} in {}; expected {expected} \
+         (raw or .gz). The download failed ({why}). Get them from {source_hint} into that \
+         folder, or pass --data-dir", folder.display()
     )]
     Missing {
         dataset: Dataset,
@@ -21,6 +22,7 @@ pub enum DataError {
         missing: String,
         expected: String,
         source_hint: &'static str,
+        why: String,
     },
     #[error("{}: cannot read: {source}", path.display())]
     Io {
@@ -156,13 +158,16 @@ pub fn load(dataset: Dataset, data_dir: &Path) -> Result<RawDataset, DataError> 
         .filter(|n| find_file(&folder, n).is_none())
         .collect();
     if !missing.is_empty() {
-        return Err(DataError::Missing {
-            dataset,
-            folder,
-            missing: missing.join(", "),
-            expected: names.join(", "),
-            source_hint: source_hint(dataset),
-        });
+        if let Err(why) = crate::fetch::fetch(dataset, &folder, &missing) {
+            return Err(DataError::Missing {
+                dataset,
+                folder,
+                missing: missing.join(", "),
+                expected: names.join(", "),
+                source_hint: source_hint(dataset),
+                why,
+            });
+        }
     }
     let path = |n: &str| find_file(&folder, n).expect("checked above that every file exists");
     match dataset {
@@ -377,6 +382,9 @@ mod tests {
     #[test]
     fn missing_files_are_named() {
         let tmp = tempfile::tempdir().unwrap();
+        // Offline: a mirror where nothing listens.
+        // SAFETY: tests in this binary that touch this variable all set the same value.
+        unsafe { std::env::set_var("WORKER_DATASET_MIRRORS", "http://127.0.0.1:9") };
         let err = load(Dataset::FashionMnist, tmp.path())
             .err()
             .unwrap()

@@ -9,6 +9,7 @@
 
 pub mod daemon;
 pub mod data;
+pub mod fetch;
 pub mod job_process;
 pub mod model;
 pub mod optim;
