@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::job::{JobRecord, JobStatus};
-use crate::report::{fmt_hms, tables, Results, Stat, Table};
+use crate::report::{fmt_hms, summary, tables, Results, Stat, Table};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -166,11 +166,52 @@ fn cell(stat: &Stat, best: Option<f64>, f: impl Fn(f64) -> String) -> String {
     if stat.missing > 0 {
         let _ = write!(s, " ({} of {} N/A)", stat.missing, stat.n + stat.missing);
     }
-    if best == Some(mean) {
-        format!(r#"<td class="best">{}</td>"#, esc(&s))
+    let mark = if stat.significantly_worse() {
+        format!(
+            r#" <span class="sig" title="significantly worse than the best: Welch's t-test p = {:.3}">*</span>"#,
+            stat.p_vs_best.unwrap_or(0.0)
+        )
     } else {
-        format!("<td>{}</td>", esc(&s))
+        String::new()
+    };
+    if best == Some(mean) {
+        format!(r#"<td class="best">{}{mark}</td>"#, esc(&s))
+    } else {
+        format!("<td>{}{mark}</td>", esc(&s))
     }
+}
+
+/// Jobs by state and each job's progress, for the live page.
+fn progress_html(jobs: &[JobRecord]) -> String {
+    let mut h = String::from(r#"<section id="progress"><h2>Progress</h2><p>"#);
+    for status in [
+        JobStatus::Running,
+        JobStatus::Pending,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Diverged,
+    ] {
+        let n = jobs.iter().filter(|j| j.status == status).count();
+        let _ = write!(h, r#"<span class="state">{status}: <b>{n}</b></span> "#);
+    }
+    h.push_str("</p><table><thead><tr><th>Job</th><th>State</th><th>Epoch</th><th>Test accuracy</th><th>Worker</th></tr></thead><tbody>");
+    for j in jobs {
+        let _ = write!(
+            h,
+            r#"<tr class="job" data-state="{}"><th>{}</th><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td></tr>"#,
+            j.status,
+            esc(j.id.as_str()),
+            j.status,
+            j.epochs.len(),
+            j.spec.epochs,
+            j.epochs
+                .last()
+                .map_or("-".into(), |e| format!("{:.2}%", 100.0 * e.test_accuracy)),
+            esc(j.worker.as_deref().unwrap_or("-"))
+        );
+    }
+    h.push_str("</tbody></table></section>");
+    h
 }
 
 fn table_html(t: &Table) -> String {
@@ -202,17 +243,29 @@ fn table_html(t: &Table) -> String {
 impl Results {
     /// The self-contained HTML report.
     pub fn to_html(&self) -> String {
+        self.render_html(None)
+    }
+
+    /// The live page: the report plus per-job progress, reloading itself every `refresh` seconds.
+    pub fn to_live_html(&self, refresh: u32) -> String {
+        self.render_html(Some(refresh))
+    }
+
+    fn render_html(&self, refresh: Option<u32>) -> String {
         let mut h = String::new();
         let _ = write!(
             h,
-            r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{name} — DAWNBench-style report</title><style>
+            r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{meta}<title>{name} — DAWNBench-style report</title><style>
 body{{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse;margin:1em 0}}caption{{text-align:left;font-weight:600;padding:.3em 0}}
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}tbody th{{text-align:left}}
 td.best{{font-weight:700;background:#e8f4e8}}.charts{{display:flex;flex-wrap:wrap;gap:1em}}
-.ct{{font-size:14px;font-weight:600}}.tk,.lg{{font-size:11px}}.al{{font-size:12px}}
+.sig{{color:#b00;font-weight:700}}.ct{{font-size:14px;font-weight:600}}.tk,.lg{{font-size:11px}}.al{{font-size:12px}}
 @media print{{.charts{{display:block}}}}</style></head><body>"#,
-            name = esc(&self.grid.name)
+            name = esc(&self.grid.name),
+            meta = refresh
+                .map(|s| format!(r#"<meta http-equiv="refresh" content="{s}">"#))
+                .unwrap_or_default()
         );
         let _ = write!(
             h,
@@ -221,10 +274,17 @@ td.best{{font-weight:700;background:#e8f4e8}}.charts{{display:flex;flex-wrap:wra
         );
         let done = self.jobs.iter().filter(|j| j.status.is_terminal()).count();
         let _ = write!(h, "<p>{} of {} jobs finished.</p>", done, self.jobs.len());
+        if refresh.is_some() {
+            h.push_str(&progress_html(&self.jobs));
+        }
         for t in tables(self) {
             let _ = write!(h, "<section><h2>{} / {}</h2>", t.dataset, t.model);
             h.push_str(&table_html(&t));
-            h.push_str("<p>Best value of each column in bold; N/A: the target was never reached; with several seeds, mean ± standard deviation.</p>");
+            h.push_str("<p>Best value of each column in bold; <span class=\"sig\">*</span> significantly worse than the best (Welch's t-test, p &lt; 0.05); N/A: the target was never reached; with several seeds, mean ± standard deviation.</p><ul class=\"summary\">");
+            for line in summary(&t) {
+                let _ = write!(h, "<li>{}</li>", esc(&line));
+            }
+            h.push_str("</ul>");
             let mut acc = Vec::new();
             let mut loss = Vec::new();
             let mut acc_time = Vec::new();

@@ -11,6 +11,7 @@ pub mod html;
 pub mod job;
 pub mod names;
 pub mod report;
+pub mod stats;
 
 pub use grid::{Grid, GridError};
 pub use job::{EpochMetrics, Job, JobId, JobRecord, JobStatus, Summary, TrainOutcome, TrainSpec};

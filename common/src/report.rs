@@ -148,9 +148,14 @@ impl Results {
             }
             let _ = writeln!(
                 md,
-                "\nBest value of each column in **bold**; N/A: the target was never reached. \
-                 With several seeds: mean ± standard deviation over the runs that reached it.\n"
+                "\nBest value of each column in **bold**; \\* significantly worse than the best \
+                 (Welch's t-test, p < {ALPHA}); N/A: the target was never reached. With several \
+                 seeds: mean ± standard deviation over the runs that reached it.\n"
             );
+            for line in summary(&table) {
+                let _ = writeln!(md, "- {line}");
+            }
+            md.push('\n');
         }
         let problems: Vec<&JobRecord> = self
             .jobs
@@ -221,7 +226,14 @@ pub struct Stat {
     pub sd: Option<f64>,
     pub n: usize,
     pub missing: usize,
+    /// The values present, one per run, for significance tests.
+    pub values: Vec<f64>,
+    /// Welch's two-sided p-value against the column's best row (None: untestable or the best).
+    pub p_vs_best: Option<f64>,
 }
+
+/// Differences below this p-value are marked significant.
+pub const ALPHA: f64 = 0.05;
 
 impl Stat {
     pub fn of(values: impl IntoIterator<Item = Option<f64>>) -> Stat {
@@ -243,7 +255,14 @@ impl Stat {
             sd,
             n,
             missing,
+            values: xs,
+            p_vs_best: None,
         }
+    }
+
+    /// Significantly worse than the column's best.
+    pub fn significantly_worse(&self) -> bool {
+        self.p_vs_best.is_some_and(|p| p < ALPHA)
     }
 
     /// `value`, `mean ± sd`, or `N/A`; bold when it is the column's best.
@@ -260,6 +279,9 @@ impl Stat {
         }
         if *best == Some(mean) {
             s = format!("**{s}**");
+        }
+        if self.significantly_worse() {
+            s.push_str(" \\*");
         }
         s
     }
@@ -317,7 +339,7 @@ pub fn tables(results: &Results) -> Vec<Table> {
                 by_act.entry(pos).or_default().push(j);
             }
         }
-        let rows: Vec<Row> = by_act
+        let mut rows: Vec<Row> = by_act
             .values()
             .map(|runs| Row {
                 activation: runs[0].activation.to_string(),
@@ -341,6 +363,7 @@ pub fn tables(results: &Results) -> Vec<Table> {
             to_target: min(|r| &r.to_target),
             error: min(|r| &r.error),
         };
+        mark_significance(&mut rows);
         out.push(Table {
             dataset: entry.dataset,
             model: entry.model,
@@ -349,6 +372,137 @@ pub fn tables(results: &Results) -> Vec<Table> {
             best,
         });
     }
+    out
+}
+
+/// Sets `p_vs_best` of every cell: Welch's test of its runs against the best row's runs.
+fn mark_significance(rows: &mut [Row]) {
+    let columns: [fn(&mut Row) -> &mut Stat; 5] = [
+        |r| &mut r.total,
+        |r| &mut r.latency,
+        |r| &mut r.first_epoch,
+        |r| &mut r.to_target,
+        |r| &mut r.error,
+    ];
+    for col in columns {
+        let means: Vec<Option<f64>> = rows.iter_mut().map(|r| col(r).mean).collect();
+        let Some(best) = (0..rows.len())
+            .filter(|&i| means[i].is_some())
+            .min_by(|&a, &b| {
+                means[a]
+                    .unwrap_or(f64::MAX)
+                    .total_cmp(&means[b].unwrap_or(f64::MAX))
+            })
+        else {
+            continue;
+        };
+        let best_values = col(&mut rows[best]).values.clone();
+        for (i, row) in rows.iter_mut().enumerate() {
+            let stat = col(row);
+            if i != best {
+                stat.p_vs_best = crate::stats::welch(&stat.values, &best_values).map(|w| w.p);
+            }
+        }
+    }
+}
+
+/// The summary in words for one table: fastest to target, lowest error, which differences
+/// are real, and the recommendation.
+pub fn summary(t: &Table) -> Vec<String> {
+    let mut out = Vec::new();
+    let runs = t.rows.iter().map(|r| r.n).max().unwrap_or(0);
+    let best_row = |f: fn(&Row) -> &Stat| {
+        t.rows
+            .iter()
+            .filter(|r| f(r).mean.is_some())
+            .min_by(|a, b| {
+                f(a).mean
+                    .unwrap_or(f64::MAX)
+                    .total_cmp(&f(b).mean.unwrap_or(f64::MAX))
+            })
+    };
+    match best_row(|r| &r.to_target) {
+        Some(r) => out.push(format!(
+            "Fastest to the {:.2}% target on {}: {} ({} of training).",
+            100.0 * t.target,
+            t.dataset,
+            r.activation,
+            fmt_hms(r.to_target.mean.unwrap_or(0.0))
+        )),
+        None if !t.rows.is_empty() => out.push(format!(
+            "No activation reached the {:.2}% target on {}.",
+            100.0 * t.target,
+            t.dataset
+        )),
+        None => {}
+    }
+    let Some(lowest) = best_row(|r| &r.error) else {
+        return out;
+    };
+    out.push(format!(
+        "Lowest error rate: {} ({:.2}%).",
+        lowest.activation,
+        100.0 * lowest.error.mean.unwrap_or(0.0)
+    ));
+    if runs < 2 {
+        out.push(
+            "With one run per activation, no difference can be tested for significance; add seeds."
+                .into(),
+        );
+    } else {
+        let same: Vec<&Row> = t
+            .rows
+            .iter()
+            .filter(|r| {
+                r.activation != lowest.activation && r.error.p_vs_best.is_some_and(|p| p >= ALPHA)
+            })
+            .collect();
+        for r in &same {
+            out.push(format!(
+                "{} and {} are indistinguishable on {} after {} seeds (error rate: Welch's t-test p = {:.2}).",
+                r.activation,
+                lowest.activation,
+                t.dataset,
+                runs,
+                r.error.p_vs_best.unwrap_or(1.0)
+            ));
+        }
+        let worse: Vec<&str> = t
+            .rows
+            .iter()
+            .filter(|r| r.error.significantly_worse())
+            .map(|r| r.activation.as_str())
+            .collect();
+        if !worse.is_empty() {
+            out.push(format!(
+                "Significantly higher error than {} (p < {ALPHA}): {}.",
+                lowest.activation,
+                worse.join(", ")
+            ));
+        }
+    }
+    // The paper's criterion: the best time-to-accuracy among the most accurate activations.
+    let contenders: Vec<&Row> = t
+        .rows
+        .iter()
+        .filter(|r| r.error.mean.is_some() && !r.error.significantly_worse())
+        .filter(|r| runs >= 2 || r.activation == lowest.activation)
+        .collect();
+    let pick = contenders
+        .iter()
+        .filter(|r| r.to_target.mean.is_some())
+        .min_by(|a, b| {
+            a.to_target
+                .mean
+                .unwrap_or(f64::MAX)
+                .total_cmp(&b.to_target.mean.unwrap_or(f64::MAX))
+        })
+        .copied()
+        .unwrap_or(lowest);
+    out.push(format!(
+        "Recommendation for {} / {}: {} — the fastest to the target among the activations whose error rate is not significantly worse than the best.",
+        t.dataset, t.model, pick.activation
+    ));
     out
 }
 
@@ -520,6 +674,37 @@ mod tests {
         assert!(md.contains("| relu | 2 | **0:00:21 ± 0:00:01**"), "{md}");
         assert!(md.contains("| tanh | 2 |"), "{md}");
         assert!(md.contains("N/A"), "{md}");
+        // relu 95% vs tanh 85% error-free constant runs: a certain difference.
+        assert!(
+            md.contains("Significantly higher error than relu (p < 0.05): tanh."),
+            "{md}"
+        );
+        assert!(
+            md.contains("Recommendation for mnist / paper-cnn: relu"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn indistinguishable_activations_are_named() {
+        let mut r = results();
+        // Make tanh as accurate as relu, with some noise: no significant difference.
+        for (i, j) in r.jobs.iter_mut().enumerate() {
+            let acc = 0.95 + if i % 2 == 0 { 0.004 } else { -0.003 };
+            j.epochs[1].test_accuracy = acc;
+            j.error_rate = Some(1.0 - acc);
+            j.first_epoch_at_target = Some(1);
+            j.seconds_to_target = Some(10.0 + i as f64);
+        }
+        r.jobs[2].error_rate = Some(0.052);
+        let t = tables(&r);
+        let lines = summary(&t[0]);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("are indistinguishable on mnist after 2 seeds")),
+            "{lines:?}"
+        );
     }
 
     #[test]

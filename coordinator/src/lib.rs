@@ -6,8 +6,10 @@
 //! - [`service`]: the gRPC services (worker protocol, control API, bearer-token check).
 //! - [`local`]: worker processes started on this machine.
 //! - [`output`]: the files in `--out`.
+//! - [`live`]: the live report over HTTP.
 //! - [`run`]: one grid, start to finish; `main` only parses flags and calls it.
 
+pub mod live;
 pub mod local;
 pub mod output;
 pub mod service;
@@ -57,10 +59,12 @@ pub enum Ending {
     Interrupted(Counts),
 }
 
-/// Runs `cfg.grid` to completion on `listener`, or until `shutdown` completes.
+/// Runs `cfg.grid` to completion, serving gRPC on `listener` and the live report on `http`,
+/// or until `shutdown` completes.
 pub async fn run(
     cfg: Config,
     listener: TcpListener,
+    http: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<Ending> {
     std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
@@ -94,6 +98,17 @@ pub async fn run(
         cfg.token.clone(),
         stop_rx.clone(),
     ));
+    let live_task = match http {
+        Some(l) => {
+            tracing::info!("live report at http://{}/", l.local_addr()?);
+            Some(tokio::spawn(live::serve(
+                shared.clone(),
+                l,
+                stop_rx.clone(),
+            )))
+        }
+        None => None,
+    };
 
     let url = connect_url(addr);
     let devices = local::plan(cfg.local_workers, &cfg.device, local::visible_gpus());
@@ -190,6 +205,9 @@ pub async fn run(
     }
     let _ = stop_tx.send(true);
     server.await.context("server task")??;
+    if let Some(task) = live_task {
+        task.await.context("live report task")??;
+    }
     Ok(ending)
 }
 

@@ -16,7 +16,7 @@ use orchestrator_proto::v1::control_service_client::ControlServiceClient;
     version,
     about = "Runs a grid of deep-learning experiments over worker daemons and writes a DAWNBench-style report"
 )]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(args_conflicts_with_subcommands = true, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -53,6 +53,9 @@ struct RunArgs {
     /// Bearer token workers must present (first line of the file).
     #[arg(long, env = "COORDINATOR_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// Address of the live HTML report (`off` to disable).
+    #[arg(long, env = "COORDINATOR_HTTP", default_value = "127.0.0.1:50052")]
+    http: String,
     /// A job whose worker is silent this long is given to another worker.
     #[arg(long, env = "COORDINATOR_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(2..=3600))]
     lease_seconds: u32,
@@ -125,7 +128,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn validate(a: RunArgs) -> Result<(Config, String), BadInput> {
+/// What `run` binds: the gRPC address and the live report's (None: off).
+struct Listen {
+    grpc: String,
+    http: Option<String>,
+}
+
+fn validate(a: RunArgs) -> Result<(Config, Listen), BadInput> {
     let Some(grid_path) = a.grid else {
         return Err(BadInput(
             "--grid GRID.yaml is required (or use `report` / `status`; see --help)".into(),
@@ -138,6 +147,15 @@ fn validate(a: RunArgs) -> Result<(Config, String), BadInput> {
             a.listen
         )));
     }
+    let http = match a.http.as_str() {
+        "off" => None,
+        addr if addr.parse::<std::net::SocketAddr>().is_ok() => Some(addr.to_string()),
+        other => {
+            return Err(BadInput(format!(
+                "--http: `{other}` is not HOST:PORT (e.g. 127.0.0.1:50052) or `off`"
+            )))
+        }
+    };
     let device_ok = matches!(a.device.as_str(), "auto" | "cpu" | "cuda")
         || a.device
             .strip_prefix("cuda:")
@@ -181,15 +199,27 @@ fn validate(a: RunArgs) -> Result<(Config, String), BadInput> {
         lease_seconds: a.lease_seconds,
         heartbeat_seconds,
     };
-    Ok((cfg, a.listen))
+    Ok((
+        cfg,
+        Listen {
+            grpc: a.listen,
+            http,
+        },
+    ))
 }
 
-async fn run(cfg: Config, listen: String) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&listen)
+async fn run(cfg: Config, listen: Listen) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&listen.grpc)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+        .with_context(|| format!("cannot listen on {} (--listen)", listen.grpc))?;
+    let http = match &listen.http {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} (--http; `--http off` disables the live report)")
+        })?),
+        None => None,
+    };
     let out = cfg.out.clone();
-    match coordinator::run(cfg, listener, shutdown_signal()).await? {
+    match coordinator::run(cfg, listener, http, shutdown_signal()).await? {
         Ending::Finished(c) => {
             eprintln!(
                 "coordinator: grid finished: {} succeeded, {} failed, {} diverged; report in {}",

@@ -56,6 +56,7 @@ fn coordinator(grid: &Path, out: &Path, data: &Path) -> Command {
         .arg(format!("127.0.0.1:{}", free_port()))
         .arg("--device")
         .arg("cpu")
+        .args(["--http", "127.0.0.1:0"])
         .env("WORKER_BIN", bin("worker"))
         .env_remove("WORKER_FAULT")
         .env("RUST_LOG", "info");
@@ -686,4 +687,49 @@ fn missing_dataset_is_downloaded_and_verified() {
             .is_file(),
         "cached"
     );
+}
+
+/// While the grid runs, the coordinator serves the report live: jobs by state, per-job
+/// progress, curves growing; at the end the page shows the finished tables.
+#[test]
+fn live_report_shows_the_grid_in_progress() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        "name: live\nactivations: [relu, selu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 6, target_accuracy: 0.5, latency_samples: 10}\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut coord = coordinator(&grid, &tmp.path().join("out"), &data)
+        .args(["--http", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let get = |u: &str| ureq::get(u).call().ok().and_then(|r| r.into_string().ok());
+    let mut in_progress = None;
+    integration_tests::wait_until(
+        Duration::from_secs(60),
+        "a running job with an epoch on the live page",
+        || match get(&url) {
+            Some(page)
+                if page.contains(r#"data-state="running""#) && page.contains("<polyline") =>
+            {
+                in_progress = Some(page);
+                true
+            }
+            _ => false,
+        },
+    );
+    let page = in_progress.unwrap();
+    assert!(
+        page.contains(r#"http-equiv="refresh""#),
+        "the page reloads itself"
+    );
+    assert!(page.contains("id=\"progress\""), "{page}");
+    let json: Value = serde_json::from_str(&get(&format!("{url}results.json")).unwrap()).unwrap();
+    assert_eq!(json["jobs"].as_array().unwrap().len(), 2);
+    assert!(wait_exit(&mut coord, Duration::from_secs(120)).success());
 }

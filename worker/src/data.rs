@@ -304,8 +304,12 @@ fn cifar_split(files: &[PathBuf], label_bytes: usize) -> Result<Split, DataError
 }
 
 /// A split as normalized float32 images and labels, resident on the training device.
+///
+/// Images are stored channels-last (NHWC in memory) and handed out as NCHW views of that
+/// memory: libtorch's CPU convolutions (oneDNN) run markedly faster on this layout, and on
+/// CUDA it is the layout tensor cores prefer.
 pub struct DeviceSplit {
-    pub images: Tensor,
+    images_nhwc: Tensor,
     pub labels: Tensor,
 }
 
@@ -313,6 +317,31 @@ impl DeviceSplit {
     pub fn samples(&self) -> i64 {
         self.labels.size()[0]
     }
+
+    /// The images at `idx`, as an NCHW tensor in channels-last memory.
+    pub fn gather(&self, idx: &Tensor) -> Result<Tensor, tch::TchError> {
+        self.images_nhwc
+            .f_index_select(0, idx)?
+            .f_permute([0, 3, 1, 2])
+    }
+
+    /// Images `start..start + len`, as an NCHW view in channels-last memory.
+    pub fn slice(&self, start: i64, len: i64) -> Result<Tensor, tch::TchError> {
+        self.images_nhwc
+            .f_narrow(0, start, len)?
+            .f_permute([0, 3, 1, 2])
+    }
+
+    pub fn device(&self) -> Device {
+        self.labels.device()
+    }
+}
+
+/// `t` (NCHW) with the same shape but channels-last memory.
+pub fn channels_last(t: &Tensor) -> Result<Tensor, tch::TchError> {
+    t.f_permute([0, 2, 3, 1])?
+        .f_contiguous()?
+        .f_permute([0, 3, 1, 2])
 }
 
 /// Keeps the first `limit` samples (0 = all), normalizes, and moves to `device` once, so the
@@ -339,9 +368,13 @@ pub fn to_device(
         .f_div_scalar(255.0)?
         .f_sub(&mean.to_kind(Kind::Float))?
         .f_div(&std.to_kind(Kind::Float))?
+        .f_permute([0, 2, 3, 1])?
         .f_contiguous()?;
     let labels = split.labels.f_narrow(0, 0, keep)?.f_to_device(device)?;
-    Ok(DeviceSplit { images, labels })
+    Ok(DeviceSplit {
+        images_nhwc: images,
+        labels,
+    })
 }
 
 #[cfg(test)]

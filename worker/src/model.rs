@@ -104,7 +104,6 @@ pub struct PaperCnn {
     act1: Act,
     act2: Act,
     act3: Act,
-    flat: i64,
 }
 
 impl PaperCnn {
@@ -119,7 +118,6 @@ impl PaperCnn {
             act1: Act::new(&(p / "act1"), act),
             act2: Act::new(&(p / "act2"), act),
             act3: Act::new(&(p / "act3"), act),
-            flat,
         }
     }
 }
@@ -133,7 +131,7 @@ impl ModuleT for PaperCnn {
             .apply(&self.conv2)
             .feature_dropout(0.5, train)
             .max_pool2d_default(2);
-        let x = self.act2.forward_t(&x, train).view([-1, self.flat]);
+        let x = self.act2.forward_t(&x, train).flatten(1, -1);
         let x = self.act3.forward_t(&x.apply(&self.fc1), train);
         x.dropout(0.5, train).apply(&self.fc2)
     }
@@ -207,6 +205,20 @@ pub fn build(p: &nn::Path, model: Model, shape: Shape, act: Activation) -> Box<d
         Model::PaperCnn => Box::new(PaperCnn::new(p, shape, act)),
         Model::Vgg11Bn => Box::new(Vgg11Bn::new(p, shape, act)),
     }
+}
+
+/// Puts every 4-D variable (convolution weights) in channels-last memory, matching the
+/// images (see [`crate::data::DeviceSplit`]), so convolutions need no layout conversion.
+pub fn to_channels_last(vs: &nn::VarStore) -> Result<(), tch::TchError> {
+    tch::no_grad(|| {
+        for (_, mut v) in vs.variables() {
+            if v.dim() == 4 {
+                let cl = crate::data::channels_last(&v)?;
+                v.f_set_data(&cl)?;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Number of trainable scalars.

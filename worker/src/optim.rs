@@ -72,12 +72,23 @@ impl Optim {
                 }
                 match self.kind {
                     Optimizer::Adam => {
+                        // In place where tch allows, to keep temporaries (memory traffic on
+                        // VGG's 9M parameters) to two per step: g², and √v.
                         let _ = a.lerp_(&g, 1.0 - BETA1);
-                        let _ = b.g_mul_scalar_(BETA2).addcmul_(&(&g * (1.0 - BETA2)), &g);
+                        let mut g2 = &g * &g;
+                        let _ = g2.g_mul_scalar_(1.0 - BETA2);
+                        let _ = b.g_mul_scalar_(BETA2).g_add_(&g2);
                         let bias1 = 1.0 - BETA1.powf(t);
                         let bias2 = 1.0 - BETA2.powf(t);
-                        let denom = (b.sqrt() / bias2.sqrt()) + EPS;
-                        let _ = p.addcdiv_(&(&*a * (-self.lr / bias1)), &denom);
+                        let step_size = self.lr / bias1;
+                        // p -= step · a / (√v / √bias2 + eps), with the step folded into the
+                        // denominator because tch's addcdiv_ has no scale argument.
+                        let mut denom = b.sqrt();
+                        let _ = denom
+                            .g_div_scalar_(bias2.sqrt())
+                            .g_add_scalar_(EPS)
+                            .g_div_scalar_(-step_size);
+                        let _ = p.addcdiv_(a, &denom);
                     }
                     Optimizer::Sgd => {
                         let update = if self.momentum != 0.0 {

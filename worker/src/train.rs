@@ -242,7 +242,7 @@ fn train_epoch(
     spec: &TrainSpec,
 ) -> anyhow::Result<f64> {
     let n = train.samples();
-    let device = train.images.device();
+    let device = train.device();
     let bs = spec.batch_size as i64;
     let perm = Tensor::randperm(n, (Kind::Int64, device));
     let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
@@ -250,9 +250,9 @@ fn train_epoch(
     while start < n {
         let len = bs.min(n - start);
         let idx = perm.narrow(0, start, len);
-        let mut x = train.images.f_index_select(0, &idx)?;
+        let mut x = train.gather(&idx)?;
         if spec.augment {
-            x = augment(&x)?;
+            x = data::channels_last(&augment(&x)?)?;
         }
         let y = train.labels.f_index_select(0, &idx)?;
         let loss = cross_entropy(&net.forward_t(&x, true), &y, tch::Reduction::Mean)?;
@@ -299,13 +299,13 @@ fn augment(x: &Tensor) -> Result<Tensor, tch::TchError> {
 fn evaluate(net: &dyn ModuleT, test: &DeviceSplit) -> anyhow::Result<(f64, f64)> {
     tch::no_grad(|| {
         let n = test.samples();
-        let device = test.images.device();
+        let device = test.device();
         let mut loss = Tensor::zeros([], (Kind::Double, device));
         let mut correct = Tensor::zeros([], (Kind::Int64, device));
         let mut start = 0;
         while start < n {
             let len = EVAL_BATCH.min(n - start);
-            let x = test.images.narrow(0, start, len);
+            let x = test.slice(start, len)?;
             let y = test.labels.narrow(0, start, len);
             let logits = net.forward_t(&x, false);
             let batch_loss = cross_entropy(&logits, &y, tch::Reduction::Sum)?;
@@ -341,7 +341,7 @@ fn latency_ms_per_sample(
     tch::no_grad(|| {
         for i in 0..LATENCY_WARMUP.min(n) {
             let _ = net
-                .forward_t(&test.images.narrow(0, i, 1), false)
+                .forward_t(&test.slice(i, 1)?, false)
                 .f_argmax(-1, false)?
                 .f_int64_value(&[0])?;
         }
@@ -351,7 +351,7 @@ fn latency_ms_per_sample(
         let started = Instant::now();
         for i in 0..count {
             let _ = net
-                .forward_t(&test.images.narrow(0, i, 1), false)
+                .forward_t(&test.slice(i, 1)?, false)
                 .f_argmax(-1, false)?
                 .f_int64_value(&[0])?;
         }

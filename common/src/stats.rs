@@ -1,0 +1,81 @@
+//! Is a difference between two activations real or noise? Welch's t-test on per-seed values.
+
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
+/// Result of Welch's unequal-variances t-test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Welch {
+    pub t: f64,
+    pub df: f64,
+    /// Two-sided p-value.
+    pub p: f64,
+}
+
+fn mean_var(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let m = xs.iter().sum::<f64>() / n;
+    let v = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
+    (m, v)
+}
+
+/// Welch's t-test of `a` against `b`; None when either has fewer than two values or both
+/// have no spread (nothing can be said).
+pub fn welch(a: &[f64], b: &[f64]) -> Option<Welch> {
+    if a.len() < 2 || b.len() < 2 {
+        return None;
+    }
+    let (ma, va) = mean_var(a);
+    let (mb, vb) = mean_var(b);
+    let (na, nb) = (a.len() as f64, b.len() as f64);
+    let se2 = va / na + vb / nb;
+    if se2 <= 0.0 {
+        // Identical constants: no difference if equal means, otherwise certain.
+        return Some(Welch {
+            t: if ma == mb { 0.0 } else { f64::INFINITY },
+            df: na + nb - 2.0,
+            p: if ma == mb { 1.0 } else { 0.0 },
+        });
+    }
+    let t = (ma - mb) / se2.sqrt();
+    let df = se2.powi(2) / ((va / na).powi(2) / (na - 1.0) + (vb / nb).powi(2) / (nb - 1.0));
+    let dist = StudentsT::new(0.0, 1.0, df).ok()?;
+    let p = 2.0 * (1.0 - dist.cdf(t.abs()));
+    Some(Welch { t, df, p })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_values_computed_by_hand() {
+        // a: mean 2, var 1; b: mean 5, var 1; n = 3 each.
+        // se² = 1/3 + 1/3, t = -3 / sqrt(2/3) = -3.6742; df = (2/3)² / (2·(1/3)²/2) = 4.
+        let w = welch(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]).unwrap();
+        assert!((w.t + 3.674_234_6).abs() < 1e-6, "{w:?}");
+        assert!((w.df - 4.0).abs() < 1e-9, "{w:?}");
+        // Two-sided p for t = 3.6742 with 4 df (scipy.stats.ttest_ind(equal_var=False)): 0.02131.
+        assert!((w.p - 0.021_312).abs() < 1e-4, "{w:?}");
+    }
+
+    #[test]
+    fn unequal_variances() {
+        // a: mean 1.5, var 1/6 (n 4); b: mean 4, var 4 (n 3).
+        // se² = 1/24 + 4/3 = 1.375; t = -2.5 / √1.375 = -2.132007;
+        // df = 1.890625 / (0.000578704 + 0.888888889) = 2.125569.
+        let w = welch(&[1.0, 1.5, 2.0, 1.5], &[2.0, 4.0, 6.0]).unwrap();
+        assert!((w.t + 2.132_007).abs() < 1e-6, "{w:?}");
+        assert!((w.df - 2.125_569).abs() < 1e-6, "{w:?}");
+        assert!(
+            w.p > 0.05 && w.p < 0.5,
+            "not significant with so few, so spread values: {w:?}"
+        );
+    }
+
+    #[test]
+    fn too_few_values() {
+        assert!(welch(&[1.0], &[2.0, 3.0]).is_none());
+        assert_eq!(welch(&[1.0, 1.0], &[1.0, 1.0]).unwrap().p, 1.0);
+        assert_eq!(welch(&[1.0, 1.0], &[2.0, 2.0]).unwrap().p, 0.0);
+    }
+}
