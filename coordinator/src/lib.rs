@@ -48,6 +48,10 @@ pub struct Config {
     pub worker_slots: u32,
     pub lease_seconds: u32,
     pub heartbeat_seconds: u32,
+    /// Run every job again, even those finished in the state.
+    pub rerun: bool,
+    /// Largest checkpoint a worker may store with the coordinator.
+    pub max_checkpoint_mb: u64,
 }
 
 /// How a run ended.
@@ -77,9 +81,17 @@ pub async fn run(
         &cfg.grid,
         &cfg.grid_file,
         Duration::from_secs(cfg.lease_seconds as u64),
+        cfg.rerun,
     )
     .with_context(|| format!("opening state {}", cfg.state.display()))?;
-    let shared = Shared::new(state, cfg.heartbeat_seconds);
+    let shared = Shared::new(
+        state,
+        cfg.heartbeat_seconds,
+        service::CheckpointStore {
+            dir: cfg.out.join("checkpoints"),
+            max_bytes: cfg.max_checkpoint_mb * (1 << 20),
+        },
+    );
     let addr = listener.local_addr()?;
     let counts = shared.lock().counts();
     tracing::info!(
@@ -122,7 +134,7 @@ pub async fn run(
                 data_dir: cfg.data_dir.as_deref(),
                 token_file: cfg.token_file.as_deref(),
                 log_dir: &cfg.out.join("logs"),
-                checkpoint_dir: &cfg.out.join("checkpoints"),
+                checkpoint_dir: &cfg.out.join("worker-checkpoints"),
                 slots: cfg.worker_slots,
             },
             &devices,

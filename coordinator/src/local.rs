@@ -122,6 +122,7 @@ pub fn spawn_all(s: &Spawn<'_>, devices: &[String]) -> anyhow::Result<Vec<Child>
             .arg(format!("local-{i}/{device}"))
             .arg("--checkpoint-dir")
             .arg(s.checkpoint_dir)
+            .arg("--exit-with-parent")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -53,6 +53,12 @@ struct RunArgs {
     /// Bearer token workers must present (first line of the file).
     #[arg(long, env = "COORDINATOR_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// Run every job of the grid again, even those already finished in the state.
+    #[arg(long, env = "COORDINATOR_RERUN")]
+    rerun: bool,
+    /// Largest job checkpoint workers may store with the coordinator, in MiB.
+    #[arg(long, env = "COORDINATOR_MAX_CHECKPOINT_MB", default_value_t = 2048)]
+    max_checkpoint_mb: u64,
     /// Address of the live HTML report (`off` to disable).
     #[arg(long, env = "COORDINATOR_HTTP", default_value = "127.0.0.1:50052")]
     http: String,
@@ -198,6 +204,8 @@ fn validate(a: RunArgs) -> Result<(Config, Listen), BadInput> {
         worker_slots: a.worker_slots,
         lease_seconds: a.lease_seconds,
         heartbeat_seconds,
+        rerun: a.rerun,
+        max_checkpoint_mb: a.max_checkpoint_mb,
     };
     Ok((
         cfg,

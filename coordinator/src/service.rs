@@ -1,7 +1,12 @@
 //! gRPC services over the shared [`State`]: the worker-facing protocol and the control API.
 
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_stream::Stream;
 
 use common::report::WorkerEnv;
 use common::JobStatus;
@@ -9,7 +14,10 @@ use orchestrator_proto::v1::control_service_server::ControlService;
 use orchestrator_proto::v1::worker_service_server::WorkerService;
 use orchestrator_proto::v1::{self as pb};
 use tokio::sync::Notify;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Bytes per checkpoint chunk on the wire, well under gRPC's 4 MiB message limit.
+const CHUNK: usize = 1 << 20;
 
 use crate::state::{Completion, State, StateError};
 
@@ -20,14 +28,33 @@ pub struct Shared {
     /// Woken on every change of job state, for progress display and the finish check.
     pub changed: Arc<Notify>,
     pub heartbeat_seconds: u32,
+    pub checkpoints: Arc<CheckpointStore>,
+}
+
+/// Where the coordinator keeps each job's latest checkpoint: `<dir>/<job id>.ckpt`.
+pub struct CheckpointStore {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+}
+
+impl CheckpointStore {
+    pub fn path(&self, job_id: &str) -> PathBuf {
+        self.dir.join(format!("{job_id}.ckpt"))
+    }
+
+    /// Drops a job's checkpoint once the job has finished for good.
+    pub fn remove(&self, job_id: &str) {
+        let _ = std::fs::remove_file(self.path(job_id));
+    }
 }
 
 impl Shared {
-    pub fn new(state: State, heartbeat_seconds: u32) -> Shared {
+    pub fn new(state: State, heartbeat_seconds: u32, checkpoints: CheckpointStore) -> Shared {
         Shared {
             state: Arc::new(Mutex::new(state)),
             changed: Arc::new(Notify::new()),
             heartbeat_seconds,
+            checkpoints: Arc::new(checkpoints),
         }
     }
 
@@ -177,6 +204,9 @@ impl WorkerService for Shared {
         let grid_finished = state.tell_finished(&req.worker_id);
         drop(state);
         if accepted {
+            if status != JobStatus::Failed {
+                self.checkpoints.remove(&req.job_id);
+            }
             tracing::info!(
                 job_id = req.job_id,
                 %status,
@@ -211,6 +241,133 @@ impl WorkerService for Shared {
             revoked_lease_ids,
             known_worker,
         }))
+    }
+
+    async fn release_job(
+        &self,
+        req: Request<pb::ReleaseJobRequest>,
+    ) -> Result<Response<pb::ReleaseJobResponse>, Status> {
+        let req = req.into_inner();
+        let accepted = self
+            .lock()
+            .release(&req.worker_id, &req.job_id, req.lease_id, Instant::now())
+            .map_err(internal)?;
+        if accepted {
+            tracing::info!(
+                job_id = req.job_id,
+                lease_id = req.lease_id,
+                "job handed back; queued again"
+            );
+            self.changed.notify_waiters();
+        }
+        Ok(Response::new(pb::ReleaseJobResponse { accepted }))
+    }
+
+    async fn upload_checkpoint(
+        &self,
+        req: Request<Streaming<pb::CheckpointChunk>>,
+    ) -> Result<Response<pb::UploadCheckpointResponse>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty checkpoint upload"))?;
+        let (job_id, lease_id, epoch) = (first.job_id.clone(), first.lease_id, first.epoch);
+        if job_id.is_empty() || job_id.contains(['/', '\\']) || job_id.starts_with('.') {
+            return Err(Status::invalid_argument("invalid job id"));
+        }
+        if !self.lock().is_current(&job_id, lease_id) {
+            return Ok(Response::new(pb::UploadCheckpointResponse {
+                accepted: false,
+            }));
+        }
+        let store = &self.checkpoints;
+        tokio::fs::create_dir_all(&store.dir)
+            .await
+            .map_err(|e| Status::internal(format!("{}: {e}", store.dir.display())))?;
+        let tmp = store.dir.join(format!(".{job_id}.{lease_id}.part"));
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| Status::internal(format!("{}: {e}", tmp.display())))?;
+        let mut size = 0u64;
+        let mut chunk = Some(first);
+        while let Some(c) = chunk {
+            size += c.data.len() as u64;
+            if size > store.max_bytes {
+                drop(file);
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(Status::resource_exhausted(format!(
+                    "checkpoint of {job_id} exceeds the limit of {} bytes",
+                    store.max_bytes
+                )));
+            }
+            file.write_all(&c.data)
+                .await
+                .map_err(|e| Status::internal(format!("{}: {e}", tmp.display())))?;
+            chunk = stream.message().await?;
+        }
+        file.sync_all()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        drop(file);
+        // The lease may have moved on while the bytes travelled: keep only the current one's.
+        let accepted = self.lock().is_current(&job_id, lease_id);
+        if accepted {
+            tokio::fs::rename(&tmp, store.path(&job_id))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+            tracing::debug!(job_id, epoch, size, "checkpoint stored");
+        } else {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        Ok(Response::new(pb::UploadCheckpointResponse { accepted }))
+    }
+
+    type DownloadCheckpointStream =
+        Pin<Box<dyn Stream<Item = Result<pb::CheckpointChunk, Status>> + Send>>;
+
+    async fn download_checkpoint(
+        &self,
+        req: Request<pb::DownloadCheckpointRequest>,
+    ) -> Result<Response<Self::DownloadCheckpointStream>, Status> {
+        let req = req.into_inner();
+        if !self.lock().is_current(&req.job_id, req.lease_id) {
+            return Err(Status::permission_denied("not the job's current lease"));
+        }
+        let path = self.checkpoints.path(&req.job_id);
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Status::not_found("no checkpoint stored for this job"))
+            }
+            Err(e) => return Err(Status::internal(format!("{}: {e}", path.display()))),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                match file.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let chunk = pb::CheckpointChunk {
+                            data: buf[..n].to_vec(),
+                            ..Default::default()
+                        };
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        break;
+                    }
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(
+            Box::pin(stream) as Self::DownloadCheckpointStream
+        ))
     }
 }
 

@@ -156,9 +156,17 @@ fn open_db(path: &Path) -> Result<Connection> {
 
 impl State {
     /// Opens (or creates) the state at `path` for `grid`. Jobs already finished there are kept
-    /// (succeeded and diverged ones are not run again); failed, pending and interrupted ones are
-    /// queued to run.
-    pub fn open(path: &Path, grid: &Grid, grid_file: &str, lease_ttl: Duration) -> Result<State> {
+    /// (succeeded and diverged ones are not run again, unless `rerun`); failed and pending ones
+    /// are queued to run. A job that was running when the coordinator stopped keeps its lease
+    /// for one more lease time: its worker may still be running it and reconnect; if it does
+    /// not, the lease expires and the job runs again from its last checkpoint.
+    pub fn open(
+        path: &Path,
+        grid: &Grid,
+        grid_file: &str,
+        lease_ttl: Duration,
+        rerun: bool,
+    ) -> Result<State> {
         let mut db = open_db(path)?;
         let spec_json = serde_json::to_string(grid).expect("a grid always serializes");
         let started_at = timestamp();
@@ -177,18 +185,27 @@ impl State {
                 params![job.id.as_str(), spec, job.target_accuracy],
             )?;
         }
-        // Interrupted and failed jobs run again: a fresh start, so no stale epochs remain.
+        if rerun {
+            for job in grid.jobs() {
+                tx.execute(
+                    "UPDATE jobs SET status = 'failed' WHERE id = ?1 AND status != 'running'",
+                    [job.id.as_str()],
+                )?;
+            }
+        }
+        // Failed jobs run again: a fresh start, so no stale epochs remain.
         tx.execute(
-            "DELETE FROM epochs WHERE job_id IN (SELECT id FROM jobs WHERE status IN ('running', 'failed', 'pending'))",
+            "DELETE FROM epochs WHERE job_id IN (SELECT id FROM jobs WHERE status IN ('failed', 'pending'))",
             [],
         )?;
         tx.execute(
             "UPDATE jobs SET status = 'pending', lost = 0, error = NULL, finished_lease = NULL
-             WHERE status IN ('running', 'failed')",
+             WHERE status = 'failed'",
             [],
         )?;
         tx.execute(
-            "UPDATE attempts SET ended_at = ?1, outcome = 'interrupted' WHERE ended_at IS NULL",
+            "UPDATE attempts SET ended_at = ?1, outcome = 'interrupted'
+             WHERE ended_at IS NULL AND job_id NOT IN (SELECT id FROM jobs WHERE status = 'running')",
             params![started_at],
         )?;
         tx.commit()?;
@@ -299,6 +316,34 @@ impl State {
             })
             .collect::<rusqlite::Result<HashMap<_, _>>>()?
         };
+        // Leases of jobs that were running when the coordinator stopped, renewed for one lease
+        // time from now.
+        let mut leases = HashMap::new();
+        {
+            let mut q = db.prepare(
+                "SELECT lease_id, worker_id FROM attempts WHERE job_id = ?1 AND ended_at IS NULL
+                 ORDER BY lease_id DESC LIMIT 1",
+            )?;
+            let now = Instant::now();
+            for (i, e) in jobs.iter_mut().enumerate() {
+                if e.status != JobStatus::Running {
+                    continue;
+                }
+                let open: Option<(i64, String)> = q
+                    .query_row([e.job.id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                match open {
+                    Some((lease_id, worker_id)) => {
+                        e.lease = Some(ActiveLease {
+                            worker_id,
+                            expires: now + lease_ttl,
+                        });
+                        leases.insert(lease_id as u64, i);
+                    }
+                    None => e.status = JobStatus::Pending,
+                }
+            }
+        }
         let index = jobs
             .iter()
             .enumerate()
@@ -312,7 +357,7 @@ impl State {
             finished_at,
             jobs,
             index,
-            leases: HashMap::new(),
+            leases,
             requests: HashMap::new(),
             workers,
             told_finished: Default::default(),
@@ -514,6 +559,38 @@ impl State {
                 .execute("UPDATE grid SET finished_at = ?1 WHERE id = 1", [&at])?;
             self.finished_at = Some(at);
         }
+        Ok(true)
+    }
+
+    /// Whether `lease_id` is the current lease of `job_id`.
+    pub fn is_current(&self, job_id: &str, lease_id: u64) -> bool {
+        self.current(job_id, lease_id).is_some()
+    }
+
+    /// A draining worker hands its lease back: the job is queued again at once, and the
+    /// attempt does not count as lost. False if the lease was not current.
+    pub fn release(
+        &mut self,
+        worker_id: &str,
+        job_id: &str,
+        lease_id: u64,
+        now: Instant,
+    ) -> Result<bool> {
+        self.touch(worker_id, now);
+        let Some(i) = self.current(job_id, lease_id) else {
+            return Ok(false);
+        };
+        let tx = self.db.transaction()?;
+        tx.execute("UPDATE jobs SET status = 'pending' WHERE id = ?1", [job_id])?;
+        tx.execute(
+            "UPDATE attempts SET ended_at = ?2, outcome = 'released' WHERE lease_id = ?1",
+            params![lease_id as i64, timestamp()],
+        )?;
+        tx.commit()?;
+        self.leases.remove(&lease_id);
+        let e = &mut self.jobs[i];
+        e.status = JobStatus::Pending;
+        e.lease = None;
         Ok(true)
     }
 
@@ -762,6 +839,7 @@ mod tests {
             &grid(G),
             "g.yaml",
             Duration::from_secs(10),
+            false,
         )
         .unwrap();
         let w = worker(&mut s, t0);
@@ -792,6 +870,7 @@ mod tests {
             &grid(G),
             "g.yaml",
             Duration::from_secs(10),
+            false,
         )
         .unwrap();
         let a = worker(&mut s, t0);
@@ -833,7 +912,8 @@ mod tests {
         let t0 = Instant::now();
         let first_id;
         {
-            let mut s = State::open(&path, &grid(G), "g.yaml", Duration::from_secs(10)).unwrap();
+            let mut s =
+                State::open(&path, &grid(G), "g.yaml", Duration::from_secs(10), false).unwrap();
             let w = worker(&mut s, t0);
             let g = s.lease(&w, "1", t0).unwrap().unwrap();
             s.complete(&w, g.job.id.as_str(), g.lease_id, done(2), t0)
@@ -844,14 +924,30 @@ mod tests {
                 .unwrap();
             // Dropped here mid-job, as by kill -9.
         }
-        let mut s = State::open(&path, &grid(G), "g.yaml", Duration::from_secs(10)).unwrap();
+        let mut s = State::open(&path, &grid(G), "g.yaml", Duration::from_secs(10), false).unwrap();
         let c = s.counts();
-        assert_eq!((c.succeeded, c.pending, c.running), (1, 1, 0));
+        // The finished job is kept; the running one keeps its lease and its epoch.
+        assert_eq!((c.succeeded, c.pending, c.running), (1, 0, 1));
         let rec = s.records().into_iter().find(|r| r.id == first_id).unwrap();
         assert_eq!(rec.epochs.len(), 2);
-        let w = worker(&mut s, t0);
-        let g = s.lease(&w, "3", t0).unwrap().unwrap();
-        assert_ne!(g.job.id, first_id);
+        let running = s.records().into_iter().find(|r| r.id != first_id).unwrap();
+        assert_eq!(running.epochs.len(), 1);
+        // Its worker reconnects and carries on: its lease (id 2) is still valid.
+        let t1 = Instant::now();
+        assert!(s.heartbeat("w1", &[2], t1).is_empty());
+        assert!(s
+            .report_epoch("w1", running.id.as_str(), 2, epoch(2), t1)
+            .unwrap());
+        // Had it not come back, the lease would expire and the job would be leased anew,
+        // with a fencing token never used before.
+        assert!(s.expire(t1 + Duration::from_secs(9)).unwrap().is_empty());
+        assert_eq!(
+            s.expire(t1 + Duration::from_secs(11)).unwrap(),
+            vec![running.id.clone()]
+        );
+        let w = worker(&mut s, t1);
+        let g = s.lease(&w, "3", t1).unwrap().unwrap();
+        assert_eq!(g.job.id, running.id);
         assert!(
             g.lease_id >= 3,
             "fencing tokens never repeat across restarts"
@@ -864,7 +960,8 @@ mod tests {
         let path = dir.path().join("s.db");
         let t0 = Instant::now();
         {
-            let mut s = State::open(&path, &grid(G), "g.yaml", Duration::from_secs(10)).unwrap();
+            let mut s =
+                State::open(&path, &grid(G), "g.yaml", Duration::from_secs(10), false).unwrap();
             let w = worker(&mut s, t0);
             while let Some(g) = s.lease(&w, &format!("{t0:?}{}", s.next_lease), t0).unwrap() {
                 s.complete(&w, g.job.id.as_str(), g.lease_id, done(2), t0)
@@ -873,9 +970,41 @@ mod tests {
             assert!(s.is_finished());
         }
         let more = G.replace("[relu, tanh]", "[relu, tanh, elu]");
-        let s = State::open(&path, &grid(&more), "g.yaml", Duration::from_secs(10)).unwrap();
+        let s = State::open(
+            &path,
+            &grid(&more),
+            "g.yaml",
+            Duration::from_secs(10),
+            false,
+        )
+        .unwrap();
         let c = s.counts();
         assert_eq!((c.succeeded, c.pending), (2, 1));
+    }
+
+    #[test]
+    fn released_job_is_requeued_without_counting_as_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Instant::now();
+        let mut s = State::open(
+            &dir.path().join("s.db"),
+            &grid(G),
+            "g.yaml",
+            Duration::from_secs(10),
+            false,
+        )
+        .unwrap();
+        let w = worker(&mut s, t0);
+        let g = s.lease(&w, "1", t0).unwrap().unwrap();
+        assert!(s.release(&w, g.job.id.as_str(), g.lease_id, t0).unwrap());
+        assert!(
+            !s.release(&w, g.job.id.as_str(), g.lease_id, t0).unwrap(),
+            "only once"
+        );
+        assert!(!s.is_current(g.job.id.as_str(), g.lease_id));
+        let again = s.lease(&w, "2", t0).unwrap().unwrap();
+        assert_eq!(again.job.id, g.job.id);
+        assert_eq!(s.jobs[0].lost, 0);
     }
 
     #[test]
@@ -888,6 +1017,7 @@ mod tests {
             &g,
             "g.yaml",
             Duration::from_secs(10),
+            false,
         )
         .unwrap();
         let w = worker(&mut s, t0);

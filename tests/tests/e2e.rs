@@ -733,3 +733,270 @@ fn live_report_shows_the_grid_in_progress() {
     assert_eq!(json["jobs"].as_array().unwrap().len(), 2);
     assert!(wait_exit(&mut coord, Duration::from_secs(120)).success());
 }
+
+// ---- failures: workers and the coordinator killed, paused, restarted -----------------------
+
+fn get_json(url: &str) -> Option<Value> {
+    ureq::get(url)
+        .call()
+        .ok()?
+        .into_string()
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Epochs of job `i` in the coordinator's live results.
+fn epochs_done(results: &Value, i: usize) -> usize {
+    results["jobs"][i]["epochs"]
+        .as_array()
+        .map_or(0, |e| e.len())
+}
+
+struct Cluster {
+    tmp: tempfile::TempDir,
+    data: PathBuf,
+    grid: PathBuf,
+    out: PathBuf,
+    port: u16,
+    http: u16,
+}
+
+impl Cluster {
+    fn new(grid_yaml: &str) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = fixture(tmp.path());
+        let grid = tmp.path().join("grid.yaml");
+        std::fs::write(&grid, grid_yaml).unwrap();
+        let out = tmp.path().join("out");
+        Cluster {
+            data,
+            grid,
+            out,
+            port: free_port(),
+            http: free_port(),
+            tmp,
+        }
+    }
+
+    fn coordinator(&self, local_workers: &str) -> std::process::Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.tmp.path().join("coordinator.log"))
+            .unwrap();
+        coordinator(&self.grid, &self.out, &self.data)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--http", &format!("127.0.0.1:{}", self.http)])
+            .args(["--local-workers", local_workers, "--lease-seconds", "2"])
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// An external worker with its own checkpoint folder, as on another host.
+    fn worker(&self, name: &str) -> std::process::Child {
+        let log = std::fs::File::create(self.tmp.path().join(format!("{name}.log"))).unwrap();
+        Command::new(bin("worker"))
+            .args([
+                "--coordinator",
+                &format!("http://127.0.0.1:{}", self.port),
+                "--device",
+                "cpu",
+            ])
+            .args(["--name", name])
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--checkpoint-dir")
+            .arg(self.tmp.path().join(format!("{name}-checkpoints")))
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.tmp.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    fn live(&self) -> Option<Value> {
+        get_json(&format!("http://127.0.0.1:{}/results.json", self.http))
+    }
+
+    fn wait_live(&self, what: &str, cond: impl Fn(&Value) -> bool) {
+        integration_tests::wait_until(Duration::from_secs(60), what, || {
+            self.live().is_some_and(|r| cond(&r))
+        });
+    }
+
+    fn results(&self) -> Value {
+        read_json(&self.out.join("results.json"))
+    }
+}
+
+const LONG_JOB: &str = "name: faults\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 8, target_accuracy: 0.5, latency_samples: 5}\n";
+
+fn assert_complete_series(job: &Value, epochs: usize) {
+    let series = job["epochs"].as_array().unwrap();
+    let numbers: Vec<u64> = series
+        .iter()
+        .map(|e| e["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, (1..=epochs as u64).collect::<Vec<_>>(), "{job}");
+    let secs: Vec<f64> = series
+        .iter()
+        .map(|e| e["train_seconds"].as_f64().unwrap())
+        .collect();
+    assert!(
+        secs.windows(2).all(|w| w[0] < w[1]),
+        "seamless cumulative time: {secs:?}"
+    );
+}
+
+/// kill -9 of a worker mid-job: the job finishes on another worker (another checkpoint folder,
+/// as on another host), resumed from the checkpoint stored with the coordinator; one result.
+#[test]
+fn killed_worker_job_resumes_elsewhere_from_its_checkpoint() {
+    let c = Cluster::new(LONG_JOB);
+    let mut coord = c.coordinator("0");
+    let mut a = c.worker("a");
+    c.wait_live("two epochs on worker a", |r| epochs_done(r, 0) >= 2);
+    signal(a.id(), "-KILL");
+    let _ = a.wait();
+    let mut b = c.worker("b");
+    assert!(wait_exit(&mut coord, Duration::from_secs(120)).success());
+    assert!(wait_exit(&mut b, Duration::from_secs(30)).success());
+    let results = c.results();
+    let job = &jobs(&results)[0];
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 2);
+    assert_eq!(job["worker"], "b");
+    assert_complete_series(job, 8);
+    assert!(
+        c.log("b")
+            .contains("resuming from the checkpoint stored with the coordinator"),
+        "{}",
+        c.log("b")
+    );
+    assert!(
+        c.log("b").contains("resumed from checkpoint"),
+        "{}",
+        c.log("b")
+    );
+    assert!(
+        !c.out.join("checkpoints").read_dir().unwrap().any(|e| e
+            .unwrap()
+            .path()
+            .extension()
+            .is_some_and(|x| x == "ckpt")),
+        "cleaned up"
+    );
+}
+
+/// kill -9 of the coordinator mid-grid, then the same command again: finished jobs keep their
+/// results and are not re-run; the interrupted one completes; all results exactly once.
+#[test]
+fn killed_coordinator_restarts_without_rerunning_finished_jobs() {
+    let c = Cluster::new(
+        "name: restart\nactivations: [relu, tanh, elu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 4, target_accuracy: 0.5, latency_samples: 5}\n",
+    );
+    let mut coord = c.coordinator("1");
+    c.wait_live("one job finished and another started", |r| {
+        let j = r["jobs"].as_array().unwrap();
+        j.iter().any(|x| x["status"] == "succeeded")
+            && j.iter()
+                .any(|x| x["status"] == "running" && !x["epochs"].as_array().unwrap().is_empty())
+    });
+    let before = c.live().unwrap();
+    signal(coord.id(), "-KILL");
+    let _ = coord.wait();
+    let mut again = c.coordinator("1");
+    assert!(wait_exit(&mut again, Duration::from_secs(120)).success());
+    let after = c.results();
+    for job in jobs(&after) {
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_complete_series(job, 4);
+    }
+    for old in jobs(&before).iter().filter(|j| j["status"] == "succeeded") {
+        let new = jobs(&after).iter().find(|j| j["id"] == old["id"]).unwrap();
+        assert_eq!(
+            new["epochs"], old["epochs"],
+            "a finished job is not run again"
+        );
+        assert_eq!(new["attempts"], 1);
+    }
+}
+
+/// A worker paused (SIGSTOP) past its lease loses the job to another worker; when it resumes,
+/// its late reports are rejected and the result is the other worker's, exactly once.
+#[test]
+fn paused_worker_late_reports_are_rejected() {
+    let c = Cluster::new(LONG_JOB);
+    let mut coord = c.coordinator("0");
+    let mut a = c.worker("a");
+    c.wait_live("an epoch on worker a", |r| epochs_done(r, 0) >= 1);
+    signal(a.id(), "-STOP");
+    let mut b = c.worker("b");
+    c.wait_live("the job re-leased to b", |r| r["jobs"][0]["attempts"] == 2);
+    signal(a.id(), "-CONT");
+    assert!(wait_exit(&mut coord, Duration::from_secs(120)).success());
+    let _ = wait_exit(&mut b, Duration::from_secs(30));
+    let _ = wait_exit(&mut a, Duration::from_secs(30));
+    let results = c.results();
+    let job = &jobs(&results)[0];
+    assert_eq!(
+        (job["status"].as_str(), job["worker"].as_str()),
+        (Some("succeeded"), Some("b")),
+        "{job}"
+    );
+    assert_eq!(job["attempts"], 2);
+    assert_complete_series(job, 8);
+    let log = std::fs::read_to_string(c.tmp.path().join("coordinator.log")).unwrap();
+    assert!(
+        log.contains("stale epoch report rejected")
+            || log.contains("stale result rejected")
+            || c.log("a").contains("lease revoked"),
+        "{log}\n---\n{}",
+        c.log("a")
+    );
+}
+
+/// A grid extended after it finished runs only its new cells.
+#[test]
+fn extended_grid_runs_only_new_cells() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let grid = tmp.path().join("grid.yaml");
+    let cell = "datasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.5, train_limit: 800, latency_samples: 5}\n";
+    std::fs::write(&grid, format!("name: ext\nactivations: [relu]\n{cell}")).unwrap();
+    let out = tmp.path().join("out");
+    assert!(output(&mut coordinator(&grid, &out, &data)).0.success());
+    let first = read_json(&out.join("results.json"));
+    std::fs::write(
+        &grid,
+        format!("name: ext\nactivations: [relu, tanh]\n{cell}"),
+    )
+    .unwrap();
+    let (status, _, stderr) = output(&mut coordinator(&grid, &out, &data));
+    assert!(status.success(), "{stderr}");
+    let second = read_json(&out.join("results.json"));
+    assert_eq!(jobs(&second).len(), 2);
+    assert_eq!(
+        jobs(&second)[0]["epochs"],
+        jobs(&first)[0]["epochs"],
+        "relu reused"
+    );
+    assert_eq!(jobs(&second)[1]["status"], "succeeded");
+    assert_eq!(
+        stderr.matches("job started").count(),
+        1,
+        "only tanh ran: {stderr}"
+    );
+}

@@ -194,12 +194,24 @@ async fn run_lease(
             error: Some(format!("this worker cannot run the job: {e}")),
         },
         Ok(spec) => {
+            let checkpoint = launcher.checkpoint_path(&spec);
+            match download_checkpoint(client, worker_id, &job_id, lease_id, &checkpoint).await {
+                Ok(true) => tracing::info!(
+                    job_id,
+                    "resuming from the checkpoint stored with the coordinator"
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(job_id, error = %e, "could not fetch the stored checkpoint")
+                }
+            }
             let (epoch_tx, mut epoch_rx) = mpsc::channel::<common::EpochMetrics>(64);
             let forwarder = {
                 let client = client.clone();
                 let (worker_id, job_id) = (worker_id.to_string(), job_id.clone());
                 let cancel_tx = cancel_tx.clone();
                 let stop = stop.clone();
+                let checkpoint = checkpoint.clone();
                 tokio::spawn(async move {
                     while let Some(m) = epoch_rx.recv().await {
                         let req = pb::ReportEpochRequest {
@@ -223,7 +235,22 @@ async fn run_lease(
                                 );
                                 let _ = cancel_tx.send(true);
                             }
-                            Ok(_) => tracing::debug!(job_id, epoch = m.epoch, "epoch reported"),
+                            Ok(_) => {
+                                tracing::debug!(job_id, epoch = m.epoch, "epoch reported");
+                                // The child wrote this epoch's checkpoint before reporting it.
+                                if let Err(e) = upload_checkpoint(
+                                    &client,
+                                    &worker_id,
+                                    &job_id,
+                                    lease_id,
+                                    m.epoch,
+                                    &checkpoint,
+                                )
+                                .await
+                                {
+                                    tracing::warn!(job_id, error = %e, "checkpoint upload failed");
+                                }
+                            }
                             Err(e) => tracing::warn!(job_id, error = %e, "epoch report failed"),
                         }
                     }
@@ -249,8 +276,25 @@ async fn run_lease(
         .expect("no code panics while holding this lock")
         .remove(&lease_id);
     if *cancel_tx.borrow() {
-        // Revoked or shutting down: the coordinator has already moved on; nothing to report.
-        tracing::info!(job_id, lease_id, "job stopped");
+        if *stop.borrow() {
+            // Draining: hand the lease back so the job resumes elsewhere from its last
+            // checkpoint right away, instead of after the lease expires.
+            let mut c = client.clone();
+            let req = pb::ReleaseJobRequest {
+                worker_id: worker_id.to_string(),
+                job_id: job_id.clone(),
+                lease_id,
+            };
+            match c.release_job(req).await {
+                Ok(_) => tracing::info!(job_id, lease_id, "lease handed back"),
+                Err(e) => {
+                    tracing::warn!(job_id, error = %e, "could not hand the lease back; it will expire")
+                }
+            }
+        } else {
+            // Revoked: the coordinator has already moved on; nothing to report.
+            tracing::info!(job_id, lease_id, "job stopped");
+        }
         return Ok(false);
     }
     tracing::info!(job_id, status = %outcome.status, error = outcome.error.as_deref().unwrap_or(""), "job finished");
@@ -363,4 +407,81 @@ where
             Err(s) => return Err(anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code())),
         }
     }
+}
+
+/// Bytes per checkpoint chunk on the wire, well under gRPC's 4 MiB message limit.
+const CHUNK: usize = 1 << 20;
+
+/// Sends the job's checkpoint file to the coordinator in chunks.
+async fn upload_checkpoint(
+    client: &Client,
+    worker_id: &str,
+    job_id: &str,
+    lease_id: u64,
+    epoch: u32,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let bytes = tokio::fs::read(path)
+        .await
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut chunks: Vec<pb::CheckpointChunk> = bytes
+        .chunks(CHUNK)
+        .map(|c| pb::CheckpointChunk {
+            data: c.to_vec(),
+            ..Default::default()
+        })
+        .collect();
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    chunks[0].worker_id = worker_id.to_string();
+    chunks[0].job_id = job_id.to_string();
+    chunks[0].lease_id = lease_id;
+    chunks[0].epoch = epoch;
+    let mut c = client.clone();
+    let r = c
+        .upload_checkpoint(tokio_stream::iter(chunks))
+        .await
+        .map_err(|s| anyhow::anyhow!("{} ({:?})", s.message(), s.code()))?;
+    if r.into_inner().accepted {
+        tracing::debug!(
+            job_id,
+            epoch,
+            bytes = bytes.len(),
+            "checkpoint stored with the coordinator"
+        );
+    }
+    Ok(())
+}
+
+/// Fetches the job's checkpoint from the coordinator into `path`; false when it has none.
+async fn download_checkpoint(
+    client: &Client,
+    worker_id: &str,
+    job_id: &str,
+    lease_id: u64,
+    path: &std::path::Path,
+) -> anyhow::Result<bool> {
+    let mut c = client.clone();
+    let req = pb::DownloadCheckpointRequest {
+        worker_id: worker_id.to_string(),
+        job_id: job_id.to_string(),
+        lease_id,
+    };
+    let mut stream = match c.download_checkpoint(req).await {
+        Ok(r) => r.into_inner(),
+        Err(s) if s.code() == Code::NotFound => return Ok(false),
+        Err(s) => anyhow::bail!("{} ({:?})", s.message(), s.code()),
+    };
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        bytes.extend_from_slice(&chunk.data);
+    }
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let tmp = path.with_extension("download");
+    tokio::fs::write(&tmp, &bytes).await?;
+    tokio::fs::rename(&tmp, path).await?;
+    Ok(true)
 }

@@ -34,15 +34,13 @@ pub fn child_main(spec: &TrainSpec, opts: &train::Options) -> anyhow::Result<()>
         out.write_all(b"\n")?;
         out.flush()
     };
-    let mut write_error = None;
     let result = train::run(spec, opts, &mut |m| {
         if let Err(e) = emit(&Event::Epoch(m.clone())) {
-            write_error.get_or_insert(e);
+            // Nobody reads our results any more (the daemon is gone): stop training now.
+            tracing::error!(error = %e, "cannot report to the daemon; exiting");
+            std::process::exit(1);
         }
     });
-    if let Some(e) = write_error {
-        return Err(e.into());
-    }
     let outcome = result.unwrap_or_else(|e| TrainOutcome {
         status: JobStatus::Failed,
         device: train::device_label(opts.device),
@@ -88,9 +86,7 @@ impl Launcher {
             latency_ms_per_sample: None,
             error: Some(why),
         };
-        let checkpoint = self
-            .checkpoint_dir
-            .join(format!("{}.ckpt", common::JobId::for_spec(spec)));
+        let checkpoint = self.checkpoint_path(spec);
         let mut child = match self.command(&checkpoint).spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -165,6 +161,12 @@ impl Launcher {
             ),
             (None, Err(e)) => failed(format!("job process lost: {e}"), seen),
         }
+    }
+
+    /// Where the job of `spec` checkpoints on this worker.
+    pub fn checkpoint_path(&self, spec: &TrainSpec) -> PathBuf {
+        self.checkpoint_dir
+            .join(format!("{}.ckpt", common::JobId::for_spec(spec)))
     }
 
     fn command(&self, checkpoint: &std::path::Path) -> Command {

@@ -43,6 +43,10 @@ struct DaemonArgs {
     /// libtorch threads per job; 0 = the machine's cores divided by --slots.
     #[arg(long, env = "WORKER_THREADS", default_value_t = 0)]
     threads: usize,
+    /// Exit when the parent process dies (the coordinator sets this on the workers it starts,
+    /// so none outlives it).
+    #[arg(long)]
+    exit_with_parent: bool,
     /// Where jobs checkpoint after every epoch (one file per job, removed when it succeeds);
     /// default: a per-user cache folder.
     #[arg(long, env = "WORKER_CHECKPOINT_DIR")]
@@ -268,11 +272,25 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Exits the process as soon as its parent is gone (re-parented), checked twice a second.
+fn exit_with_parent() {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if std::os::unix::process::parent_id() != parent {
+            tracing::warn!(parent, "parent process gone; exiting");
+            std::process::exit(1);
+        }
+    });
+}
+
 fn run_job_cmd(
     common: CommonArgs,
     threads: usize,
     checkpoint: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
+    // A job whose daemon died (kill -9) must not train on as an orphan.
+    exit_with_parent();
     set_threads(threads);
     let mut input = String::new();
     std::io::stdin()
@@ -289,6 +307,9 @@ fn run_job_cmd(
 }
 
 fn daemon_cmd(a: DaemonArgs) -> anyhow::Result<ExitCode> {
+    if a.exit_with_parent {
+        exit_with_parent();
+    }
     let Some(coordinator) = a.coordinator else {
         anyhow::bail!(
             "give --coordinator URL to serve a coordinator, or use `worker train` (see --help)"
