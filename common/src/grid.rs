@@ -50,6 +50,9 @@ pub struct Grid {
     pub seeds: Vec<u64>,
     pub training: Training,
     pub cost_per_hour: f64,
+    /// How many times a job that fails (an error in training, not a lost worker) is retried.
+    #[serde(default)]
+    pub retries: u32,
     /// SHA-256 of the grid file's bytes, for the report's provenance.
     pub source_sha256: String,
 }
@@ -127,6 +130,8 @@ struct GridFile {
     training: Training,
     #[serde(default, deserialize_with = "non_negative_f64")]
     cost_per_hour: f64,
+    #[serde(default)]
+    retries: u32,
 }
 
 #[derive(Deserialize)]
@@ -439,6 +444,7 @@ impl Grid {
             seeds: file.seeds.map(|s| s.0).unwrap_or_else(|| vec![0]),
             training: file.training,
             cost_per_hour: file.cost_per_hour,
+            retries: file.retries,
             source_sha256: hex::encode(Sha256::digest(text.as_bytes())),
         })
     }

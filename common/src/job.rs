@@ -202,6 +202,12 @@ pub struct JobRecord {
     pub error_rate: Option<f64>,
     pub latency_ms_per_sample: Option<f64>,
     pub error: Option<String>,
+    /// Attempts that ended because the worker was lost (lease expired): infrastructure.
+    #[serde(default)]
+    pub lost_attempts: u32,
+    /// Attempts that failed in training and were retried (grid `retries`).
+    #[serde(default)]
+    pub failed_attempts: u32,
     pub target_accuracy: f64,
     pub spec: TrainSpec,
 }
@@ -240,6 +246,8 @@ impl JobRecord {
             error_rate: s.error_rate,
             latency_ms_per_sample,
             error,
+            lost_attempts: 0,
+            failed_attempts: 0,
             target_accuracy: job.target_accuracy,
             spec: job.spec.clone(),
         }

@@ -67,6 +67,19 @@ struct RunArgs {
     lease_seconds: u32,
 }
 
+#[derive(Args)]
+struct Connect {
+    /// Coordinator URL.
+    #[arg(
+        long,
+        env = "COORDINATOR_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    connect: String,
+    #[arg(long, env = "COORDINATOR_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Re-render every report file from saved state.
@@ -78,15 +91,19 @@ enum Cmd {
     },
     /// Show jobs and workers of a running coordinator.
     Status {
-        /// Coordinator URL.
-        #[arg(
-            long,
-            env = "COORDINATOR_URL",
-            default_value = "http://127.0.0.1:50051"
-        )]
-        connect: String,
-        #[arg(long, env = "COORDINATOR_TOKEN_FILE")]
-        token_file: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Connect,
+    },
+    /// Cancel jobs of a running coordinator: they end as failed; their workers stop them.
+    Cancel {
+        #[command(flatten)]
+        conn: Connect,
+        /// Job ids to cancel (see `status`).
+        #[arg(long = "job", required_unless_present = "all")]
+        jobs: Vec<String>,
+        /// Cancel every job that has not finished: the whole grid.
+        #[arg(long, conflicts_with = "jobs")]
+        all: bool,
     },
 }
 
@@ -112,10 +129,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.cmd {
         Some(Cmd::Report { state, out }) => report(&state, &out).map_err(Err),
-        Some(Cmd::Status {
-            connect,
-            token_file,
-        }) => rt.block_on(status(connect, token_file)).map_err(Err),
+        Some(Cmd::Status { conn }) => rt.block_on(status(conn)).map_err(Err),
+        Some(Cmd::Cancel { conn, jobs, all }) => rt.block_on(cancel(conn, jobs, all)).map_err(Err),
         None => match validate(cli.run) {
             Ok((cfg, listen)) => rt.block_on(run(cfg, listen)).map_err(Err),
             Err(bad) => Err(Ok(bad)),
@@ -189,7 +204,8 @@ fn validate(a: RunArgs) -> Result<(Config, Listen), BadInput> {
         .unwrap_or_else(|| PathBuf::from("runs").join(&grid.name));
     let state = a.state.unwrap_or_else(|| out.join("state.db"));
     let worker_bin = coordinator::local::worker_binary().map_err(|e| BadInput(format!("{e:#}")))?;
-    let heartbeat_seconds = (a.lease_seconds / 3).max(1);
+    // Frequent enough that a cancelled or revoked job stops within a few seconds.
+    let heartbeat_seconds = (a.lease_seconds / 3).clamp(1, 2);
     let cfg = Config {
         grid,
         grid_file: grid_path.display().to_string(),
@@ -256,19 +272,43 @@ fn report(state: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn status(url: String, token_file: Option<PathBuf>) -> anyhow::Result<()> {
-    let token = token_file
+type Control = ControlServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        orchestrator_proto::BearerAuth,
+    >,
+>;
+
+async fn control(conn: Connect) -> anyhow::Result<Control> {
+    let token = conn
+        .token_file
         .as_deref()
         .map(orchestrator_proto::read_token_file)
         .transpose()
         .map_err(anyhow::Error::msg)?;
+    let url = conn.connect;
     let channel = tonic::transport::Endpoint::from_shared(url.clone())
         .with_context(|| format!("invalid URL `{url}`"))?
         .connect()
         .await
         .with_context(|| format!("cannot reach the coordinator at {url}"))?;
     let auth = orchestrator_proto::BearerAuth::new(token.as_deref()).map_err(anyhow::Error::msg)?;
-    let mut client = ControlServiceClient::with_interceptor(channel, auth);
+    Ok(ControlServiceClient::with_interceptor(channel, auth))
+}
+
+async fn cancel(conn: Connect, jobs: Vec<String>, all: bool) -> anyhow::Result<()> {
+    let r = control(conn)
+        .await?
+        .cancel_jobs(orchestrator_proto::v1::CancelJobsRequest { job_ids: jobs, all })
+        .await
+        .context("CancelJobs")?
+        .into_inner();
+    println!("{} job(s) cancelled", r.cancelled);
+    Ok(())
+}
+
+async fn status(conn: Connect) -> anyhow::Result<()> {
+    let mut client = control(conn).await?;
     let s = client
         .grid_status(orchestrator_proto::v1::GridStatusRequest {})
         .await

@@ -373,6 +373,21 @@ impl WorkerService for Shared {
 
 #[tonic::async_trait]
 impl ControlService for Shared {
+    async fn cancel_jobs(
+        &self,
+        req: Request<pb::CancelJobsRequest>,
+    ) -> Result<Response<pb::CancelJobsResponse>, Status> {
+        let req = req.into_inner();
+        if !req.all && req.job_ids.is_empty() {
+            return Err(Status::invalid_argument("name jobs to cancel, or set all"));
+        }
+        let ids = (!req.all).then_some(req.job_ids.as_slice());
+        let cancelled = self.lock().cancel(ids).map_err(internal)?;
+        tracing::warn!(cancelled, "jobs cancelled by the operator");
+        self.changed.notify_waiters();
+        Ok(Response::new(pb::CancelJobsResponse { cancelled }))
+    }
+
     async fn grid_status(
         &self,
         _req: Request<pb::GridStatusRequest>,

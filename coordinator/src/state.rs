@@ -43,6 +43,8 @@ struct JobEntry {
     attempts: u32,
     /// Attempts that ended because the worker vanished (lease expired).
     lost: u32,
+    /// Attempts that failed in training and were retried.
+    failures: u32,
     lease: Option<ActiveLease>,
     /// The lease that produced the terminal status, so a retried CompleteJob is acknowledged.
     finished_lease: Option<u64>,
@@ -123,6 +125,7 @@ CREATE TABLE IF NOT EXISTS grid (
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, spec_json TEXT NOT NULL, target_accuracy REAL NOT NULL,
     status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, lost INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
     finished_lease INTEGER, worker TEXT, device TEXT, param_count INTEGER, latency_ms REAL, error TEXT);
 CREATE TABLE IF NOT EXISTS epochs (
     job_id TEXT NOT NULL, epoch INTEGER NOT NULL, lease_id INTEGER NOT NULL,
@@ -199,7 +202,7 @@ impl State {
             [],
         )?;
         tx.execute(
-            "UPDATE jobs SET status = 'pending', lost = 0, error = NULL, finished_lease = NULL
+            "UPDATE jobs SET status = 'pending', lost = 0, failures = 0, error = NULL, finished_lease = NULL
              WHERE status = 'failed'",
             [],
         )?;
@@ -244,7 +247,7 @@ impl State {
         let mut jobs = Vec::new();
         {
             let mut q = db.prepare(
-                "SELECT status, attempts, lost, finished_lease, worker, device, param_count, latency_ms, error
+                "SELECT status, attempts, lost, finished_lease, worker, device, param_count, latency_ms, error, failures
                  FROM jobs WHERE id = ?1",
             )?;
             let mut qe = db.prepare(
@@ -259,6 +262,7 @@ impl State {
                         status: JobStatus::parse(&status).unwrap_or(JobStatus::Pending),
                         attempts: r.get(1)?,
                         lost: r.get(2)?,
+                        failures: r.get(9)?,
                         lease: None,
                         finished_lease: r.get::<_, Option<i64>>(3)?.map(|l| l as u64),
                         worker: r.get(4)?,
@@ -520,10 +524,14 @@ impl State {
                 .is_some_and(|&i| self.jobs[i].finished_lease == Some(lease_id));
             return Ok(already);
         };
-        let status = match c.status {
+        let outcome = match c.status {
             JobStatus::Succeeded | JobStatus::Diverged => c.status,
             _ => JobStatus::Failed,
         };
+        // A failure in training is retried while the grid allows; divergence is deterministic.
+        let retry = outcome == JobStatus::Failed && self.jobs[i].failures < self.grid.retries;
+        let status = if retry { JobStatus::Pending } else { outcome };
+        let failures = self.jobs[i].failures + u32::from(retry);
         let tx = self.db.transaction()?;
         tx.execute("DELETE FROM epochs WHERE job_id = ?1", [job_id])?;
         for m in &c.epochs {
@@ -534,18 +542,19 @@ impl State {
             )?;
         }
         tx.execute(
-            "UPDATE jobs SET status = ?2, finished_lease = ?3, device = ?4, param_count = ?5, latency_ms = ?6, error = ?7
-             WHERE id = ?1",
-            params![job_id, status.as_str(), lease_id as i64, c.device, c.param_count as i64, c.latency_ms_per_sample, c.error],
+            "UPDATE jobs SET status = ?2, finished_lease = ?3, device = ?4, param_count = ?5, latency_ms = ?6, error = ?7,
+             failures = ?8 WHERE id = ?1",
+            params![job_id, status.as_str(), lease_id as i64, c.device, c.param_count as i64, c.latency_ms_per_sample, c.error, failures],
         )?;
         tx.execute(
             "UPDATE attempts SET ended_at = ?2, outcome = ?3, error = ?4 WHERE lease_id = ?1",
-            params![lease_id as i64, timestamp(), status.as_str(), c.error],
+            params![lease_id as i64, timestamp(), outcome.as_str(), c.error],
         )?;
         tx.commit()?;
         self.leases.remove(&lease_id);
         let e = &mut self.jobs[i];
         e.status = status;
+        e.failures = failures;
         e.lease = None;
         e.finished_lease = Some(lease_id);
         e.device = Some(c.device);
@@ -592,6 +601,44 @@ impl State {
         e.status = JobStatus::Pending;
         e.lease = None;
         Ok(true)
+    }
+
+    /// Cancels the given jobs (all when `ids` is None) that have not finished: they end as
+    /// failed with "cancelled by the operator"; their leases are revoked, so the workers stop
+    /// them at their next heartbeat. Returns how many were cancelled.
+    pub fn cancel(&mut self, ids: Option<&[String]>) -> Result<u32> {
+        let mut n = 0;
+        for i in 0..self.jobs.len() {
+            let e = &self.jobs[i];
+            let chosen = ids.is_none_or(|ids| ids.iter().any(|id| id == e.job.id.as_str()));
+            if !chosen || e.status.is_terminal() {
+                continue;
+            }
+            let error = "cancelled by the operator".to_string();
+            let tx = self.db.transaction()?;
+            tx.execute(
+                "UPDATE jobs SET status = 'failed', error = ?2 WHERE id = ?1",
+                params![e.job.id.as_str(), error],
+            )?;
+            tx.execute(
+                "UPDATE attempts SET ended_at = ?2, outcome = 'cancelled' WHERE job_id = ?1 AND ended_at IS NULL",
+                params![e.job.id.as_str(), timestamp()],
+            )?;
+            tx.commit()?;
+            self.leases.retain(|_, &mut j| j != i);
+            let e = &mut self.jobs[i];
+            e.status = JobStatus::Failed;
+            e.error = Some(error);
+            e.lease = None;
+            n += 1;
+        }
+        if n > 0 && self.is_finished() {
+            let at = timestamp();
+            self.db
+                .execute("UPDATE grid SET finished_at = ?1 WHERE id = 1", [&at])?;
+            self.finished_at = Some(at);
+        }
+        Ok(n)
     }
 
     /// Renews the given leases of `worker_id`; returns those that are no longer valid.
@@ -699,7 +746,7 @@ impl State {
         self.jobs
             .iter()
             .map(|e| {
-                JobRecord::new(
+                let mut r = JobRecord::new(
                     &e.job,
                     e.status,
                     e.attempts,
@@ -709,7 +756,10 @@ impl State {
                     e.epochs.clone(),
                     e.latency,
                     e.error.clone(),
-                )
+                );
+                r.lost_attempts = e.lost;
+                r.failed_attempts = e.failures;
+                r
             })
             .collect()
     }
@@ -1005,6 +1055,68 @@ mod tests {
         let again = s.lease(&w, "2", t0).unwrap().unwrap();
         assert_eq!(again.job.id, g.job.id);
         assert_eq!(s.jobs[0].lost, 0);
+    }
+
+    #[test]
+    fn failed_jobs_are_retried_as_the_grid_allows() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Instant::now();
+        let g = grid(&format!("{G}retries: 1\n"));
+        let mut s = State::open(
+            &dir.path().join("s.db"),
+            &g,
+            "g.yaml",
+            Duration::from_secs(10),
+            false,
+        )
+        .unwrap();
+        let w = worker(&mut s, t0);
+        let fail = || Completion {
+            status: JobStatus::Failed,
+            error: Some("boom".into()),
+            ..done(0)
+        };
+        let a = s.lease(&w, "1", t0).unwrap().unwrap();
+        assert!(s
+            .complete(&w, a.job.id.as_str(), a.lease_id, fail(), t0)
+            .unwrap());
+        assert_eq!(s.counts().pending, 2, "retried once");
+        let b = s.lease(&w, "2", t0).unwrap().unwrap();
+        assert_eq!((b.job.id.clone(), b.attempt), (a.job.id.clone(), 2));
+        assert!(s
+            .complete(&w, b.job.id.as_str(), b.lease_id, fail(), t0)
+            .unwrap());
+        let rec = s.records().into_iter().find(|r| r.id == a.job.id).unwrap();
+        assert_eq!(
+            (
+                rec.status,
+                rec.attempts,
+                rec.failed_attempts,
+                rec.lost_attempts
+            ),
+            (JobStatus::Failed, 2, 1, 0)
+        );
+    }
+
+    #[test]
+    fn cancel_fails_unfinished_jobs_and_revokes_leases() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Instant::now();
+        let mut s = State::open(
+            &dir.path().join("s.db"),
+            &grid(G),
+            "g.yaml",
+            Duration::from_secs(10),
+            false,
+        )
+        .unwrap();
+        let w = worker(&mut s, t0);
+        let g = s.lease(&w, "1", t0).unwrap().unwrap();
+        assert_eq!(s.cancel(None).unwrap(), 2);
+        assert_eq!(s.heartbeat(&w, &[g.lease_id], t0), vec![g.lease_id]);
+        assert!(s.is_finished());
+        assert_eq!(s.counts().failed, 2);
+        assert_eq!(s.cancel(None).unwrap(), 0);
     }
 
     #[test]

@@ -1000,3 +1000,38 @@ fn extended_grid_runs_only_new_cells() {
         "only tanh ran: {stderr}"
     );
 }
+
+/// `coordinator cancel --all` stops a running grid: the running job's worker stops it at its
+/// next heartbeat, every unfinished job ends as failed ("cancelled"), and the run completes.
+#[test]
+fn cancel_stops_the_grid() {
+    let c = Cluster::new(
+        "name: cancel\nactivations: [relu, tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 40, target_accuracy: 0.5}\n",
+    );
+    let mut coord = c.coordinator("1");
+    c.wait_live("a running job with an epoch", |r| {
+        r["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["status"] == "running" && !j["epochs"].as_array().unwrap().is_empty())
+    });
+    let (status, stdout, stderr) = output(Command::new(bin("coordinator")).args([
+        "cancel",
+        "--all",
+        "--connect",
+        &format!("http://127.0.0.1:{}", c.port),
+    ]));
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("2 job(s) cancelled"), "{stdout}");
+    assert!(wait_exit(&mut coord, Duration::from_secs(60)).success());
+    let results = c.results();
+    for job in jobs(&results) {
+        assert_eq!(job["status"], "failed", "{job}");
+        assert_eq!(job["error"], "cancelled by the operator");
+        assert!(
+            job["epochs"].as_array().unwrap().len() < 40,
+            "stopped early: {job}"
+        );
+    }
+}
