@@ -107,6 +107,8 @@ pub struct State {
     index: HashMap<JobId, usize>,
     /// Active lease id → job index.
     leases: HashMap<u64, usize>,
+    /// Pending jobs by expected cost, longest first (see [`queue_key`]): leasing is O(log n).
+    pending: std::collections::BTreeSet<(u64, std::cmp::Reverse<usize>)>,
     /// LeaseJob request id → lease id, so a retried request gets its lease back.
     requests: HashMap<String, u64>,
     workers: HashMap<String, WorkerEntry>,
@@ -353,6 +355,10 @@ impl State {
             .enumerate()
             .map(|(i, e)| (e.job.id.clone(), i))
             .collect();
+        let pending = (0..jobs.len())
+            .filter(|&i| jobs[i].status == JobStatus::Pending)
+            .map(|i| queue_key(&jobs[i].job, i))
+            .collect();
         Ok(State {
             db,
             grid,
@@ -360,6 +366,7 @@ impl State {
             started_at,
             finished_at,
             jobs,
+            pending,
             index,
             leases,
             requests: HashMap::new(),
@@ -427,15 +434,7 @@ impl State {
                 }));
             }
         }
-        let Some(i) = (0..self.jobs.len())
-            .filter(|&i| self.jobs[i].status == JobStatus::Pending)
-            .max_by(|&a, &b| {
-                expected_cost(&self.jobs[a].job)
-                    .total_cmp(&expected_cost(&self.jobs[b].job))
-                    // Among equals, the earliest in grid order.
-                    .then(b.cmp(&a))
-            })
-        else {
+        let Some(&(_, std::cmp::Reverse(i))) = self.pending.last() else {
             return Ok(None);
         };
         let lease_id = self.next_lease;
@@ -454,6 +453,7 @@ impl State {
         )?;
         tx.commit()?;
         self.next_lease += 1;
+        self.pending.remove(&queue_key(&e.job, i));
         e.status = JobStatus::Running;
         e.attempts = attempt;
         e.worker = worker_name;
@@ -555,6 +555,9 @@ impl State {
         let e = &mut self.jobs[i];
         e.status = status;
         e.failures = failures;
+        if status == JobStatus::Pending {
+            self.pending.insert(queue_key(&e.job, i));
+        }
         e.lease = None;
         e.finished_lease = Some(lease_id);
         e.device = Some(c.device);
@@ -600,6 +603,7 @@ impl State {
         let e = &mut self.jobs[i];
         e.status = JobStatus::Pending;
         e.lease = None;
+        self.pending.insert(queue_key(&e.job, i));
         Ok(true)
     }
 
@@ -627,6 +631,7 @@ impl State {
             tx.commit()?;
             self.leases.retain(|_, &mut j| j != i);
             let e = &mut self.jobs[i];
+            self.pending.remove(&queue_key(&e.job, i));
             e.status = JobStatus::Failed;
             e.error = Some(error);
             e.lease = None;
@@ -698,6 +703,9 @@ impl State {
             e.status = status;
             e.error = error;
             e.lease = None;
+            if status == JobStatus::Pending {
+                self.pending.insert(queue_key(&e.job, i));
+            }
             self.leases.remove(&lease_id);
             ids.push(e.job.id.clone());
         }
@@ -816,6 +824,13 @@ impl State {
             jobs: self.records(),
         }
     }
+}
+
+/// Orders the pending queue: highest expected cost last, and among equal costs the earliest
+/// in grid order last (so `last()` is the next job). Costs are positive, so their IEEE bits
+/// order like the numbers.
+fn queue_key(job: &Job, index: usize) -> (u64, std::cmp::Reverse<usize>) {
+    (expected_cost(job).to_bits(), std::cmp::Reverse(index))
 }
 
 /// Relative cost of a job, for longest-first scheduling: epochs × images × model weight.
