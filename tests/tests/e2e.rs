@@ -1035,3 +1035,40 @@ fn cancel_stops_the_grid() {
         );
     }
 }
+
+/// SIGTERM drains a worker: it stops its job, hands the lease back (the job is not counted as
+/// lost) and exits 0; another worker resumes the job from its stored checkpoint at once.
+#[test]
+fn sigterm_drains_a_worker_and_hands_its_job_back() {
+    let c = Cluster::new(LONG_JOB);
+    let mut coord = c.coordinator("0");
+    let mut a = c.worker("a");
+    c.wait_live("two epochs on worker a", |r| epochs_done(r, 0) >= 2);
+    signal(a.id(), "-TERM");
+    assert!(
+        wait_exit(&mut a, Duration::from_secs(20)).success(),
+        "{}",
+        c.log("a")
+    );
+    assert!(c.log("a").contains("lease handed back"), "{}", c.log("a"));
+    c.wait_live("the job queued again", |r| {
+        r["jobs"][0]["status"] == "pending"
+    });
+    let mut b = c.worker("b");
+    assert!(wait_exit(&mut coord, Duration::from_secs(120)).success());
+    let _ = wait_exit(&mut b, Duration::from_secs(30));
+    let results = c.results();
+    let job = &jobs(&results)[0];
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(
+        (job["attempts"].as_u64(), job["lost_attempts"].as_u64()),
+        (Some(2), Some(0)),
+        "{job}"
+    );
+    assert_complete_series(job, 8);
+    assert!(
+        c.log("b").contains("resumed from checkpoint"),
+        "{}",
+        c.log("b")
+    );
+}
