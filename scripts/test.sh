@@ -5,5 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+# Headless Chromium for the report's browser test (Debian's package); the test is skipped
+# with a note where it cannot be installed.
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing chromium for the browser test" >&2
+    (apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; } >/dev/null 2>&1) \
+        || echo "==> could not install chromium; the browser test will be skipped" >&2
+fi
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"

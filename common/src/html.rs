@@ -19,39 +19,57 @@ const COLORS: [&str; 8] = [
     "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442",
 ];
 
-/// One line of a chart: mean y at each x, across seeds.
+/// One line of a chart: mean y at each x across seeds, and the band of ± one standard
+/// deviation around it (empty with a single seed).
 struct Series {
     name: String,
     points: Vec<(f64, f64)>,
+    band: Vec<(f64, f64, f64)>,
 }
 
 /// Mean of `value(epoch)` at each epoch over the succeeded (or diverged) runs of one activation;
 /// x is the epoch number, or with `by_time` the mean cumulative training time.
 fn series(
+    name: String,
     jobs: &[&JobRecord],
     by_time: bool,
     value: fn(&crate::job::EpochMetrics) -> f64,
-) -> Vec<(f64, f64)> {
+) -> Series {
     let max_epochs = jobs.iter().map(|j| j.epochs.len()).max().unwrap_or(0);
-    (0..max_epochs)
-        .filter_map(|i| {
-            let at: Vec<_> = jobs.iter().filter_map(|j| j.epochs.get(i)).collect();
-            let y = Stat::of(at.iter().map(|e| Some(value(e)))).mean?;
-            let x = if by_time {
-                Stat::of(at.iter().map(|e| Some(e.train_seconds))).mean?
-            } else {
-                (i + 1) as f64
-            };
-            y.is_finite().then_some((x, y))
-        })
-        .collect()
+    let mut points = Vec::new();
+    let mut band = Vec::new();
+    for i in 0..max_epochs {
+        let at: Vec<_> = jobs.iter().filter_map(|j| j.epochs.get(i)).collect();
+        let y = Stat::of(at.iter().map(|e| Some(value(e))));
+        let x = if by_time {
+            Stat::of(at.iter().map(|e| Some(e.train_seconds))).mean
+        } else {
+            Some((i + 1) as f64)
+        };
+        let (Some(x), Some(mean)) = (x, y.mean) else {
+            continue;
+        };
+        if !mean.is_finite() {
+            continue;
+        }
+        points.push((x, mean));
+        if let Some(sd) = y.sd.filter(|sd| sd.is_finite()) {
+            band.push((x, mean - sd, mean + sd));
+        }
+    }
+    Series { name, points, band }
 }
 
 fn svg_chart(title: &str, x_label: &str, y_label: &str, lines: &[Series]) -> String {
     let (w, h, left, right, top, bottom) = (560.0, 320.0, 60.0, 150.0, 30.0, 45.0);
-    let pts = lines.iter().flat_map(|s| s.points.iter());
+    let pts = lines.iter().flat_map(|s| {
+        s.points
+            .iter()
+            .copied()
+            .chain(s.band.iter().flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)]))
+    });
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in pts {
+    for (x, y) in pts {
         x0 = x0.min(x);
         x1 = x1.max(x);
         y0 = y0.min(y);
@@ -91,10 +109,10 @@ fn svg_chart(title: &str, x_label: &str, y_label: &str, lines: &[Series]) -> Str
             r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" class="tk">{}</text><text x="{:.1}" y="{:.1}" text-anchor="end" class="tk">{}</text><line x1="{left}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#eee"/>"##,
             sx(fx),
             top + ph + 15.0,
-            tick(fx),
+            tick(fx, (x1 - x0) / 4.0),
             left - 4.0,
             sy(fy) + 4.0,
-            tick(fy),
+            tick(fy, (y1 - y0) / 4.0),
             left + pw,
             sy(fy),
             sy(fy)
@@ -111,6 +129,22 @@ fn svg_chart(title: &str, x_label: &str, y_label: &str, lines: &[Series]) -> Str
     );
     for (i, s) in lines.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
+        if s.band.len() > 1 {
+            let upper = s
+                .band
+                .iter()
+                .map(|&(x, _, hi)| format!("{:.1},{:.1}", sx(x), sy(hi)));
+            let lower = s
+                .band
+                .iter()
+                .rev()
+                .map(|&(x, lo, _)| format!("{:.1},{:.1}", sx(x), sy(lo)));
+            let _ = write!(
+                svg,
+                r#"<polygon class="band" fill="{color}" fill-opacity="0.15" stroke="none" points="{}"/>"#,
+                upper.chain(lower).collect::<Vec<_>>().join(" ")
+            );
+        }
         let path: Vec<String> = s
             .points
             .iter()
@@ -145,14 +179,14 @@ fn svg_chart(title: &str, x_label: &str, y_label: &str, lines: &[Series]) -> Str
     svg
 }
 
-fn tick(v: f64) -> String {
-    if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
+/// A tick label with as many decimals as the tick spacing `step` needs.
+fn tick(v: f64, step: f64) -> String {
+    let decimals = if step >= 1.0 {
+        0
     } else {
-        format!("{v:.3}")
-    }
+        (-step.log10()).ceil().clamp(0.0, 4.0) as usize
+    };
+    format!("{v:.decimals$}")
 }
 
 fn cell(stat: &Stat, best: Option<f64>, f: impl Fn(f64) -> String) -> String {
@@ -304,18 +338,11 @@ td.best{{font-weight:700;background:#e8f4e8}}.charts{{display:flex;flex-wrap:wra
                     continue;
                 }
                 let name = a.to_string();
-                acc.push(Series {
-                    name: name.clone(),
-                    points: series(&runs, false, |e| 100.0 * e.test_accuracy),
-                });
-                loss.push(Series {
-                    name: name.clone(),
-                    points: series(&runs, false, |e| e.train_loss),
-                });
-                acc_time.push(Series {
-                    name,
-                    points: series(&runs, true, |e| 100.0 * e.test_accuracy),
-                });
+                acc.push(series(name.clone(), &runs, false, |e| {
+                    100.0 * e.test_accuracy
+                }));
+                loss.push(series(name.clone(), &runs, false, |e| e.train_loss));
+                acc_time.push(series(name, &runs, true, |e| 100.0 * e.test_accuracy));
             }
             h.push_str(r#"<div class="charts">"#);
             h.push_str(&svg_chart(
@@ -390,6 +417,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tick_decimals_follow_the_spacing() {
+        assert_eq!(tick(2.0, 0.25), "2.0");
+        assert_eq!(tick(3.0, 1.0), "3");
+        assert_eq!(tick(97.123, 0.02), "97.12");
+    }
+
+    #[test]
     fn escapes_and_charts() {
         assert_eq!(esc("<a&\"b\">"), "&lt;a&amp;&quot;b&quot;&gt;");
         let svg = svg_chart(
@@ -399,6 +433,7 @@ mod tests {
             &[Series {
                 name: "relu".into(),
                 points: vec![(1.0, 90.0), (2.0, 95.0)],
+                band: vec![(1.0, 89.0, 91.0), (2.0, 94.0, 96.0)],
             }],
         );
         assert!(

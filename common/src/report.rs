@@ -215,8 +215,30 @@ fn status_counts(jobs: &[JobRecord]) -> [usize; 4] {
 
 /// `h:mm:ss` (seconds rounded), as in the paper's tables.
 pub fn fmt_hms(seconds: f64) -> String {
-    let s = seconds.round() as u64;
-    format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+    // Tenths of a second too: short runs would otherwise all read 0:00:00.
+    let tenths = (seconds * 10.0).round() as u64;
+    let s = tenths / 10;
+    format!(
+        "{}:{:02}:{:02}.{}",
+        s / 3600,
+        (s / 60) % 60,
+        s % 60,
+        tenths % 10
+    )
+}
+
+/// The index of the row with the lowest mean in a column. Rows where every run has a value
+/// come first: a time to target reached by one seed of three must not beat one reached by all.
+fn best_index(rows: &[Row], f: impl Fn(&Row) -> &Stat) -> Option<usize> {
+    let pick = |complete_only: bool| {
+        (0..rows.len())
+            .filter(|&i| f(&rows[i]).mean.is_some() && (!complete_only || f(&rows[i]).missing == 0))
+            .min_by(|&a, &b| {
+                let (x, y) = (f(&rows[a]).mean, f(&rows[b]).mean);
+                x.unwrap_or(f64::MAX).total_cmp(&y.unwrap_or(f64::MAX))
+            })
+    };
+    pick(true).or_else(|| pick(false))
 }
 
 /// Mean and sample standard deviation of the values present; `missing` counts runs without one.
@@ -351,11 +373,7 @@ pub fn tables(results: &Results) -> Vec<Table> {
                 error: Stat::of(runs.iter().map(|r| r.error_rate)),
             })
             .collect();
-        let min = |f: fn(&Row) -> &Stat| {
-            rows.iter()
-                .filter_map(|r| f(r).mean)
-                .min_by(|a, b| a.total_cmp(b))
-        };
+        let min = |f: fn(&Row) -> &Stat| best_index(&rows, f).and_then(|i| f(&rows[i]).mean);
         let best = Best {
             total: min(|r| &r.total),
             latency: min(|r| &r.latency),
@@ -377,28 +395,21 @@ pub fn tables(results: &Results) -> Vec<Table> {
 
 /// Sets `p_vs_best` of every cell: Welch's test of its runs against the best row's runs.
 fn mark_significance(rows: &mut [Row]) {
-    let columns: [fn(&mut Row) -> &mut Stat; 5] = [
-        |r| &mut r.total,
-        |r| &mut r.latency,
-        |r| &mut r.first_epoch,
-        |r| &mut r.to_target,
-        |r| &mut r.error,
+    type Column = (fn(&Row) -> &Stat, fn(&mut Row) -> &mut Stat);
+    let columns: [Column; 5] = [
+        (|r| &r.total, |r| &mut r.total),
+        (|r| &r.latency, |r| &mut r.latency),
+        (|r| &r.first_epoch, |r| &mut r.first_epoch),
+        (|r| &r.to_target, |r| &mut r.to_target),
+        (|r| &r.error, |r| &mut r.error),
     ];
-    for col in columns {
-        let means: Vec<Option<f64>> = rows.iter_mut().map(|r| col(r).mean).collect();
-        let Some(best) = (0..rows.len())
-            .filter(|&i| means[i].is_some())
-            .min_by(|&a, &b| {
-                means[a]
-                    .unwrap_or(f64::MAX)
-                    .total_cmp(&means[b].unwrap_or(f64::MAX))
-            })
-        else {
+    for (get, get_mut) in columns {
+        let Some(best) = best_index(rows, get) else {
             continue;
         };
-        let best_values = col(&mut rows[best]).values.clone();
+        let best_values = get(&rows[best]).values.clone();
         for (i, row) in rows.iter_mut().enumerate() {
-            let stat = col(row);
+            let stat = get_mut(row);
             if i != best {
                 stat.p_vs_best = crate::stats::welch(&stat.values, &best_values).map(|w| w.p);
             }
@@ -411,16 +422,7 @@ fn mark_significance(rows: &mut [Row]) {
 pub fn summary(t: &Table) -> Vec<String> {
     let mut out = Vec::new();
     let runs = t.rows.iter().map(|r| r.n).max().unwrap_or(0);
-    let best_row = |f: fn(&Row) -> &Stat| {
-        t.rows
-            .iter()
-            .filter(|r| f(r).mean.is_some())
-            .min_by(|a, b| {
-                f(a).mean
-                    .unwrap_or(f64::MAX)
-                    .total_cmp(&f(b).mean.unwrap_or(f64::MAX))
-            })
-    };
+    let best_row = |f: fn(&Row) -> &Stat| best_index(&t.rows, f).map(|i| &t.rows[i]);
     match best_row(|r| &r.to_target) {
         Some(r) => out.push(format!(
             "Fastest to the {:.2}% target on {}: {} ({} of training).",
@@ -482,22 +484,15 @@ pub fn summary(t: &Table) -> Vec<String> {
         }
     }
     // The paper's criterion: the best time-to-accuracy among the most accurate activations.
-    let contenders: Vec<&Row> = t
+    let contenders: Vec<Row> = t
         .rows
         .iter()
         .filter(|r| r.error.mean.is_some() && !r.error.significantly_worse())
         .filter(|r| runs >= 2 || r.activation == lowest.activation)
+        .cloned()
         .collect();
-    let pick = contenders
-        .iter()
-        .filter(|r| r.to_target.mean.is_some())
-        .min_by(|a, b| {
-            a.to_target
-                .mean
-                .unwrap_or(f64::MAX)
-                .total_cmp(&b.to_target.mean.unwrap_or(f64::MAX))
-        })
-        .copied()
+    let pick = best_index(&contenders, |r| &r.to_target)
+        .map(|i| &contenders[i])
         .unwrap_or(lowest);
     out.push(format!(
         "Recommendation for {} / {}: {} — the fastest to the target among the activations whose error rate is not significantly worse than the best.",
@@ -645,8 +640,8 @@ mod tests {
 
     #[test]
     fn hms() {
-        assert_eq!(fmt_hms(0.4), "0:00:00");
-        assert_eq!(fmt_hms(3725.0), "1:02:05");
+        assert_eq!(fmt_hms(0.4), "0:00:00.4");
+        assert_eq!(fmt_hms(3725.06), "1:02:05.1");
     }
 
     #[test]
@@ -671,7 +666,10 @@ mod tests {
         assert_eq!(tanh.first_epoch.mean, None, "tanh never reaches 0.9");
         assert_eq!(t[0].best.error, relu.error.mean);
         let md = r.to_markdown();
-        assert!(md.contains("| relu | 2 | **0:00:21 ± 0:00:01**"), "{md}");
+        assert!(
+            md.contains("| relu | 2 | **0:00:20.5 ± 0:00:00.7**"),
+            "{md}"
+        );
         assert!(md.contains("| tanh | 2 |"), "{md}");
         assert!(md.contains("N/A"), "{md}");
         // relu 95% vs tanh 85% error-free constant runs: a certain difference.
@@ -682,6 +680,27 @@ mod tests {
         assert!(
             md.contains("Recommendation for mnist / paper-cnn: relu"),
             "{md}"
+        );
+    }
+
+    #[test]
+    fn a_target_reached_by_some_seeds_only_does_not_win() {
+        let mut r = results();
+        // relu: seed 0 reaches the target fast, seed 1 never; tanh: both seeds, slower.
+        for j in r.jobs.iter_mut() {
+            let relu = j.activation == crate::Activation::Relu;
+            (j.first_epoch_at_target, j.seconds_to_target) = match (relu, j.seed) {
+                (true, 0) => (Some(1), Some(5.0)),
+                (true, _) => (None, None),
+                (false, _) => (Some(2), Some(30.0)),
+            };
+        }
+        let t = &tables(&r)[0];
+        assert_eq!(t.best.to_target, Some(30.0), "tanh reached it every time");
+        assert!(
+            summary(t)[0].contains("Fastest to the 90.00% target on mnist: tanh"),
+            "{:?}",
+            summary(t)
         );
     }
 

@@ -1072,3 +1072,74 @@ fn sigterm_drains_a_worker_and_hands_its_job_back() {
         c.log("b")
     );
 }
+
+/// The HTML report in a real browser (Debian's headless Chromium, where installed): no console
+/// errors, both tables, every figure with its lines and seed bands, the significance marks.
+#[test]
+fn report_html_renders_in_chromium() {
+    let Some(chromium) = ["chromium", "chromium-browser"].into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }) else {
+        eprintln!(
+            "chromium not installed; skipping the browser test (scripts/test.sh installs it)"
+        );
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        "name: browser\nactivations: [relu, tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.5, train_limit: 1000, latency_samples: 5}\nseeds: [0, 1]\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let (status, _, stderr) = output(&mut coordinator(&grid, &out, &data));
+    assert!(status.success(), "{stderr}");
+    let html = out.join("report.html");
+    let (status, dom, log) = output(
+        Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+            ])
+            .args([
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ])
+            .args(["--enable-logging=stderr", "--v=0", "--dump-dom"])
+            .arg(format!(
+                "--user-data-dir={}",
+                tmp.path().join("profile").display()
+            ))
+            .arg(format!("file://{}", html.display())),
+    );
+    assert!(status.success(), "{log}");
+    let console: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
+        .collect();
+    assert!(console.is_empty(), "console errors: {console:?}");
+    assert!(
+        dom.contains("<th>relu</th>") && dom.contains("<th>tanh</th>"),
+        "{dom}"
+    );
+    assert_eq!(dom.matches("<svg").count(), 3, "three figures");
+    assert_eq!(
+        dom.matches(r#"class="series""#).count(),
+        6,
+        "one line per activation per figure"
+    );
+    assert!(dom.contains(r#"class="band""#), "seed bands drawn");
+    assert!(
+        dom.contains("Recommendation for mnist / paper-cnn"),
+        "summary in words"
+    );
+}
