@@ -252,15 +252,19 @@ fn table_html(t: &Table) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
-        "<table><caption>{} / {} — target test accuracy {:.2}%</caption><thead><tr><th>Activation</th><th>n</th><th>Total training time</th><th>Latency per sample (ms)</th><th>First epoch at target</th><th>Training time to target</th><th>Error rate</th></tr></thead><tbody>",
+        "<table><caption>{} / {} — target test accuracy {:.2}%</caption><thead><tr>",
         t.dataset,
         t.model,
         100.0 * t.target
     );
+    for header in t.headers() {
+        let _ = write!(h, "<th>{header}</th>");
+    }
+    h.push_str("</tr></thead><tbody>");
     for r in &t.rows {
         let _ = write!(
             h,
-            "<tr><th>{}</th><td>{}</td>{}{}{}{}{}</tr>",
+            "<tr><th>{}</th><td>{}</td>{}{}{}{}{}",
             esc(&r.activation),
             r.n,
             cell(&r.total, t.best.total, fmt_hms),
@@ -269,6 +273,12 @@ fn table_html(t: &Table) -> String {
             cell(&r.to_target, t.best.to_target, fmt_hms),
             cell(&r.error, t.best.error, |v| format!("{:.2}%", 100.0 * v)),
         );
+        if t.cost_per_hour > 0.0 {
+            let usd = |v: f64| format!("{:.4}", t.cost(v));
+            h.push_str(&cell(&r.total, t.best.total, usd));
+            h.push_str(&cell(&r.to_target, t.best.to_target, usd));
+        }
+        h.push_str("</tr>");
     }
     h.push_str("</tbody></table>");
     h

@@ -125,17 +125,13 @@ impl Results {
                 table.model,
                 100.0 * table.target
             );
-            let _ = writeln!(
-                md,
-                "| Activation | n | Total training time | Latency per sample (ms) | First epoch at target | Training time to target | Error rate |"
-            );
-            let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+            let headers = table.headers();
+            let _ = writeln!(md, "| {} |", headers.join(" | "));
+            let _ = writeln!(md, "|{}", "---|".repeat(headers.len()));
             for row in &table.rows {
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {} | {} | {} | {} |",
-                    row.activation,
-                    row.n,
+                let mut cells = vec![
+                    row.activation.clone(),
+                    row.n.to_string(),
                     row.total.render(&table.best.total, fmt_hms),
                     row.latency
                         .render(&table.best.latency, |v| format!("{v:.3}")),
@@ -144,7 +140,14 @@ impl Results {
                     row.to_target.render(&table.best.to_target, fmt_hms),
                     row.error
                         .render(&table.best.error, |v| format!("{:.2}%", 100.0 * v)),
-                );
+                ];
+                if table.cost_per_hour > 0.0 {
+                    // Cost is proportional to time: same best and same significance.
+                    let usd = |v: f64| format!("{:.4}", table.cost(v));
+                    cells.push(row.total.render(&table.best.total, usd));
+                    cells.push(row.to_target.render(&table.best.to_target, usd));
+                }
+                let _ = writeln!(md, "| {} |", cells.join(" | "));
             }
             let _ = writeln!(
                 md,
@@ -340,6 +343,32 @@ pub struct Table {
     pub target: f64,
     pub rows: Vec<Row>,
     pub best: Best,
+    /// USD per worker-hour; > 0 adds the DAWNBench cost columns.
+    pub cost_per_hour: f64,
+}
+
+impl Table {
+    /// Cost in USD of `seconds` of worker time.
+    pub fn cost(&self, seconds: f64) -> f64 {
+        seconds / 3600.0 * self.cost_per_hour
+    }
+
+    /// Column headers, in the order of the row cells.
+    pub fn headers(&self) -> Vec<&'static str> {
+        let mut h = vec![
+            "Activation",
+            "n",
+            "Total training time",
+            "Latency per sample (ms)",
+            "First epoch at target",
+            "Training time to target",
+            "Error rate",
+        ];
+        if self.cost_per_hour > 0.0 {
+            h.extend(["Total cost (USD)", "Cost to target (USD)"]);
+        }
+        h
+    }
 }
 
 /// Tables in grid order; rows in the grid's activation order; only succeeded runs count.
@@ -388,6 +417,7 @@ pub fn tables(results: &Results) -> Vec<Table> {
             target: entry.target_accuracy,
             rows,
             best,
+            cost_per_hour: results.grid.cost_per_hour,
         });
     }
     out
@@ -697,6 +727,7 @@ mod tests {
         }
         let t = &tables(&r)[0];
         assert_eq!(t.best.to_target, Some(30.0), "tanh reached it every time");
+        assert_eq!(t.headers().len(), 7, "no cost columns without a price");
         assert!(
             summary(t)[0].contains("Fastest to the 90.00% target on mnist: tanh"),
             "{:?}",
@@ -724,6 +755,19 @@ mod tests {
                 .any(|l| l.contains("are indistinguishable on mnist after 2 seeds")),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn cost_columns_when_priced() {
+        let mut r = results();
+        r.grid.cost_per_hour = 3.6;
+        let md = r.to_markdown();
+        assert!(
+            md.contains("| Total cost (USD) | Cost to target (USD) |"),
+            "{md}"
+        );
+        // relu: mean total 20.5 s at $3.6/h = $0.0205.
+        assert!(md.contains("**0.0205 ± 0.0007**"), "{md}");
     }
 
     #[test]

@@ -1143,3 +1143,45 @@ fn report_html_renders_in_chromium() {
         "summary in words"
     );
 }
+
+/// Where the real datasets are available: vgg11-bn (paper Table 2) learns on a CIFAR-10 subset
+/// on the CPU, well above the 10% of chance after one short epoch.
+#[test]
+fn real_cifar10_vgg11_bn_learns() {
+    let Some(dir) = std::env::var_os("DATASETS_DIR") else {
+        eprintln!("DATASETS_DIR not set; skipping the real CIFAR-10 run");
+        return;
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+    let (status, stdout, stderr) = output(
+        Command::new(bin("worker"))
+            .args([
+                "train",
+                "--dataset",
+                "cifar10",
+                "--model",
+                "vgg11-bn",
+                "--activation",
+                "relu",
+            ])
+            .args([
+                "--epochs",
+                "1",
+                "--train-limit",
+                "4000",
+                "--test-limit",
+                "1000",
+            ])
+            .args(["--latency-samples", "20", "--json", "--device", "cpu"])
+            .arg("--data-dir")
+            .arg(&dir),
+    );
+    assert!(status.success(), "{stderr}");
+    let job: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(job["param_count"], 9_231_114);
+    let acc = job["final_test_accuracy"].as_f64().unwrap();
+    assert!(
+        acc >= 0.2,
+        "vgg11-bn reached only {acc} after one epoch on 4,000 CIFAR-10 images"
+    );
+}

@@ -152,13 +152,22 @@ fn read_all(path: &Path) -> Result<Vec<u8>, DataError> {
 pub fn load(dataset: Dataset, data_dir: &Path) -> Result<RawDataset, DataError> {
     let folder = locate(dataset, data_dir);
     let names = files_of(dataset);
-    let missing: Vec<&str> = names
-        .iter()
-        .copied()
-        .filter(|n| find_file(&folder, n).is_none())
-        .collect();
+    let absent = |folder: &Path| -> Vec<&str> {
+        names
+            .iter()
+            .copied()
+            .filter(|n| find_file(folder, n).is_none())
+            .collect()
+    };
+    let missing = absent(&folder);
     if !missing.is_empty() {
-        if let Err(why) = crate::fetch::fetch(dataset, &folder, &missing) {
+        let fetched = crate::fetch::fetch(dataset, &folder, &missing);
+        let why = match fetched {
+            Err(why) => Some(why),
+            Ok(()) if !absent(&folder).is_empty() => Some("the download left files missing".into()),
+            Ok(()) => None,
+        };
+        if let Some(why) = why {
             return Err(DataError::Missing {
                 dataset,
                 folder,
@@ -169,7 +178,9 @@ pub fn load(dataset: Dataset, data_dir: &Path) -> Result<RawDataset, DataError> 
             });
         }
     }
-    let path = |n: &str| find_file(&folder, n).expect("checked above that every file exists");
+    let path = |n: &str| {
+        find_file(&folder, n).expect("every file exists: checked, or fetched and checked again")
+    };
     match dataset {
         Dataset::Mnist | Dataset::FashionMnist => Ok(RawDataset {
             train: idx_split(&path(IDX_FILES[0]), &path(IDX_FILES[1]))?,

@@ -25,7 +25,7 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "unknown-host".into())
 }
 
-/// A human-readable name of the device: the GPU's name or the CPU model.
+/// A human-readable name of the device: the GPU's name and driver, or the CPU model.
 pub fn device_name(device: tch::Device) -> String {
     match device {
         tch::Device::Cuda(i) => std::process::Command::new("nvidia-smi")
