@@ -521,13 +521,16 @@ pub fn summary(t: &Table) -> Vec<String> {
         .filter(|r| runs >= 2 || r.activation == lowest.activation)
         .cloned()
         .collect();
-    let pick = best_index(&contenders, |r| &r.to_target)
-        .map(|i| &contenders[i])
-        .unwrap_or(lowest);
-    out.push(format!(
-        "Recommendation for {} / {}: {} — the fastest to the target among the activations whose error rate is not significantly worse than the best.",
-        t.dataset, t.model, pick.activation
-    ));
+    match best_index(&contenders, |r| &r.to_target).map(|i| &contenders[i]) {
+        Some(pick) => out.push(format!(
+            "Recommendation for {} / {}: {} — the fastest to the target among the activations whose error rate is not significantly worse than the best.",
+            t.dataset, t.model, pick.activation
+        )),
+        None => out.push(format!(
+            "Recommendation for {} / {}: {} — the lowest error rate; none of the most accurate activations reached the target, so time to accuracy cannot decide.",
+            t.dataset, t.model, lowest.activation
+        )),
+    }
     out
 }
 
