@@ -190,16 +190,9 @@ fn tick(v: f64, step: f64) -> String {
 }
 
 fn cell(stat: &Stat, best: Option<f64>, f: impl Fn(f64) -> String) -> String {
-    let Some(mean) = stat.mean else {
+    let Some(s) = stat.text(f) else {
         return "<td>N/A</td>".into();
     };
-    let mut s = match stat.sd {
-        Some(sd) => format!("{} ± {}", f(mean), f(sd)),
-        None => f(mean),
-    };
-    if stat.missing > 0 {
-        let _ = write!(s, " ({} of {} N/A)", stat.missing, stat.n + stat.missing);
-    }
     let mark = if stat.significantly_worse() {
         format!(
             r#" <span class="sig" title="significantly worse than the best: Welch's t-test p = {:.3}">*</span>"#,
@@ -208,7 +201,7 @@ fn cell(stat: &Stat, best: Option<f64>, f: impl Fn(f64) -> String) -> String {
     } else {
         String::new()
     };
-    if best == Some(mean) {
+    if best.is_some() && best == stat.mean {
         format!(r#"<td class="best">{}{mark}</td>"#, esc(&s))
     } else {
         format!("<td>{}{mark}</td>", esc(&s))

@@ -290,11 +290,9 @@ impl Stat {
         self.p_vs_best.is_some_and(|p| p < ALPHA)
     }
 
-    /// `value`, `mean ± sd`, or `N/A`; bold when it is the column's best.
-    fn render(&self, best: &Option<f64>, f: impl Fn(f64) -> String) -> String {
-        let Some(mean) = self.mean else {
-            return "N/A".into();
-        };
+    /// `value` or `mean ± sd`, with how many runs had no value; None when none had one.
+    pub fn text(&self, f: impl Fn(f64) -> String) -> Option<String> {
+        let mean = self.mean?;
         let mut s = match self.sd {
             Some(sd) => format!("{} ± {}", f(mean), f(sd)),
             None => f(mean),
@@ -302,7 +300,16 @@ impl Stat {
         if self.missing > 0 {
             let _ = write!(s, " ({} of {} N/A)", self.missing, self.n + self.missing);
         }
-        if *best == Some(mean) {
+        Some(s)
+    }
+
+    /// [`Stat::text`] or `N/A`, for markdown: bold when it is the column's best, `\*` when
+    /// significantly worse than it.
+    fn render(&self, best: &Option<f64>, f: impl Fn(f64) -> String) -> String {
+        let Some(mut s) = self.text(f) else {
+            return "N/A".into();
+        };
+        if *best == self.mean {
             s = format!("**{s}**");
         }
         if self.significantly_worse() {

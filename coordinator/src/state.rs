@@ -856,6 +856,18 @@ mod tests {
         Grid::parse(text, Path::new("g.yaml")).unwrap()
     }
 
+    /// The state in `dir/s.db` for `g`, with a 10 s lease.
+    fn fresh(dir: &Path, g: &Grid) -> State {
+        State::open(
+            &dir.join("s.db"),
+            g,
+            "g.yaml",
+            Duration::from_secs(10),
+            false,
+        )
+        .unwrap()
+    }
+
     const G: &str = "name: g\nactivations: [relu, tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.9}\n";
 
     fn worker(s: &mut State, now: Instant) -> String {
@@ -899,14 +911,7 @@ mod tests {
     fn lease_report_complete() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
-        let mut s = State::open(
-            &dir.path().join("s.db"),
-            &grid(G),
-            "g.yaml",
-            Duration::from_secs(10),
-            false,
-        )
-        .unwrap();
+        let mut s = fresh(dir.path(), &grid(G));
         let w = worker(&mut s, t0);
         let g = s.lease(&w, "r1", t0).unwrap().unwrap();
         assert_eq!(g.job.spec.activation, common::Activation::Relu);
@@ -930,14 +935,7 @@ mod tests {
     fn expired_lease_requeues_and_fences_the_stale_worker() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
-        let mut s = State::open(
-            &dir.path().join("s.db"),
-            &grid(G),
-            "g.yaml",
-            Duration::from_secs(10),
-            false,
-        )
-        .unwrap();
+        let mut s = fresh(dir.path(), &grid(G));
         let a = worker(&mut s, t0);
         let b = worker(&mut s, t0);
         let first = s.lease(&a, "a1", t0).unwrap().unwrap();
@@ -973,12 +971,10 @@ mod tests {
     #[test]
     fn restart_keeps_finished_jobs_and_requeues_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
         let t0 = Instant::now();
         let first_id;
         {
-            let mut s =
-                State::open(&path, &grid(G), "g.yaml", Duration::from_secs(10), false).unwrap();
+            let mut s = fresh(dir.path(), &grid(G));
             let w = worker(&mut s, t0);
             let g = s.lease(&w, "1", t0).unwrap().unwrap();
             s.complete(&w, g.job.id.as_str(), g.lease_id, done(2), t0)
@@ -989,7 +985,7 @@ mod tests {
                 .unwrap();
             // Dropped here mid-job, as by kill -9.
         }
-        let mut s = State::open(&path, &grid(G), "g.yaml", Duration::from_secs(10), false).unwrap();
+        let mut s = fresh(dir.path(), &grid(G));
         let c = s.counts();
         // The finished job is kept; the running one keeps its lease and its epoch.
         assert_eq!((c.succeeded, c.pending, c.running), (1, 0, 1));
@@ -1022,11 +1018,9 @@ mod tests {
     #[test]
     fn edited_grid_runs_only_new_cells() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
         let t0 = Instant::now();
         {
-            let mut s =
-                State::open(&path, &grid(G), "g.yaml", Duration::from_secs(10), false).unwrap();
+            let mut s = fresh(dir.path(), &grid(G));
             let w = worker(&mut s, t0);
             while let Some(g) = s.lease(&w, &format!("{t0:?}{}", s.next_lease), t0).unwrap() {
                 s.complete(&w, g.job.id.as_str(), g.lease_id, done(2), t0)
@@ -1035,14 +1029,7 @@ mod tests {
             assert!(s.is_finished());
         }
         let more = G.replace("[relu, tanh]", "[relu, tanh, elu]");
-        let s = State::open(
-            &path,
-            &grid(&more),
-            "g.yaml",
-            Duration::from_secs(10),
-            false,
-        )
-        .unwrap();
+        let s = fresh(dir.path(), &grid(&more));
         let c = s.counts();
         assert_eq!((c.succeeded, c.pending), (2, 1));
     }
@@ -1051,14 +1038,7 @@ mod tests {
     fn released_job_is_requeued_without_counting_as_lost() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
-        let mut s = State::open(
-            &dir.path().join("s.db"),
-            &grid(G),
-            "g.yaml",
-            Duration::from_secs(10),
-            false,
-        )
-        .unwrap();
+        let mut s = fresh(dir.path(), &grid(G));
         let w = worker(&mut s, t0);
         let g = s.lease(&w, "1", t0).unwrap().unwrap();
         assert!(s.release(&w, g.job.id.as_str(), g.lease_id, t0).unwrap());
@@ -1077,14 +1057,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
         let g = grid(&format!("{G}retries: 1\n"));
-        let mut s = State::open(
-            &dir.path().join("s.db"),
-            &g,
-            "g.yaml",
-            Duration::from_secs(10),
-            false,
-        )
-        .unwrap();
+        let mut s = fresh(dir.path(), &g);
         let w = worker(&mut s, t0);
         let fail = || Completion {
             status: JobStatus::Failed,
@@ -1117,14 +1090,7 @@ mod tests {
     fn cancel_fails_unfinished_jobs_and_revokes_leases() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
-        let mut s = State::open(
-            &dir.path().join("s.db"),
-            &grid(G),
-            "g.yaml",
-            Duration::from_secs(10),
-            false,
-        )
-        .unwrap();
+        let mut s = fresh(dir.path(), &grid(G));
         let w = worker(&mut s, t0);
         let g = s.lease(&w, "1", t0).unwrap().unwrap();
         assert_eq!(s.cancel(None).unwrap(), 2);
@@ -1139,14 +1105,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let g = grid("name: g\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.9}\n  - {dataset: cifar10, model: vgg11-bn, epochs: 1, target_accuracy: 0.9}\n");
         let t0 = Instant::now();
-        let mut s = State::open(
-            &dir.path().join("s.db"),
-            &g,
-            "g.yaml",
-            Duration::from_secs(10),
-            false,
-        )
-        .unwrap();
+        let mut s = fresh(dir.path(), &g);
         let w = worker(&mut s, t0);
         let first = s.lease(&w, "1", t0).unwrap().unwrap();
         assert_eq!(first.job.spec.model, common::Model::Vgg11Bn);
