@@ -70,6 +70,27 @@ pub struct DatasetEntry {
     pub augment: bool,
     /// Test images classified one at a time for the latency figure; 0 = the whole test set.
     pub latency_samples: u64,
+    /// What a worker must have to run these jobs.
+    pub requires: Requirements,
+}
+
+/// Worker capabilities a job needs; the scheduler gives a job only to a worker that has them.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requirements {
+    /// A CUDA device.
+    #[serde(default)]
+    pub gpu: bool,
+    /// At least this much device memory (GPU memory on CUDA, RAM on CPU), in GiB.
+    #[serde(default, deserialize_with = "non_negative_f64")]
+    pub memory_gb: f64,
+}
+
+impl Requirements {
+    /// Whether a worker on `device` ("cpu", "cuda:0", ...) with `memory_mb` of memory qualifies.
+    pub fn admit(&self, device: &str, memory_mb: u64) -> bool {
+        (!self.gpu || device.starts_with("cuda")) && self.memory_gb * 1024.0 <= memory_mb as f64
+    }
 }
 
 /// Optimizer settings shared by every job; defaults are the paper's.
@@ -152,6 +173,8 @@ struct DatasetEntryFile {
     augment: Option<bool>,
     #[serde(default)]
     latency_samples: u64,
+    #[serde(default)]
+    requires: Requirements,
 }
 
 /// What makes two list entries duplicates of each other.
@@ -434,6 +457,7 @@ impl Grid {
                     Dataset::Cifar10 | Dataset::Cifar100
                 )),
                 latency_samples: entry.latency_samples,
+                requires: entry.requires,
             });
         }
 
@@ -471,7 +495,9 @@ impl Grid {
                         momentum: self.training.momentum,
                         weight_decay: self.training.weight_decay,
                     };
-                    jobs.push(Job::new(spec, entry.target_accuracy));
+                    let mut job = Job::new(spec, entry.target_accuracy);
+                    job.requires = entry.requires;
+                    jobs.push(job);
                 }
             }
         }
@@ -756,6 +782,28 @@ cost_per_hour: 3.06
             "{msg}"
         );
         assert_eq!(line, Some(4));
+    }
+
+    #[test]
+    fn requirements() {
+        let g = parse(&PAPER.replace(
+            "    target_accuracy: 0.98\n",
+            "    target_accuracy: 0.98\n    requires: {gpu: true, memory_gb: 16}\n",
+        ))
+        .unwrap();
+        let r = g.jobs()[0].requires;
+        assert!(r.admit("cuda:1", 80 * 1024));
+        assert!(!r.admit("cuda:0", 8 * 1024), "too little memory");
+        assert!(!r.admit("cpu", 1 << 20), "no GPU");
+        assert!(Requirements::default().admit("cpu", 0));
+        let (msg, _, _) = err(&PAPER.replace(
+            "    target_accuracy: 0.98\n",
+            "    target_accuracy: 0.98\n    requires: {tpu: true}\n",
+        ));
+        assert!(
+            msg.contains("datasets[0].requires") && msg.contains("unknown field `tpu`"),
+            "{msg}"
+        );
     }
 
     #[test]

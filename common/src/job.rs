@@ -76,6 +76,9 @@ pub struct Job {
     pub spec: TrainSpec,
     /// Test accuracy for time-to-accuracy; used by the report only, so not part of the id.
     pub target_accuracy: f64,
+    /// Worker capabilities needed; scheduling only, so not part of the id.
+    #[serde(default)]
+    pub requires: crate::grid::Requirements,
 }
 
 impl Job {
@@ -84,6 +87,7 @@ impl Job {
             id: JobId::for_spec(&spec),
             spec,
             target_accuracy,
+            requires: Default::default(),
         }
     }
 }

@@ -22,6 +22,9 @@ pub struct WorkerEnv {
     pub device_name: String,
     pub libtorch_version: String,
     pub slots: u32,
+    /// Device memory (GPU memory on CUDA, RAM on CPU), MiB.
+    #[serde(default)]
+    pub memory_mb: u64,
 }
 
 /// Where and when the grid ran.

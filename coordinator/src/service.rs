@@ -97,6 +97,7 @@ impl WorkerService for Shared {
             device_name: info.device_name,
             libtorch_version: info.libtorch_version,
             slots: info.slots.max(1),
+            memory_mb: info.memory_mb,
         };
         let mut state = self.lock();
         let name = env.name.clone();

@@ -139,7 +139,7 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, hostname TEXT NOT NULL, device TEXT NOT NULL,
     device_name TEXT NOT NULL, libtorch_version TEXT NOT NULL, slots INTEGER NOT NULL,
-    registered_at TEXT NOT NULL);
+    registered_at TEXT NOT NULL, memory_mb INTEGER NOT NULL DEFAULT 0);
 ";
 
 /// RFC 3339 UTC timestamp of the wall clock, for records humans read.
@@ -296,7 +296,7 @@ impl State {
         )? as u64;
         let workers = {
             let mut q = db.prepare(
-                "SELECT id, name, hostname, device, device_name, libtorch_version, slots FROM workers",
+                "SELECT id, name, hostname, device, device_name, libtorch_version, slots, memory_mb FROM workers",
             )?;
             let rows = q.query_map([], |r| {
                 Ok(WorkerEnv {
@@ -307,6 +307,7 @@ impl State {
                     device_name: r.get(4)?,
                     libtorch_version: r.get(5)?,
                     slots: r.get(6)?,
+                    memory_mb: r.get::<_, i64>(7)? as u64,
                 })
             })?;
             rows.map(|w| {
@@ -390,9 +391,9 @@ impl State {
         // registered is loaded): a restarted worker is a new worker; its old leases expire.
         env.id = format!("w{}", self.workers.len() + 1);
         self.db.execute(
-            "INSERT OR REPLACE INTO workers (id, name, hostname, device, device_name, libtorch_version, slots, registered_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![env.id, env.name, env.hostname, env.device, env.device_name, env.libtorch_version, env.slots, timestamp()],
+            "INSERT OR REPLACE INTO workers (id, name, hostname, device, device_name, libtorch_version, slots, registered_at, memory_mb)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![env.id, env.name, env.hostname, env.device, env.device_name, env.libtorch_version, env.slots, timestamp(), env.memory_mb as i64],
         )?;
         let id = env.id.clone();
         self.workers.insert(
@@ -434,7 +435,17 @@ impl State {
                 }));
             }
         }
-        let Some(&(_, std::cmp::Reverse(i))) = self.pending.last() else {
+        // The longest pending job this worker is able to run.
+        let worker = self
+            .workers
+            .get(worker_id)
+            .map(|w| (w.env.device.as_str(), w.env.memory_mb));
+        let Some(&(_, std::cmp::Reverse(i))) =
+            self.pending.iter().rev().find(|(_, std::cmp::Reverse(i))| {
+                worker
+                    .is_none_or(|(device, memory)| self.jobs[*i].job.requires.admit(device, memory))
+            })
+        else {
             return Ok(None);
         };
         let lease_id = self.next_lease;
@@ -880,6 +891,7 @@ mod tests {
                 device_name: "cpu".into(),
                 libtorch_version: "2.11.0".into(),
                 slots: 1,
+                memory_mb: 4096,
             },
             now,
         )
@@ -1098,6 +1110,29 @@ mod tests {
         assert!(s.is_finished());
         assert_eq!(s.counts().failed, 2);
         assert_eq!(s.cancel(None).unwrap(), 0);
+    }
+
+    #[test]
+    fn jobs_go_only_to_workers_that_meet_their_requirements() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = grid("name: g\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.9}\n  - {dataset: cifar10, model: vgg11-bn, epochs: 1, target_accuracy: 0.9, requires: {gpu: true}}\n");
+        let t0 = Instant::now();
+        let mut s = fresh(dir.path(), &g);
+        let cpu = worker(&mut s, t0);
+        let first = s.lease(&cpu, "1", t0).unwrap().unwrap();
+        assert_eq!(
+            first.job.spec.model,
+            common::Model::PaperCnn,
+            "the VGG job needs a GPU"
+        );
+        assert!(s.lease(&cpu, "2", t0).unwrap().is_none());
+        let mut env = s.workers.get(&cpu).unwrap().env.clone();
+        env.device = "cuda:0".into();
+        let gpu = s.register(env, t0).unwrap();
+        assert_eq!(
+            s.lease(&gpu, "3", t0).unwrap().unwrap().job.spec.model,
+            common::Model::Vgg11Bn
+        );
     }
 
     #[test]

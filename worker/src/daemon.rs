@@ -30,6 +30,7 @@ pub struct Config {
     pub launcher: Launcher,
     pub token: Option<String>,
     pub device_name: String,
+    pub memory_mb: u64,
     pub libtorch_version: String,
 }
 
@@ -70,6 +71,7 @@ async fn serve(cfg: Config, client: Client, stop: watch::Receiver<bool>) -> anyh
         hostname: crate::hostname(),
         libtorch_version: cfg.libtorch_version.clone(),
         worker_version: env!("CARGO_PKG_VERSION").into(),
+        memory_mb: cfg.memory_mb,
     };
     let reg = retry("register", &stop, || {
         let mut c = client.clone();

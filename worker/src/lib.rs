@@ -52,3 +52,30 @@ pub fn device_name(device: tch::Device) -> String {
             .unwrap_or_else(|| "CPU".into()),
     }
 }
+
+/// Memory of the device, MiB: the GPU's total memory, or the machine's RAM.
+pub fn device_memory_mb(device: tch::Device) -> u64 {
+    match device {
+        tch::Device::Cuda(i) => std::process::Command::new("nvidia-smi")
+            .args([
+                "--query-gpu=memory.total",
+                "--format=csv,noheader,nounits",
+                "-i",
+                &i.to_string(),
+            ])
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0),
+        _ => std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb / 1024),
+    }
+}

@@ -345,6 +345,7 @@ fn daemon_cmd(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         },
         token,
         device_name: worker::device_name(device),
+        memory_mb: worker::device_memory_mb(device),
         libtorch_version: worker::LIBTORCH_VERSION.into(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
