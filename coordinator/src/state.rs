@@ -45,6 +45,8 @@ struct JobEntry {
     lost: u32,
     /// Attempts that failed in training and were retried.
     failures: u32,
+    /// The cost under which the job sits in the pending queue, while it is pending.
+    queued: Option<u64>,
     lease: Option<ActiveLease>,
     /// The lease that produced the terminal status, so a retried CompleteJob is acknowledged.
     finished_lease: Option<u64>,
@@ -107,8 +109,10 @@ pub struct State {
     index: HashMap<JobId, usize>,
     /// Active lease id → job index.
     leases: HashMap<u64, usize>,
-    /// Pending jobs by expected cost, longest first (see [`queue_key`]): leasing is O(log n).
+    /// Pending jobs by expected cost, longest first, then grid order: leasing is O(log n).
     pending: std::collections::BTreeSet<(u64, std::cmp::Reverse<usize>)>,
+    /// Expected job durations, refined by the epoch times workers report.
+    estimates: Estimates,
     /// LeaseJob request id → lease id, so a retried request gets its lease back.
     requests: HashMap<String, u64>,
     workers: HashMap<String, WorkerEntry>,
@@ -265,6 +269,7 @@ impl State {
                         attempts: r.get(1)?,
                         lost: r.get(2)?,
                         failures: r.get(9)?,
+                        queued: None,
                         lease: None,
                         finished_lease: r.get::<_, Option<i64>>(3)?.map(|l| l as u64),
                         worker: r.get(4)?,
@@ -356,18 +361,16 @@ impl State {
             .enumerate()
             .map(|(i, e)| (e.job.id.clone(), i))
             .collect();
-        let pending = (0..jobs.len())
-            .filter(|&i| jobs[i].status == JobStatus::Pending)
-            .map(|i| queue_key(&jobs[i].job, i))
-            .collect();
-        Ok(State {
+
+        let mut state = State {
             db,
             grid,
             grid_file,
             started_at,
             finished_at,
             jobs,
-            pending,
+            pending: Default::default(),
+            estimates: Estimates::default(),
             index,
             leases,
             requests: HashMap::new(),
@@ -375,7 +378,13 @@ impl State {
             told_finished: Default::default(),
             next_lease,
             lease_ttl,
-        })
+        };
+        for i in 0..state.jobs.len() {
+            if state.jobs[i].status == JobStatus::Pending {
+                state.enqueue(i);
+            }
+        }
+        Ok(state)
     }
 
     pub fn grid(&self) -> &Grid {
@@ -448,6 +457,7 @@ impl State {
         else {
             return Ok(None);
         };
+        self.dequeue(i);
         let lease_id = self.next_lease;
         let worker_name = self.workers.get(worker_id).map(|w| w.env.name.clone());
         let e = &mut self.jobs[i];
@@ -464,7 +474,6 @@ impl State {
         )?;
         tx.commit()?;
         self.next_lease += 1;
-        self.pending.remove(&queue_key(&e.job, i));
         e.status = JobStatus::Running;
         e.attempts = attempt;
         e.worker = worker_name;
@@ -511,10 +520,45 @@ impl State {
         if let Some(l) = &mut e.lease {
             l.expires = now + ttl;
         }
+        let previous = e
+            .epochs
+            .iter()
+            .find(|x| x.epoch + 1 == m.epoch)
+            .map_or(0.0, |x| x.train_seconds);
+        let epoch_seconds = m.train_seconds - previous;
         e.epochs.retain(|x| x.epoch != m.epoch);
         e.epochs.push(m);
         e.epochs.sort_by_key(|x| x.epoch);
+        let job = e.job.clone();
+        if self.estimates.observe(&job, epoch_seconds) {
+            self.requeue_all();
+        }
         Ok(true)
+    }
+
+    fn enqueue(&mut self, i: usize) {
+        let cost = self.estimates.cost(&self.jobs[i].job).to_bits();
+        self.jobs[i].queued = Some(cost);
+        self.pending.insert((cost, std::cmp::Reverse(i)));
+    }
+
+    fn dequeue(&mut self, i: usize) {
+        if let Some(cost) = self.jobs[i].queued.take() {
+            self.pending.remove(&(cost, std::cmp::Reverse(i)));
+        }
+    }
+
+    /// Re-sorts the queue after the estimates changed.
+    fn requeue_all(&mut self) {
+        let queued: Vec<usize> = self
+            .pending
+            .iter()
+            .map(|&(_, std::cmp::Reverse(i))| i)
+            .collect();
+        for i in queued {
+            self.dequeue(i);
+            self.enqueue(i);
+        }
     }
 
     /// Records a job's outcome; false (rejected) if the lease is stale. A retry of an accepted
@@ -566,9 +610,6 @@ impl State {
         let e = &mut self.jobs[i];
         e.status = status;
         e.failures = failures;
-        if status == JobStatus::Pending {
-            self.pending.insert(queue_key(&e.job, i));
-        }
         e.lease = None;
         e.finished_lease = Some(lease_id);
         e.device = Some(c.device);
@@ -576,6 +617,9 @@ impl State {
         e.latency = c.latency_ms_per_sample;
         e.error = c.error;
         e.epochs = c.epochs;
+        if status == JobStatus::Pending {
+            self.enqueue(i);
+        }
         if self.counts().finished() == self.jobs.len() as u32 {
             let at = timestamp();
             self.db
@@ -614,7 +658,7 @@ impl State {
         let e = &mut self.jobs[i];
         e.status = JobStatus::Pending;
         e.lease = None;
-        self.pending.insert(queue_key(&e.job, i));
+        self.enqueue(i);
         Ok(true)
     }
 
@@ -641,8 +685,8 @@ impl State {
             )?;
             tx.commit()?;
             self.leases.retain(|_, &mut j| j != i);
+            self.dequeue(i);
             let e = &mut self.jobs[i];
-            self.pending.remove(&queue_key(&e.job, i));
             e.status = JobStatus::Failed;
             e.error = Some(error);
             e.lease = None;
@@ -714,11 +758,11 @@ impl State {
             e.status = status;
             e.error = error;
             e.lease = None;
+            ids.push(e.job.id.clone());
             if status == JobStatus::Pending {
-                self.pending.insert(queue_key(&e.job, i));
+                self.enqueue(i);
             }
             self.leases.remove(&lease_id);
-            ids.push(e.job.id.clone());
         }
         Ok(ids)
     }
@@ -837,26 +881,74 @@ impl State {
     }
 }
 
-/// Orders the pending queue: highest expected cost last, and among equal costs the earliest
-/// in grid order last (so `last()` is the next job). Costs are positive, so their IEEE bits
-/// order like the numbers.
-fn queue_key(job: &Job, index: usize) -> (u64, std::cmp::Reverse<usize>) {
-    (expected_cost(job).to_bits(), std::cmp::Reverse(index))
+/// What determines how long an epoch takes: the data, the model and the batch size.
+type Shape = (common::Dataset, common::Model, u64, u32);
+
+fn shape(job: &Job) -> Shape {
+    let s = &job.spec;
+    (s.dataset, s.model, s.train_limit, s.batch_size)
 }
 
-/// Relative cost of a job, for longest-first scheduling: epochs × images × model weight.
-fn expected_cost(job: &Job) -> f64 {
-    let s = &job.spec;
-    let images = match (s.dataset, s.train_limit) {
-        (_, n) if n > 0 => n as f64,
-        (common::Dataset::Mnist | common::Dataset::FashionMnist, _) => 60_000.0,
-        _ => 50_000.0,
-    };
-    let per_image = match s.model {
-        common::Model::PaperCnn => 1.0,
-        common::Model::Vgg11Bn => 150.0,
-    };
-    s.epochs as f64 * images * per_image
+/// Expected job durations for longest-first scheduling. Before any epoch is reported, a static
+/// model (images × a per-model weight, per epoch); then the mean observed seconds per epoch of
+/// each shape, and for shapes not seen yet the static model scaled by the observed seconds per
+/// static unit, so that every cost is in seconds once any is.
+#[derive(Default)]
+struct Estimates {
+    /// Observed (seconds, epochs) per shape.
+    observed: HashMap<Shape, (f64, u64)>,
+    /// Observed (seconds, static units) over all shapes.
+    calibration: (f64, f64),
+}
+
+impl Estimates {
+    /// Static cost of one epoch, in arbitrary units.
+    fn static_epoch(job: &Job) -> f64 {
+        let s = &job.spec;
+        let images = match (s.dataset, s.train_limit) {
+            (_, n) if n > 0 => n as f64,
+            (common::Dataset::Mnist | common::Dataset::FashionMnist, _) => 60_000.0,
+            _ => 50_000.0,
+        };
+        let per_image = match s.model {
+            common::Model::PaperCnn => 1.0,
+            common::Model::Vgg11Bn => 150.0,
+        };
+        images * per_image
+    }
+
+    fn epoch_seconds(&self, job: &Job) -> Option<f64> {
+        if let Some(&(secs, n)) = self.observed.get(&shape(job)) {
+            return Some(secs / n as f64);
+        }
+        let (secs, units) = self.calibration;
+        (units > 0.0).then(|| Self::static_epoch(job) * secs / units)
+    }
+
+    /// Expected duration of the whole job (seconds once calibrated; positive either way).
+    fn cost(&self, job: &Job) -> f64 {
+        let per_epoch = self
+            .epoch_seconds(job)
+            .unwrap_or_else(|| Self::static_epoch(job));
+        (per_epoch * job.spec.epochs as f64).max(f64::MIN_POSITIVE)
+    }
+
+    /// Records one epoch's duration; true when the estimate of its shape moved by more than a
+    /// fifth (or appeared), so the queue is worth re-sorting.
+    fn observe(&mut self, job: &Job, seconds: f64) -> bool {
+        if !(seconds.is_finite() && seconds > 0.0) {
+            return false;
+        }
+        let before = self.epoch_seconds(job);
+        let entry = self.observed.entry(shape(job)).or_insert((0.0, 0));
+        *entry = (entry.0 + seconds, entry.1 + 1);
+        self.calibration.0 += seconds;
+        self.calibration.1 += Self::static_epoch(job);
+        match (before, self.epoch_seconds(job)) {
+            (Some(b), Some(a)) => (a - b).abs() > 0.2 * b,
+            _ => true,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1132,6 +1224,40 @@ mod tests {
         assert_eq!(
             s.lease(&gpu, "3", t0).unwrap().unwrap().job.spec.model,
             common::Model::Vgg11Bn
+        );
+    }
+
+    #[test]
+    fn observed_epoch_times_reorder_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        // Statically the 9,000-image jobs look 9x longer than the 1,000-image ones. (The GPU
+        // requirement only lets the test lease one job of each shape first.)
+        let g = grid("name: g\nactivations: [relu, tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.9, train_limit: 9000, requires: {gpu: true}}\n  - {dataset: fashion-mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.9, train_limit: 1000}\n");
+        let t0 = Instant::now();
+        let mut s = fresh(dir.path(), &g);
+        let cpu = worker(&mut s, t0);
+        let mut env = s.workers.get(&cpu).unwrap().env.clone();
+        env.device = "cuda:0".into();
+        let gpu = s.register(env, t0).unwrap();
+        let big = s.lease(&gpu, "1", t0).unwrap().unwrap();
+        assert_eq!(big.job.spec.train_limit, 9000);
+        let small = s.lease(&cpu, "2", t0).unwrap().unwrap();
+        assert_eq!(small.job.spec.train_limit, 1000);
+        // ...but the small shape's epochs are observed to take far longer.
+        let mut slow = epoch(1);
+        slow.train_seconds = 100.0;
+        let mut fast = epoch(1);
+        fast.train_seconds = 1.0;
+        assert!(s
+            .report_epoch(&cpu, small.job.id.as_str(), small.lease_id, slow, t0)
+            .unwrap());
+        assert!(s
+            .report_epoch(&gpu, big.job.id.as_str(), big.lease_id, fast, t0)
+            .unwrap());
+        let next = s.lease(&gpu, "3", t0).unwrap().unwrap();
+        assert_eq!(
+            next.job.spec.train_limit, 1000,
+            "the observed-slow shape goes first now"
         );
     }
 
