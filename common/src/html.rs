@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::job::{JobRecord, JobStatus};
-use crate::report::{fmt_hms, summary, tables, Results, Stat, Table};
+use crate::report::{attempts_text, fmt_hms, summary, tables, Results, Stat, Table};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -368,11 +368,7 @@ td.best{{font-weight:700;background:#e8f4e8}}.charts{{display:flex;flex-wrap:wra
             ));
             h.push_str("</div></section>");
         }
-        let problems: Vec<&JobRecord> = self
-            .jobs
-            .iter()
-            .filter(|j| matches!(j.status, JobStatus::Failed | JobStatus::Diverged))
-            .collect();
+        let problems = self.problem_jobs();
         if !problems.is_empty() {
             h.push_str("<h2>Failed and diverged jobs</h2><table><thead><tr><th>Job</th><th>Status</th><th>Attempts</th><th>Error</th></tr></thead><tbody>");
             for j in problems {
@@ -381,7 +377,7 @@ td.best{{font-weight:700;background:#e8f4e8}}.charts{{display:flex;flex-wrap:wra
                     "<tr><th>{}</th><td>{}</td><td>{}</td><td style=\"text-align:left\">{}</td></tr>",
                     esc(j.id.as_str()),
                     j.status,
-                    j.attempts,
+                    esc(&attempts_text(j)),
                     esc(j.error.as_deref().unwrap_or(""))
                 );
             }

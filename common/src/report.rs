@@ -48,7 +48,32 @@ pub struct Results {
     pub jobs: Vec<JobRecord>,
 }
 
+/// How many attempts a job took, and why the extra ones happened: a lost worker
+/// (infrastructure, retried automatically) or a failure in training (retried per `retries`).
+pub fn attempts_text(j: &JobRecord) -> String {
+    let mut why = Vec::new();
+    if j.lost_attempts > 0 {
+        why.push(format!("{} lost worker", j.lost_attempts));
+    }
+    if j.failed_attempts > 0 {
+        why.push(format!("{} failed and retried", j.failed_attempts));
+    }
+    if why.is_empty() {
+        j.attempts.to_string()
+    } else {
+        format!("{} ({})", j.attempts, why.join(", "))
+    }
+}
+
 impl Results {
+    /// Jobs that failed or diverged, for the reports' list of problems.
+    pub fn problem_jobs(&self) -> Vec<&JobRecord> {
+        self.jobs
+            .iter()
+            .filter(|j| matches!(j.status, JobStatus::Failed | JobStatus::Diverged))
+            .collect()
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("results contain only serializable data")
     }
@@ -163,11 +188,7 @@ impl Results {
             }
             md.push('\n');
         }
-        let problems: Vec<&JobRecord> = self
-            .jobs
-            .iter()
-            .filter(|j| matches!(j.status, JobStatus::Failed | JobStatus::Diverged))
-            .collect();
+        let problems = self.problem_jobs();
         if !problems.is_empty() {
             let _ = writeln!(md, "## Failed and diverged jobs\n");
             let _ = writeln!(md, "| Job | Status | Attempts | Error |\n|---|---|---|---|");
@@ -178,7 +199,14 @@ impl Results {
                     .unwrap_or("")
                     .replace('|', "\\|")
                     .replace('\n', " ");
-                let _ = writeln!(md, "| {} | {} | {} | {} |", j.id, j.status, j.attempts, err);
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} |",
+                    j.id,
+                    j.status,
+                    attempts_text(j),
+                    err
+                );
             }
             md.push('\n');
         }
@@ -781,6 +809,15 @@ mod tests {
         );
         // relu: mean total 20.5 s at $3.6/h = $0.0205.
         assert!(md.contains("**0.0205 ± 0.0007**"), "{md}");
+    }
+
+    #[test]
+    fn attempts_say_why() {
+        let mut r = results();
+        let j = &mut r.jobs[0];
+        (j.attempts, j.lost_attempts, j.failed_attempts) = (3, 1, 1);
+        assert_eq!(attempts_text(j), "3 (1 lost worker, 1 failed and retried)");
+        assert_eq!(attempts_text(&r.jobs[1]), "1");
     }
 
     #[test]
