@@ -185,6 +185,24 @@ pub struct TrainOutcome {
     pub error: Option<String>,
 }
 
+impl TrainOutcome {
+    /// A job that failed with `error` after the epochs in `epochs`.
+    pub fn failed(
+        device: impl Into<String>,
+        error: String,
+        epochs: Vec<EpochMetrics>,
+    ) -> TrainOutcome {
+        TrainOutcome {
+            status: JobStatus::Failed,
+            device: device.into(),
+            param_count: 0,
+            epochs,
+            latency_ms_per_sample: None,
+            error: Some(error),
+        }
+    }
+}
+
 /// One job in `results.json` (CONTRACT.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {

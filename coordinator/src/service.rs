@@ -16,10 +16,7 @@ use orchestrator_proto::v1::{self as pb};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Bytes per checkpoint chunk on the wire, well under gRPC's 4 MiB message limit.
-const CHUNK: usize = 1 << 20;
-
-use crate::state::{Completion, State, StateError};
+use crate::state::{State, StateError};
 
 /// Shared by every handler. A std `Mutex`: critical sections are short and never await.
 #[derive(Clone)]
@@ -189,7 +186,7 @@ impl WorkerService for Shared {
             Ok(pb::Outcome::Failed) => JobStatus::Failed,
             _ => return Err(Status::invalid_argument("outcome is required")),
         };
-        let c = Completion {
+        let c = common::TrainOutcome {
             status,
             device: req.device,
             param_count: req.param_count,
@@ -345,7 +342,7 @@ impl WorkerService for Shared {
         };
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            let mut buf = vec![0u8; CHUNK];
+            let mut buf = vec![0u8; orchestrator_proto::CHECKPOINT_CHUNK];
             loop {
                 match file.read(&mut buf).await {
                     Ok(0) => break,

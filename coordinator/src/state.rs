@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::report::{Environment, Results, WorkerEnv};
-use common::{EpochMetrics, Grid, Job, JobId, JobRecord, JobStatus};
+use common::{EpochMetrics, Grid, Job, JobId, JobRecord, JobStatus, TrainOutcome};
 use rusqlite::{params, Connection, OptionalExtension};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,17 +56,6 @@ struct JobEntry {
     latency: Option<f64>,
     error: Option<String>,
     epochs: Vec<EpochMetrics>,
-}
-
-/// What a worker reports at the end of a job.
-#[derive(Debug, Clone)]
-pub struct Completion {
-    pub status: JobStatus,
-    pub device: String,
-    pub param_count: u64,
-    pub epochs: Vec<EpochMetrics>,
-    pub latency_ms_per_sample: Option<f64>,
-    pub error: Option<String>,
 }
 
 /// A lease granted to a worker.
@@ -529,8 +518,8 @@ impl State {
         e.epochs.retain(|x| x.epoch != m.epoch);
         e.epochs.push(m);
         e.epochs.sort_by_key(|x| x.epoch);
-        let job = e.job.clone();
-        if self.estimates.observe(&job, epoch_seconds) {
+        // Disjoint fields: the job is read while the estimates change.
+        if self.estimates.observe(&self.jobs[i].job, epoch_seconds) {
             self.requeue_all();
         }
         Ok(true)
@@ -568,7 +557,7 @@ impl State {
         worker_id: &str,
         job_id: &str,
         lease_id: u64,
-        c: Completion,
+        c: TrainOutcome,
         now: Instant,
     ) -> Result<bool> {
         self.touch(worker_id, now);
@@ -620,12 +609,7 @@ impl State {
         if status == JobStatus::Pending {
             self.enqueue(i);
         }
-        if self.counts().finished() == self.jobs.len() as u32 {
-            let at = timestamp();
-            self.db
-                .execute("UPDATE grid SET finished_at = ?1 WHERE id = 1", [&at])?;
-            self.finished_at = Some(at);
-        }
+        self.note_if_finished()?;
         Ok(true)
     }
 
@@ -692,11 +676,8 @@ impl State {
             e.lease = None;
             n += 1;
         }
-        if n > 0 && self.is_finished() {
-            let at = timestamp();
-            self.db
-                .execute("UPDATE grid SET finished_at = ?1 WHERE id = 1", [&at])?;
-            self.finished_at = Some(at);
+        if n > 0 {
+            self.note_if_finished()?;
         }
         Ok(n)
     }
@@ -783,6 +764,17 @@ impl State {
 
     pub fn is_finished(&self) -> bool {
         self.jobs.iter().all(|e| e.status.is_terminal())
+    }
+
+    /// Records when the grid finished, once every job has.
+    fn note_if_finished(&mut self) -> Result<()> {
+        if self.is_finished() {
+            let at = timestamp();
+            self.db
+                .execute("UPDATE grid SET finished_at = ?1 WHERE id = 1", [&at])?;
+            self.finished_at = Some(at);
+        }
+        Ok(())
     }
 
     /// Whether the grid is finished, remembering that `worker_id` now knows it.
@@ -1000,8 +992,8 @@ mod tests {
         }
     }
 
-    fn done(epochs: u32) -> Completion {
-        Completion {
+    fn done(epochs: u32) -> TrainOutcome {
+        TrainOutcome {
             status: JobStatus::Succeeded,
             device: "cpu".into(),
             param_count: 21840,
@@ -1163,7 +1155,7 @@ mod tests {
         let g = grid(&format!("{G}retries: 1\n"));
         let mut s = fresh(dir.path(), &g);
         let w = worker(&mut s, t0);
-        let fail = || Completion {
+        let fail = || TrainOutcome {
             status: JobStatus::Failed,
             error: Some("boom".into()),
             ..done(0)

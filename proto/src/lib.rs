@@ -7,6 +7,10 @@ pub mod v1 {
 
 use common::{EpochMetrics, TrainSpec};
 
+/// Bytes per checkpoint chunk on the wire (both directions), well under gRPC's 4 MiB default
+/// message limit.
+pub const CHECKPOINT_CHUNK: usize = 1 << 20;
+
 impl From<&TrainSpec> for v1::JobSpec {
     fn from(s: &TrainSpec) -> Self {
         v1::JobSpec {

@@ -187,14 +187,11 @@ async fn run_lease(
     tracing::info!(job_id, lease_id, attempt = lease.attempt, "job leased");
 
     let outcome = match TrainSpec::try_from(&job) {
-        Err(e) => common::TrainOutcome {
-            status: JobStatus::Failed,
-            device: launcher.device.clone(),
-            param_count: 0,
-            epochs: vec![],
-            latency_ms_per_sample: None,
-            error: Some(format!("this worker cannot run the job: {e}")),
-        },
+        Err(e) => common::TrainOutcome::failed(
+            launcher.device.clone(),
+            format!("this worker cannot run the job: {e}"),
+            vec![],
+        ),
         Ok(spec) => {
             let checkpoint = launcher.checkpoint_path(&spec);
             match download_checkpoint(client, worker_id, &job_id, lease_id, &checkpoint).await {
@@ -411,9 +408,6 @@ where
     }
 }
 
-/// Bytes per checkpoint chunk on the wire, well under gRPC's 4 MiB message limit.
-const CHUNK: usize = 1 << 20;
-
 /// Sends the job's checkpoint file to the coordinator in chunks.
 async fn upload_checkpoint(
     client: &Client,
@@ -427,7 +421,7 @@ async fn upload_checkpoint(
         .await
         .with_context(|| format!("reading {}", path.display()))?;
     let mut chunks: Vec<pb::CheckpointChunk> = bytes
-        .chunks(CHUNK)
+        .chunks(orchestrator_proto::CHECKPOINT_CHUNK)
         .map(|c| pb::CheckpointChunk {
             data: c.to_vec(),
             ..Default::default()

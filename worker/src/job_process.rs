@@ -41,13 +41,12 @@ pub fn child_main(spec: &TrainSpec, opts: &train::Options) -> anyhow::Result<()>
             std::process::exit(1);
         }
     });
-    let outcome = result.unwrap_or_else(|e| TrainOutcome {
-        status: JobStatus::Failed,
-        device: train::device_label(opts.device),
-        param_count: 0,
-        epochs: Vec::new(),
-        latency_ms_per_sample: None,
-        error: Some(format!("{e:#}")),
+    let outcome = result.unwrap_or_else(|e| {
+        TrainOutcome::failed(
+            train::device_label(opts.device),
+            format!("{e:#}"),
+            Vec::new(),
+        )
     });
     emit(&Event::Outcome(outcome))?;
     Ok(())
@@ -78,13 +77,8 @@ impl Launcher {
         epochs: mpsc::Sender<EpochMetrics>,
         mut cancel: watch::Receiver<bool>,
     ) -> TrainOutcome {
-        let failed = |why: String, epochs: Vec<EpochMetrics>| TrainOutcome {
-            status: JobStatus::Failed,
-            device: self.device.clone(),
-            param_count: 0,
-            epochs,
-            latency_ms_per_sample: None,
-            error: Some(why),
+        let failed = |why: String, epochs: Vec<EpochMetrics>| {
+            TrainOutcome::failed(self.device.clone(), why, epochs)
         };
         let checkpoint = self.checkpoint_path(spec);
         let mut child = match self.command(&checkpoint).spawn() {
