@@ -1,5 +1,6 @@
-//! Link settings that make the worker binary self-contained and CUDA-capable.
-use std::path::PathBuf;
+//! Compiles the C++ operations of `csrc/ops.cpp` against libtorch, and sets link settings that
+//! make the worker binary self-contained and CUDA-capable.
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
@@ -18,6 +19,57 @@ fn main() {
         // So the binaries (and unit-test executables) run without LD_LIBRARY_PATH.
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
     }
+    compile_ops();
+}
+
+/// `csrc/ops.cpp`, built with the include folders and C++ ABI of the libtorch that torch-sys
+/// found (torch-sys hands its lib folder to direct dependents as DEP_TCH_LIBTORCH_LIB).
+fn compile_ops() {
+    println!("cargo:rerun-if-changed=csrc/ops.cpp");
+    let lib = std::env::var_os("DEP_TCH_LIBTORCH_LIB")
+        .map(PathBuf::from)
+        .expect("torch-sys reports the libtorch lib folder");
+    let root = lib.parent().unwrap_or(Path::new("/"));
+    let include = root.join("include");
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        // The kernels are meant to be fast even in debug builds (tests train real epochs).
+        .opt_level(3)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", cxx11_abi()))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        // at::parallel_for is OpenMP in libtorch's build (ATen/Config.h): without this flag its
+        // `#pragma omp parallel` is ignored and the kernels run on one thread.
+        .flag("-fopenmp")
+        // Lets GCC keep the kernels' arrays of accumulator vectors (up to 25 x 64 bytes) in
+        // registers instead of storing them to the stack on every iteration.
+        .flag_if_supported("--param=sra-max-scalarization-size-Ospeed=2048")
+        .file("csrc/ops.cpp")
+        .compile("dlgrid_ops");
+}
+
+/// The C++ ABI libtorch was built with, asked the same way torch-sys asks.
+fn cxx11_abi() -> String {
+    if std::env::var_os("LIBTORCH_USE_PYTORCH").is_some() {
+        let python = std::env::var("PYTHON_SYS_EXECUTABLE").unwrap_or_else(|_| "python3".into());
+        if let Ok(out) = Command::new(python)
+            .args([
+                "-c",
+                "import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))",
+            ])
+            .output()
+        {
+            let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if v == "0" || v == "1" {
+                return v;
+            }
+        }
+    }
+    std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into())
 }
 
 fn libtorch_lib_dir() -> Option<PathBuf> {

@@ -12,6 +12,7 @@ pub mod data;
 pub mod fetch;
 pub mod job_process;
 pub mod model;
+pub mod ops;
 pub mod optim;
 pub mod train;
 

@@ -127,6 +127,7 @@ struct TrainArgs {
 }
 
 fn main() -> ExitCode {
+    worker::train::keep_freed_memory();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

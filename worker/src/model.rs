@@ -62,6 +62,12 @@ fn rrelu(x: &Tensor, train: bool) -> Tensor {
     x.where_self(&negative.logical_not(), &(x * slope))
 }
 
+/// 2×2 max pooling, stride 2 (see [`crate::ops::max_pool2x2`]). Panics, as tch's own
+/// infallible ops do, on a libtorch error; the job's process reports it.
+fn max_pool(x: &Tensor) -> Tensor {
+    crate::ops::max_pool2x2(x).unwrap_or_else(|e| panic!("max pooling: {e}"))
+}
+
 /// PyTorch's default initialisation (kaiming_uniform with a=√5, i.e. U(±1/√fan_in), for
 /// weights and biases alike), so our runs start where the paper's PyTorch runs started.
 fn torch_init(fan_in: i64) -> nn::Init {
@@ -72,15 +78,28 @@ fn torch_init(fan_in: i64) -> nn::Init {
     }
 }
 
-fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, padding: i64) -> nn::Conv2D {
+/// A stride-1 convolution with zero padding, run by [`crate::ops::conv2d`].
+#[derive(Debug)]
+struct Conv {
+    weight: Tensor,
+    bias: Tensor,
+    padding: i64,
+}
+
+impl nn::Module for Conv {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        crate::ops::conv2d(x, &self.weight, Some(&self.bias), self.padding)
+            .unwrap_or_else(|e| panic!("convolution: {e}"))
+    }
+}
+
+fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, padding: i64) -> Conv {
     let init = torch_init(c_in * k * k);
-    let cfg = nn::ConvConfig {
+    Conv {
+        weight: p.var("weight", &[c_out, c_in, k, k], init),
+        bias: p.var("bias", &[c_out], init),
         padding,
-        ws_init: init,
-        bs_init: init,
-        ..Default::default()
-    };
-    nn::conv2d(p, c_in, c_out, k, cfg)
+    }
 }
 
 fn linear(p: nn::Path, d_in: i64, d_out: i64) -> nn::Linear {
@@ -97,8 +116,8 @@ fn linear(p: nn::Path, d_in: i64, d_out: i64) -> nn::Linear {
 /// linear 320→50, act, dropout, linear 50→10. Input size only changes the flattened width.
 #[derive(Debug)]
 pub struct PaperCnn {
-    conv1: nn::Conv2D,
-    conv2: nn::Conv2D,
+    conv1: Conv,
+    conv2: Conv,
     fc1: nn::Linear,
     fc2: nn::Linear,
     act1: Act,
@@ -124,13 +143,8 @@ impl PaperCnn {
 
 impl ModuleT for PaperCnn {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let x = self
-            .act1
-            .forward_t(&x.apply(&self.conv1).max_pool2d_default(2), train);
-        let x = x
-            .apply(&self.conv2)
-            .feature_dropout(0.5, train)
-            .max_pool2d_default(2);
+        let x = self.act1.forward_t(&max_pool(&x.apply(&self.conv1)), train);
+        let x = max_pool(&x.apply(&self.conv2).feature_dropout(0.5, train));
         let x = self.act2.forward_t(&x, train).flatten(1, -1);
         let x = self.act3.forward_t(&x.apply(&self.fc1), train);
         x.dropout(0.5, train).apply(&self.fc2)
@@ -179,7 +193,7 @@ impl Vgg11Bn {
                         .add(Act::new(&(&f / format!("act{i}")), act));
                     c_in = *c_out;
                 }
-                None => features = features.add_fn(|x| x.max_pool2d_default(2)),
+                None => features = features.add_fn(max_pool),
             }
         }
         Vgg11Bn {
@@ -205,20 +219,6 @@ pub fn build(p: &nn::Path, model: Model, shape: Shape, act: Activation) -> Box<d
         Model::PaperCnn => Box::new(PaperCnn::new(p, shape, act)),
         Model::Vgg11Bn => Box::new(Vgg11Bn::new(p, shape, act)),
     }
-}
-
-/// Puts every 4-D variable (convolution weights) in channels-last memory, matching the
-/// images (see [`crate::data::DeviceSplit`]), so convolutions need no layout conversion.
-pub fn to_channels_last(vs: &nn::VarStore) -> Result<(), tch::TchError> {
-    tch::no_grad(|| {
-        for (_, mut v) in vs.variables() {
-            if v.dim() == 4 {
-                let cl = crate::data::channels_last(&v)?;
-                v.f_set_data(&cl)?;
-            }
-        }
-        Ok(())
-    })
 }
 
 /// Number of trainable scalars.

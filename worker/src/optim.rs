@@ -1,8 +1,11 @@
-//! Adam and SGD with PyTorch's update rules, written out so their state (moments, momentum
-//! buffers, step count) can be checkpointed and restored exactly; tch's wrapped C++
-//! optimizers do not expose it.
+//! Adam and SGD with PyTorch's update rules, holding their state (moments, momentum buffers,
+//! step count) here so it can be checkpointed and restored exactly; tch's wrapped C++
+//! optimizers do not expose it. Adam's update is libtorch's fused kernel (what
+//! `torch.optim.Adam(fused=True)` runs): one call for all parameters.
 
-use tch::{nn, Tensor};
+use tch::{nn, Kind, Tensor};
+
+use crate::ops;
 
 use common::Optimizer;
 
@@ -19,6 +22,9 @@ pub struct Optim {
     params: Vec<(String, Tensor)>,
     /// Adam: first and second moments; SGD: the momentum buffer (second unused).
     state: Vec<(Tensor, Tensor)>,
+    /// Adam: the step count per parameter as the fused kernel reads it (float32 scalars on
+    /// the parameters' device, as in torch.optim).
+    steps: Vec<Tensor>,
     step: i64,
 }
 
@@ -40,6 +46,10 @@ impl Optim {
             .iter()
             .map(|(_, p)| (p.zeros_like(), p.zeros_like()))
             .collect();
+        let steps = params
+            .iter()
+            .map(|(_, p)| Tensor::zeros([], (Kind::Float, p.device())))
+            .collect();
         Optim {
             kind,
             lr,
@@ -47,22 +57,47 @@ impl Optim {
             weight_decay,
             params,
             state,
+            steps,
             step: 0,
         }
     }
 
-    pub fn zero_grad(&mut self) {
-        for (_, p) in &mut self.params {
-            p.zero_grad();
-        }
+    /// Drops the gradients (`zero_grad(set_to_none=True)`, PyTorch's default).
+    pub fn zero_grad(&mut self) -> Result<(), tch::TchError> {
+        let params: Vec<&Tensor> = self.params.iter().map(|(_, p)| p).collect();
+        ops::set_grads_to_none(&params)
     }
 
     /// One update from the current gradients (torch.optim.Adam / SGD semantics).
-    pub fn step(&mut self) {
+    pub fn step(&mut self) -> Result<(), tch::TchError> {
         self.step += 1;
-        let t = self.step as f64;
+        match self.kind {
+            Optimizer::Adam => {
+                let params: Vec<&Tensor> = self.params.iter().map(|(_, p)| p).collect();
+                let a: Vec<&Tensor> = self.state.iter().map(|(a, _)| a).collect();
+                let b: Vec<&Tensor> = self.state.iter().map(|(_, b)| b).collect();
+                let steps: Vec<&Tensor> = self.steps.iter().collect();
+                ops::fused_adam(
+                    &params,
+                    &a,
+                    &b,
+                    &steps,
+                    self.lr,
+                    (BETA1, BETA2),
+                    self.weight_decay,
+                    EPS,
+                )
+            }
+            Optimizer::Sgd => {
+                self.sgd_step();
+                Ok(())
+            }
+        }
+    }
+
+    fn sgd_step(&mut self) {
         tch::no_grad(|| {
-            for ((_, p), (a, b)) in self.params.iter_mut().zip(&mut self.state) {
+            for ((_, p), (a, _)) in self.params.iter_mut().zip(&mut self.state) {
                 let mut g = p.grad();
                 if !g.defined() {
                     continue;
@@ -70,40 +105,17 @@ impl Optim {
                 if self.weight_decay != 0.0 {
                     g = &g + &*p * self.weight_decay;
                 }
-                match self.kind {
-                    Optimizer::Adam => {
-                        // In place where tch allows, to keep temporaries (memory traffic on
-                        // VGG's 9M parameters) to two per step: g², and √v.
-                        let _ = a.lerp_(&g, 1.0 - BETA1);
-                        let mut g2 = &g * &g;
-                        let _ = g2.g_mul_scalar_(1.0 - BETA2);
-                        let _ = b.g_mul_scalar_(BETA2).g_add_(&g2);
-                        let bias1 = 1.0 - BETA1.powf(t);
-                        let bias2 = 1.0 - BETA2.powf(t);
-                        let step_size = self.lr / bias1;
-                        // p -= step · a / (√v / √bias2 + eps), with the step folded into the
-                        // denominator because tch's addcdiv_ has no scale argument.
-                        let mut denom = b.sqrt();
-                        let _ = denom
-                            .g_div_scalar_(bias2.sqrt())
-                            .g_add_scalar_(EPS)
-                            .g_div_scalar_(-step_size);
-                        let _ = p.addcdiv_(a, &denom);
+                let update = if self.momentum != 0.0 {
+                    if self.step == 1 {
+                        a.copy_(&g);
+                    } else {
+                        let _ = a.g_mul_scalar_(self.momentum).g_add_(&g);
                     }
-                    Optimizer::Sgd => {
-                        let update = if self.momentum != 0.0 {
-                            if self.step == 1 {
-                                a.copy_(&g);
-                            } else {
-                                let _ = a.g_mul_scalar_(self.momentum).g_add_(&g);
-                            }
-                            a.shallow_clone()
-                        } else {
-                            g
-                        };
-                        let _ = p.g_add_(&(update * -self.lr));
-                    }
-                }
+                    a.shallow_clone()
+                } else {
+                    g
+                };
+                let _ = p.g_add_(&(update * -self.lr));
             }
         });
     }
@@ -114,6 +126,9 @@ impl Optim {
         for ((name, _), (a, b)) in self.params.iter().zip(&self.state) {
             out.push((format!("optim.a.{name}"), a.shallow_clone()));
             out.push((format!("optim.b.{name}"), b.shallow_clone()));
+        }
+        for ((name, _), s) in self.params.iter().zip(&self.steps) {
+            out.push((format!("optim.step.{name}"), s.shallow_clone()));
         }
         (out, self.step)
     }
@@ -135,6 +150,14 @@ impl Optim {
                         .ok_or_else(|| format!("checkpoint lacks optimizer state `{key}`"))?;
                     dst.f_copy_(src).map_err(|e| e.to_string())?;
                 }
+            }
+            for ((name, _), s) in self.params.iter().zip(&mut self.steps) {
+                // Checkpoints from before per-parameter step counts carry only the total.
+                match saved.get(&format!("optim.step.{name}")) {
+                    Some(src) => s.f_copy_(src),
+                    None => s.f_fill_(step as f64).map(|_| ()),
+                }
+                .map_err(|e| e.to_string())?;
             }
             Ok::<(), String>(())
         })?;

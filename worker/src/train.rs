@@ -160,6 +160,23 @@ pub fn run(
     })
 }
 
+/// Makes glibc keep freed memory for reuse instead of returning it to the kernel: by default
+/// every tensor above its (adaptive) mmap threshold is a fresh mapping, so each training step
+/// pays page faults for its activations and gradients all over again. Measured on the 2-core
+/// CPU: 15% off a paper-CNN step, 5% off VGG-11. Call once, before the first tensor.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts glibc's allocator parameters; it is called before other
+    // threads allocate.
+    unsafe {
+        // Allocations up to 32 MiB (glibc's upper limit for this setting) come from the heap...
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        // ...which is only trimmed once 1 GiB at its top is free.
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}
+
 /// A distinct, reproducible generator seed for each epoch of each run.
 fn epoch_seed(seed: u64, epoch: u32) -> i64 {
     (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch as u64) as i64 & i64::MAX
@@ -252,13 +269,13 @@ fn train_epoch(
         let idx = perm.narrow(0, start, len);
         let mut x = train.gather(&idx)?;
         if spec.augment {
-            x = data::channels_last(&augment(&x)?)?;
+            x = train.in_layout(&augment(&x)?)?;
         }
         let y = train.labels.f_index_select(0, &idx)?;
         let loss = cross_entropy(&net.forward_t(&x, true), &y, tch::Reduction::Mean)?;
-        opt.zero_grad();
+        opt.zero_grad()?;
         loss.f_backward()?;
-        opt.step();
+        opt.step()?;
         let _ = loss_sum.f_add_(&loss.detach().f_mul_scalar(len as f64)?)?;
         start += len;
     }

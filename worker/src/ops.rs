@@ -1,0 +1,298 @@
+//! Safe wrappers around the libtorch operations of `csrc/ops.cpp` (see there for why each exists).
+
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int};
+
+use tch::{Device, TchError, Tensor};
+use torch_sys::C_tensor;
+
+extern "C" {
+    fn dlgrid_last_error() -> *const c_char;
+    fn dlgrid_conv2d(
+        x: *const C_tensor,
+        weight: *const C_tensor,
+        bias: *const C_tensor,
+        padding: i64,
+        out: *mut *mut C_tensor,
+    ) -> c_int;
+    fn dlgrid_max_pool2x2(x: *const C_tensor, out: *mut *mut C_tensor) -> c_int;
+    fn dlgrid_fused_adam(
+        params: *const *mut C_tensor,
+        exp_avgs: *const *mut C_tensor,
+        exp_avg_sqs: *const *mut C_tensor,
+        steps: *const *mut C_tensor,
+        count: i64,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+    ) -> c_int;
+    fn dlgrid_set_grads_to_none(params: *const *mut C_tensor, count: i64) -> c_int;
+    fn dlgrid_autocast_enter(device_type: c_int, dtype: c_int, was_enabled: *mut c_int) -> c_int;
+    fn dlgrid_autocast_exit(device_type: c_int, was_enabled: c_int) -> c_int;
+}
+
+fn check(rc: c_int) -> Result<(), TchError> {
+    if rc == 0 {
+        return Ok(());
+    }
+    // SAFETY: the C++ side returns a pointer to its thread-local, NUL-terminated message,
+    // valid until the next failing call on this thread; it is copied at once.
+    let msg = unsafe { CStr::from_ptr(dlgrid_last_error()) };
+    Err(TchError::Torch(msg.to_string_lossy().into_owned()))
+}
+
+fn ptrs(ts: &[&Tensor]) -> Vec<*mut C_tensor> {
+    ts.iter().map(|t| t.as_ptr() as *mut C_tensor).collect()
+}
+
+/// `conv2d` with stride 1 and zero `padding`. Single-channel inputs (the first layer on
+/// grayscale images) with 3, 5 or 7 columns of kernel run a kernel of ours on AVX-512 CPUs when
+/// the input needs no gradient; everything else is aten's `conv2d`.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    padding: i64,
+) -> Result<Tensor, TchError> {
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    let bias = bias.map_or(std::ptr::null(), |b| b.as_ptr());
+    // SAFETY: live tensors (or null for no bias), borrowed; on success the C++ side hands over
+    // a new heap tensor that `Tensor::from_ptr` takes ownership of.
+    check(unsafe { dlgrid_conv2d(x.as_ptr(), weight.as_ptr(), bias, padding, &mut out) })?;
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// 2×2 max pooling with stride 2, the same values and gradients as `max_pool2d(x, 2)`; fast
+/// for float32 channels-last CPU tensors, `max_pool2d` itself otherwise.
+pub fn max_pool2x2(x: &Tensor) -> Result<Tensor, TchError> {
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    // SAFETY: `x` is a live tensor; on success the C++ side hands over a new heap tensor that
+    // `Tensor::from_ptr` takes ownership of (freed by tch's Drop).
+    check(unsafe { dlgrid_max_pool2x2(x.as_ptr(), &mut out) })?;
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// One `torch.optim.Adam(fused=True)` step over `params` (those without a gradient are
+/// skipped); `exp_avgs`, `exp_avg_sqs` and the float32 scalar `steps` are updated in place.
+#[allow(clippy::too_many_arguments)]
+pub fn fused_adam(
+    params: &[&Tensor],
+    exp_avgs: &[&Tensor],
+    exp_avg_sqs: &[&Tensor],
+    steps: &[&Tensor],
+    lr: f64,
+    betas: (f64, f64),
+    weight_decay: f64,
+    eps: f64,
+) -> Result<(), TchError> {
+    let n = params.len();
+    assert!(exp_avgs.len() == n && exp_avg_sqs.len() == n && steps.len() == n);
+    let (p, m, v, s) = (ptrs(params), ptrs(exp_avgs), ptrs(exp_avg_sqs), ptrs(steps));
+    // SAFETY: four arrays of `n` live tensors; the C++ side only borrows them.
+    check(unsafe {
+        dlgrid_fused_adam(
+            p.as_ptr(),
+            m.as_ptr(),
+            v.as_ptr(),
+            s.as_ptr(),
+            n as i64,
+            lr,
+            betas.0,
+            betas.1,
+            weight_decay,
+            eps,
+        )
+    })
+}
+
+/// Drops the gradients of `params` (PyTorch's `zero_grad(set_to_none=True)`): the next
+/// backward pass writes fresh gradients instead of adding to zero-filled ones.
+pub fn set_grads_to_none(params: &[&Tensor]) -> Result<(), TchError> {
+    let p = ptrs(params);
+    // SAFETY: an array of live tensors, borrowed.
+    check(unsafe { dlgrid_set_grads_to_none(p.as_ptr(), p.len() as i64) })
+}
+
+/// Reduced-precision compute for autocast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutocastDtype {
+    Float16,
+    BFloat16,
+}
+
+/// Runs `f` with autocast enabled on `device`'s type, computing eligible ops (convolutions,
+/// matrix products) in `dtype`, as `torch.autocast(device_type, dtype)` does.
+pub fn with_autocast<T>(
+    device: Device,
+    dtype: AutocastDtype,
+    f: impl FnOnce() -> T,
+) -> Result<T, TchError> {
+    let device_type = match device {
+        Device::Cpu => 0,
+        Device::Cuda(_) => 1,
+        other => return Err(TchError::Torch(format!("autocast on {other:?}"))),
+    };
+    let dtype = match dtype {
+        AutocastDtype::Float16 => 0,
+        AutocastDtype::BFloat16 => 1,
+    };
+    let mut was_enabled = 0;
+    // SAFETY: plain values and an out-pointer to a local.
+    check(unsafe { dlgrid_autocast_enter(device_type, dtype, &mut was_enabled) })?;
+    struct Exit(c_int, c_int);
+    impl Drop for Exit {
+        fn drop(&mut self) {
+            // SAFETY: plain values. Restoring the previous state cannot meaningfully fail.
+            let _ = unsafe { dlgrid_autocast_exit(self.0, self.1) };
+        }
+    }
+    let _exit = Exit(device_type, was_enabled);
+    Ok(f())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    fn channels_last(t: &Tensor) -> Tensor {
+        crate::data::channels_last(t).unwrap()
+    }
+
+    /// Values and gradients identical to aten's max_pool2d in both memory layouts, including
+    /// ties (constant image backgrounds make them common) and NaNs.
+    #[test]
+    fn max_pool_matches_aten_exactly() {
+        tch::manual_seed(7);
+        let shapes = [
+            (3, 10, 24, 24),
+            (2, 20, 8, 8),
+            (3, 1, 24, 24),
+            (1, 1, 2, 2),
+            (2, 3, 6, 40),
+            (2, 17, 4, 66),
+            (4, 64, 32, 32),
+        ];
+        for &(n, c, h, w) in &shapes {
+            for layout in ["nchw", "nhwc"] {
+                // Few distinct values, so many windows hold ties.
+                let x = Tensor::randint(4, [n, c, h, w], (Kind::Float, Device::Cpu)) - 2.0;
+                let _ = x.narrow(0, 0, 1).narrow(2, 0, 1).fill_(f64::NAN);
+                let x = if layout == "nhwc" {
+                    channels_last(&x)
+                } else {
+                    x
+                };
+                let a = x.detach().set_requires_grad(true);
+                let b = x.detach().set_requires_grad(true);
+                let ya = a.max_pool2d_default(2);
+                let yb = max_pool2x2(&b).unwrap();
+                let case = format!("{layout} {n}x{c}x{h}x{w}");
+                assert_eq!(ya.size(), yb.size(), "{case}");
+                assert_eq!(ya.stride(), yb.stride(), "{case}");
+                // NaN != NaN, so compare with NaNs mapped to a sentinel.
+                let same = ya.nan_to_num(Some(1e9), None, None).equal(&yb.nan_to_num(
+                    Some(1e9),
+                    None,
+                    None,
+                ));
+                assert!(same, "forward {case}");
+                let g = Tensor::randn(ya.size(), (Kind::Float, Device::Cpu));
+                (&ya * &g).sum(Kind::Float).backward();
+                (&yb * &g).sum(Kind::Float).backward();
+                assert!(a.grad().equal(&b.grad()), "backward {case}");
+            }
+        }
+    }
+
+    #[test]
+    fn max_pool_falls_back_for_other_layouts() {
+        let x = Tensor::randn([2, 3, 7, 6], (Kind::Float, Device::Cpu));
+        assert!(max_pool2x2(&x).unwrap().equal(&x.max_pool2d_default(2)));
+        let x = Tensor::randn([2, 3, 8, 8], (Kind::Double, Device::Cpu));
+        assert!(max_pool2x2(&x).unwrap().equal(&x.max_pool2d_default(2)));
+    }
+
+    #[test]
+    fn max_pool_without_grad_matches() {
+        let x = channels_last(&Tensor::randn([5, 12, 6, 10], (Kind::Float, Device::Cpu)));
+        let y = tch::no_grad(|| max_pool2x2(&x).unwrap());
+        assert!(y.equal(&x.max_pool2d_default(2)));
+    }
+
+    fn close(a: &Tensor, b: &Tensor) -> bool {
+        a.allclose(b, 1e-4, 1e-4, false)
+    }
+
+    /// Our single-channel convolution against aten's: outputs, weight and bias gradients.
+    #[test]
+    fn single_channel_conv_matches_aten() {
+        tch::manual_seed(3);
+        for &(n, h, w, oc, k) in &[
+            (7, 28, 28, 10, 5),
+            (3, 20, 37, 6, 3),
+            (2, 9, 9, 4, 7),
+            (1, 5, 5, 1, 5),
+            (3, 32, 40, 16, 5),
+        ] {
+            let case = format!("{n}x1x{h}x{w} -> {oc} k{k}");
+            let x = Tensor::randn([n, 1, h, w], (Kind::Float, Device::Cpu));
+            let wa = (Tensor::randn([oc, 1, k, k], (Kind::Float, Device::Cpu)) * 0.2)
+                .set_requires_grad(true);
+            let ba = Tensor::randn([oc], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+            let wb = wa.detach().set_requires_grad(true);
+            let bb = ba.detach().set_requires_grad(true);
+            let ya = x.conv2d(&wa, Some(&ba), [1, 1], [0, 0], [1, 1], 1);
+            let yb = conv2d(&x, &wb, Some(&bb), 0).unwrap();
+            assert_eq!(ya.size(), yb.size(), "{case}");
+            assert!(close(&ya, &yb), "forward {case}");
+            let g = Tensor::randn(ya.size(), (Kind::Float, Device::Cpu));
+            (&ya * &g).sum(Kind::Float).backward();
+            (&yb * &g).sum(Kind::Float).backward();
+            assert!(close(&wa.grad(), &wb.grad()), "weight gradient {case}");
+            assert!(close(&ba.grad(), &bb.grad()), "bias gradient {case}");
+            // Without gradients, and without a bias.
+            let y = tch::no_grad(|| conv2d(&x, &wb, None, 0).unwrap());
+            let want = x.conv2d(&wb, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
+            assert!(close(&y, &want), "no-grad {case}");
+        }
+    }
+
+    /// Inputs our kernel does not take go to aten, gradients included.
+    #[test]
+    fn conv_falls_back_to_aten() {
+        let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let w = Tensor::randn([4, 3, 3, 3], (Kind::Float, Device::Cpu));
+        let y = conv2d(&x, &w, None, 1).unwrap();
+        assert!(y.equal(&x.conv2d(&w, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1)));
+        y.sum(Kind::Float).backward();
+        assert!(x.grad().defined());
+        // One channel but an input that needs a gradient.
+        let x = Tensor::randn([2, 1, 8, 8], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let w = Tensor::randn([4, 1, 5, 5], (Kind::Float, Device::Cpu));
+        conv2d(&x, &w, None, 0).unwrap().sum(Kind::Float).backward();
+        assert!(x.grad().defined());
+    }
+
+    #[test]
+    fn errors_come_back_as_messages() {
+        let x = Tensor::randn([3], (Kind::Float, Device::Cpu));
+        let err = max_pool2x2(&x).unwrap_err().to_string();
+        assert!(err.contains("max_pool2d"), "{err}");
+    }
+
+    #[test]
+    fn bf16_autocast_runs_linear_layers_in_bf16() {
+        let x = Tensor::randn([4, 8], (Kind::Float, Device::Cpu));
+        let w = Tensor::randn([3, 8], (Kind::Float, Device::Cpu));
+        let y = with_autocast(Device::Cpu, AutocastDtype::BFloat16, || {
+            x.linear(&w, None::<Tensor>)
+        })
+        .unwrap();
+        assert_eq!(y.kind(), Kind::BFloat16);
+        // Restored afterwards.
+        assert_eq!(x.linear(&w, None::<Tensor>).kind(), Kind::Float);
+    }
+}
