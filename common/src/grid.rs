@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::job::{Job, TrainSpec};
-use crate::names::{Activation, Dataset, Model, Optimizer};
+use crate::names::{Activation, Dataset, Model, Optimizer, Precision};
 
 /// A grid file that could not be read or is not a valid grid.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +109,9 @@ pub struct Training {
     /// L2 weight decay, for either optimizer.
     #[serde(default, deserialize_with = "non_negative_f64")]
     pub weight_decay: f64,
+    /// `fp32` (default) or `bf16` autocast.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for Training {
@@ -119,6 +122,7 @@ impl Default for Training {
             batch_size: default_batch(),
             momentum: default_momentum(),
             weight_decay: 0.0,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -494,6 +498,7 @@ impl Grid {
                         batch_size: self.training.batch_size,
                         momentum: self.training.momentum,
                         weight_decay: self.training.weight_decay,
+                        precision: self.training.precision,
                     };
                     let mut job = Job::new(spec, entry.target_accuracy);
                     job.requires = entry.requires;

@@ -5,7 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::names::{Activation, Dataset, Model, Optimizer};
+use crate::names::{Activation, Dataset, Model, Optimizer, Precision};
 
 /// Everything that determines what a job trains. Two jobs with equal specs produce the same
 /// model (on CPU, bit for bit), so the spec's hash is the job's identity and result-cache key.
@@ -30,6 +30,10 @@ pub struct TrainSpec {
     pub batch_size: u32,
     pub momentum: f64,
     pub weight_decay: f64,
+    /// Left out of the serialized spec (and so of the job id) when fp32, so ids of grids that
+    /// predate the field stay the same.
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
 }
 
 /// Stable job id: `<dataset>-<model>-<activation>-s<seed>-<12 hex of SHA-256(spec)>`.

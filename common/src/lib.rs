@@ -15,4 +15,4 @@ pub mod stats;
 
 pub use grid::{Grid, GridError};
 pub use job::{EpochMetrics, Job, JobId, JobRecord, JobStatus, Summary, TrainOutcome, TrainSpec};
-pub use names::{Activation, Dataset, Model, Optimizer};
+pub use names::{Activation, Dataset, Model, Optimizer, Precision};

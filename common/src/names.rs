@@ -167,6 +167,29 @@ impl Model {
 }
 
 named_enum!(
+    /// Arithmetic of the forward pass: float32 throughout, or bfloat16 autocast (convolutions and
+    /// matrix products in bfloat16, reductions and the loss in float32, as `torch.autocast`).
+    Precision, "precision" {
+        Fp32 => "fp32",
+        Bf16 => "bf16",
+    }
+);
+
+// named_enum! has no way to mark a variant #[default].
+#[allow(clippy::derivable_impls)]
+impl Default for Precision {
+    fn default() -> Self {
+        Precision::Fp32
+    }
+}
+
+impl Precision {
+    pub fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
+}
+
+named_enum!(
     /// Optimizers.
     Optimizer, "optimizer" {
         Adam => "adam",

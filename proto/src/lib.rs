@@ -29,6 +29,11 @@ impl From<&TrainSpec> for v1::JobSpec {
             weight_decay: s.weight_decay,
             augment: s.augment,
             latency_samples: s.latency_samples,
+            precision: if s.precision.is_fp32() {
+                String::new()
+            } else {
+                s.precision.to_string()
+            },
         }
     }
 }
@@ -52,6 +57,11 @@ impl TryFrom<&v1::JobSpec> for TrainSpec {
             batch_size: s.batch_size,
             momentum: s.momentum,
             weight_decay: s.weight_decay,
+            precision: if s.precision.is_empty() {
+                common::Precision::Fp32
+            } else {
+                s.precision.parse()?
+            },
         })
     }
 }

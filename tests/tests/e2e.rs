@@ -557,6 +557,46 @@ fn deterministic_and_resumes_from_checkpoint_seamlessly() {
     );
 }
 
+/// bf16 autocast (on the CPU here; the same code path as CUDA's): the job trains to nearly the
+/// float32 run's accuracy, its record says so, and it is a different job (id) from fp32's.
+#[test]
+fn bf16_autocast_trains_and_is_a_separate_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let run = |precision: &str| {
+        let (status, stdout, stderr) = output(&mut train(
+            &data,
+            &[
+                "--activation",
+                "relu",
+                "--epochs",
+                "2",
+                "--train-limit",
+                "2000",
+                "--precision",
+                precision,
+            ],
+        ));
+        assert!(status.success(), "{stderr}");
+        serde_json::from_str::<Value>(&stdout).unwrap()
+    };
+    let (fp32, bf16) = (run("fp32"), run("bf16"));
+    assert_eq!(bf16["spec"]["precision"], "bf16", "{bf16}");
+    assert!(
+        fp32["spec"].get("precision").is_none(),
+        "fp32 is the default"
+    );
+    assert_ne!(fp32["id"], bf16["id"]);
+    let acc = |j: &Value| j["final_test_accuracy"].as_f64().unwrap();
+    assert!(
+        acc(&bf16) > 0.8 && acc(&bf16) > acc(&fp32) - 0.05,
+        "bf16 {} vs fp32 {}",
+        acc(&bf16),
+        acc(&fp32)
+    );
+    assert_ne!(curves(&fp32), curves(&bf16), "bf16 arithmetic differs");
+}
+
 #[test]
 fn divergence_ends_the_job_as_diverged() {
     let tmp = tempfile::tempdir().unwrap();

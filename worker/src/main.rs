@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use common::{Activation, Dataset, Job, JobRecord, Model, Optimizer, TrainSpec};
+use common::{Activation, Dataset, Job, JobRecord, Model, Optimizer, Precision, TrainSpec};
 use worker::job_process::{self, Launcher};
 use worker::{daemon, train};
 
@@ -116,6 +116,9 @@ struct TrainArgs {
     /// Test images timed one at a time for latency (0 = the whole test set).
     #[arg(long, default_value_t = 0)]
     latency_samples: u64,
+    /// fp32, or bf16 autocast (convolutions and matrix products in bfloat16).
+    #[arg(long, default_value = "fp32")]
+    precision: Precision,
     /// Print the job record as one JSON object (as in results.json).
     #[arg(long)]
     json: bool,
@@ -211,6 +214,7 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<ExitCode> {
         batch_size: a.batch_size,
         momentum: a.momentum,
         weight_decay: a.weight_decay,
+        precision: a.precision,
     };
     let mut opts = train::Options::new(
         data_dir(a.common.data_dir),

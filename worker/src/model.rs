@@ -143,7 +143,12 @@ impl PaperCnn {
 
 impl ModuleT for PaperCnn {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let x = self.act1.forward_t(&max_pool(&x.apply(&self.conv1)), train);
+        // oneDNN's kernels for conv2's 10 input channels are faster on channels-last memory (6%
+        // of a CPU step); the copy is of 12×12 maps, before the activation so that its forward
+        // and backward see one layout. A no-op where x already is channels-last (CUDA).
+        let x = crate::data::channels_last(&max_pool(&x.apply(&self.conv1)))
+            .unwrap_or_else(|e| panic!("layout: {e}"));
+        let x = self.act1.forward_t(&x, train);
         let x = max_pool(&x.apply(&self.conv2).feature_dropout(0.5, train));
         let x = self.act2.forward_t(&x, train).flatten(1, -1);
         let x = self.act3.forward_t(&x.apply(&self.fc1), train);

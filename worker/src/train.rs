@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use common::{EpochMetrics, JobId, JobStatus, TrainOutcome, TrainSpec};
+use common::{EpochMetrics, JobId, JobStatus, Precision, TrainOutcome, TrainSpec};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::{self, DeviceSplit};
 use crate::model;
+use crate::ops::{self, AutocastDtype};
 use crate::optim::Optim;
 
 /// Where and how to train.
@@ -129,7 +130,7 @@ pub fn run(
                 )),
             });
         }
-        let (test_loss, test_accuracy) = evaluate(&*net, &test)?;
+        let (test_loss, test_accuracy) = evaluate(&*net, &test, spec.precision)?;
         let m = EpochMetrics {
             epoch,
             train_seconds,
@@ -149,7 +150,8 @@ pub fn run(
         }
     }
 
-    let latency = latency_ms_per_sample(&*net, &test, spec.latency_samples, device)?;
+    let latency =
+        latency_ms_per_sample(&*net, &test, spec.latency_samples, spec.precision, device)?;
     Ok(TrainOutcome {
         status: JobStatus::Succeeded,
         device: device_label(device),
@@ -272,7 +274,8 @@ fn train_epoch(
             x = train.in_layout(&augment(&x)?)?;
         }
         let y = train.labels.f_index_select(0, &idx)?;
-        let loss = cross_entropy(&net.forward_t(&x, true), &y, tch::Reduction::Mean)?;
+        let logits = forward(spec.precision, device, || net.forward_t(&x, true))?;
+        let loss = cross_entropy(&logits, &y, tch::Reduction::Mean)?;
         opt.zero_grad()?;
         loss.f_backward()?;
         opt.step()?;
@@ -280,6 +283,19 @@ fn train_epoch(
         start += len;
     }
     Ok(loss_sum.f_double_value(&[])?)
+}
+
+/// Runs `f` (a forward pass) in `precision`: as is for fp32, under bfloat16 autocast for bf16.
+/// The loss is computed outside, in float32 (log_softmax is told so), like the backward pass.
+fn forward<T>(
+    precision: Precision,
+    device: Device,
+    f: impl FnOnce() -> T,
+) -> Result<T, tch::TchError> {
+    match precision {
+        Precision::Fp32 => Ok(f()),
+        Precision::Bf16 => ops::with_autocast(device, AutocastDtype::BFloat16, f),
+    }
 }
 
 fn cross_entropy(
@@ -313,7 +329,11 @@ fn augment(x: &Tensor) -> Result<Tensor, tch::TchError> {
 }
 
 /// Test loss (mean cross-entropy) and accuracy, without gradients.
-fn evaluate(net: &dyn ModuleT, test: &DeviceSplit) -> anyhow::Result<(f64, f64)> {
+fn evaluate(
+    net: &dyn ModuleT,
+    test: &DeviceSplit,
+    precision: Precision,
+) -> anyhow::Result<(f64, f64)> {
     tch::no_grad(|| {
         let n = test.samples();
         let device = test.device();
@@ -324,7 +344,7 @@ fn evaluate(net: &dyn ModuleT, test: &DeviceSplit) -> anyhow::Result<(f64, f64)>
             let len = EVAL_BATCH.min(n - start);
             let x = test.slice(start, len)?;
             let y = test.labels.narrow(0, start, len);
-            let logits = net.forward_t(&x, false);
+            let logits = forward(precision, device, || net.forward_t(&x, false))?;
             let batch_loss = cross_entropy(&logits, &y, tch::Reduction::Sum)?;
             let _ = loss.f_add_(&batch_loss.f_to_kind(Kind::Double)?)?;
             let hits = logits
@@ -347,6 +367,7 @@ fn latency_ms_per_sample(
     net: &dyn ModuleT,
     test: &DeviceSplit,
     samples: u64,
+    precision: Precision,
     device: Device,
 ) -> anyhow::Result<f64> {
     let n = test.samples();
@@ -357,8 +378,8 @@ fn latency_ms_per_sample(
     };
     tch::no_grad(|| {
         for i in 0..LATENCY_WARMUP.min(n) {
-            let _ = net
-                .forward_t(&test.slice(i, 1)?, false)
+            let x = test.slice(i, 1)?;
+            let _ = forward(precision, device, || net.forward_t(&x, false))?
                 .f_argmax(-1, false)?
                 .f_int64_value(&[0])?;
         }
@@ -367,8 +388,8 @@ fn latency_ms_per_sample(
         }
         let started = Instant::now();
         for i in 0..count {
-            let _ = net
-                .forward_t(&test.slice(i, 1)?, false)
+            let x = test.slice(i, 1)?;
+            let _ = forward(precision, device, || net.forward_t(&x, false))?
                 .f_argmax(-1, false)?
                 .f_int64_value(&[0])?;
         }
