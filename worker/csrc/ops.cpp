@@ -20,7 +20,9 @@
 #include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 
 #include <cstdint>
 #include <cstring>
@@ -42,6 +44,8 @@ int guarded(F f) {
   }
   return -1;
 }
+
+#if defined(__x86_64__)
 
 // ---- 2x2 max pooling -------------------------------------------------------------------------
 //
@@ -511,6 +515,37 @@ struct Conv1Channel : public torch::autograd::Function<Conv1Channel> {
   }
 };
 
+at::Tensor conv2d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& b,
+                  int64_t padding) {
+  const bool grad = at::GradMode::is_enabled();
+  // The fast path computes no input gradient, so an input that needs one goes to aten; so does
+  // everything under autocast, which aten's conv2d honours (reduced precision).
+  if (!fast_conv_applies(x, weight, b, padding) || (grad && x.requires_grad()) ||
+      at::autocast::is_autocast_enabled(x.device().type()))
+    return at::conv2d(x, weight, b, {1, 1}, {padding, padding});
+  if (grad && (weight.requires_grad() || (b.defined() && b.requires_grad())))
+    return Conv1Channel::apply(x, weight, b);
+  return conv_forward(x, weight, b);
+}
+
+at::Tensor max_pool2x2(const at::Tensor& x) {
+  const Layout layout = fast_pool_layout(x);
+  if (layout == Layout::Unsupported) return at::max_pool2d(x, {2, 2}, {2, 2});
+  if (at::GradMode::is_enabled() && x.requires_grad()) return MaxPool2x2::apply(x);
+  return pool_forward(x, layout, false).first;
+}
+
+#else  // not x86-64: aten's kernels throughout.
+
+at::Tensor conv2d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& b,
+                  int64_t padding) {
+  return at::conv2d(x, weight, b, {1, 1}, {padding, padding});
+}
+
+at::Tensor max_pool2x2(const at::Tensor& x) { return at::max_pool2d(x, {2, 2}, {2, 2}); }
+
+#endif
+
 }  // namespace
 
 extern "C" {
@@ -522,35 +557,13 @@ const char* dlgrid_last_error() { return last_error.c_str(); }
 int dlgrid_conv2d(const at::Tensor* x, const at::Tensor* weight, const at::Tensor* bias,
                   int64_t padding, at::Tensor** out) {
   return guarded([&] {
-    const at::Tensor b = bias ? *bias : at::Tensor();
-    at::Tensor y;
-    const bool grad = at::GradMode::is_enabled();
-    // The fast path computes no input gradient, so an input that needs one goes to aten.
-    if (!fast_conv_applies(*x, *weight, b, padding) || (grad && x->requires_grad())) {
-      y = at::conv2d(*x, *weight, b, {1, 1}, {padding, padding});
-    } else if (grad && (weight->requires_grad() || (b.defined() && b.requires_grad()))) {
-      y = Conv1Channel::apply(*x, *weight, b);
-    } else {
-      y = conv_forward(*x, *weight, b);
-    }
-    *out = new at::Tensor(std::move(y));
+    *out = new at::Tensor(conv2d(*x, *weight, bias ? *bias : at::Tensor(), padding));
   });
 }
 
 // 2x2 max pooling, stride 2; writes a new tensor to *out.
 int dlgrid_max_pool2x2(const at::Tensor* x, at::Tensor** out) {
-  return guarded([&] {
-    at::Tensor y;
-    const Layout layout = fast_pool_layout(*x);
-    if (layout == Layout::Unsupported) {
-      y = at::max_pool2d(*x, {2, 2}, {2, 2});
-    } else if (at::GradMode::is_enabled() && x->requires_grad()) {
-      y = MaxPool2x2::apply(*x);
-    } else {
-      y = pool_forward(*x, layout, false).first;
-    }
-    *out = new at::Tensor(std::move(y));
-  });
+  return guarded([&] { *out = new at::Tensor(max_pool2x2(*x)); });
 }
 
 // torch.optim.Adam(fused=True).step() over the parameters that have a gradient. `steps` are

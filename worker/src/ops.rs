@@ -294,5 +294,13 @@ mod tests {
         assert_eq!(y.kind(), Kind::BFloat16);
         // Restored afterwards.
         assert_eq!(x.linear(&w, None::<Tensor>).kind(), Kind::Float);
+        // Our convolution steps aside for aten's under autocast, which computes in bf16.
+        let img = Tensor::randn([2, 1, 12, 12], (Kind::Float, Device::Cpu));
+        let k = Tensor::randn([4, 1, 5, 5], (Kind::Float, Device::Cpu));
+        let y = with_autocast(Device::Cpu, AutocastDtype::BFloat16, || {
+            conv2d(&img, &k, None, 0).unwrap()
+        })
+        .unwrap();
+        assert_eq!(y.kind(), Kind::BFloat16);
     }
 }
