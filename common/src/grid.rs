@@ -86,6 +86,17 @@ pub struct Requirements {
     pub memory_gb: f64,
 }
 
+impl fmt::Display for Requirements {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.gpu, self.memory_gb > 0.0) {
+            (true, true) => write!(f, "a CUDA device with ≥ {} GiB", self.memory_gb),
+            (true, false) => write!(f, "a CUDA device"),
+            (false, true) => write!(f, "≥ {} GiB of device memory", self.memory_gb),
+            (false, false) => write!(f, "nothing"),
+        }
+    }
+}
+
 impl Requirements {
     /// Whether a worker on `device` ("cpu", "cuda:0", ...) with `memory_mb` of memory qualifies.
     pub fn admit(&self, device: &str, memory_mb: u64) -> bool {

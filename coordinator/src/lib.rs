@@ -163,6 +163,7 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     let mut last = None;
+    let mut last_stuck = Vec::new();
     let ending = loop {
         let counts = shared.lock().counts();
         if last != Some(counts) {
@@ -180,6 +181,15 @@ pub async fn run(
         }
         if shared.lock().is_finished() {
             break Ending::Finished(counts);
+        }
+        let stuck = shared.lock().unplaceable(Instant::now());
+        if stuck != last_stuck {
+            for (requires, n) in &stuck {
+                tracing::warn!(
+                    "{n} pending job(s) require {requires} (grid.yaml `requires`), which no connected worker has; they wait until such a worker registers"
+                );
+            }
+            last_stuck = stuck;
         }
         if !children.is_empty() && all_exited(&mut children) {
             anyhow::bail!(

@@ -786,6 +786,38 @@ impl State {
         finished
     }
 
+    /// Pending jobs that no worker heard from within the lease time can run, counted by
+    /// requirement. Empty while no worker is connected (any may still come).
+    pub fn unplaceable(&self, now: Instant) -> Vec<(common::grid::Requirements, usize)> {
+        let live: Vec<(&str, u64)> = self
+            .workers
+            .values()
+            .filter(|w| {
+                w.last_seen
+                    .is_some_and(|seen| now.saturating_duration_since(seen) < self.lease_ttl)
+            })
+            .map(|w| (w.env.device.as_str(), w.env.memory_mb))
+            .collect();
+        let mut out: Vec<(common::grid::Requirements, usize)> = Vec::new();
+        if live.is_empty() {
+            return out;
+        }
+        for (_, std::cmp::Reverse(i)) in &self.pending {
+            let req = self.jobs[*i].job.requires;
+            if live
+                .iter()
+                .any(|(device, memory)| req.admit(device, *memory))
+            {
+                continue;
+            }
+            match out.iter_mut().find(|(r, _)| *r == req) {
+                Some((_, n)) => *n += 1,
+                None => out.push((req, 1)),
+            }
+        }
+        out
+    }
+
     /// Whether every worker heard from within the lease time has been told the grid is
     /// finished, so the server can stop without leaving a worker retrying against nothing.
     pub fn live_workers_told(&self, now: Instant) -> bool {
@@ -1210,9 +1242,14 @@ mod tests {
             "the VGG job needs a GPU"
         );
         assert!(s.lease(&cpu, "2", t0).unwrap().is_none());
+        let stuck = s.unplaceable(t0);
+        assert_eq!(stuck.len(), 1, "{stuck:?}");
+        assert!(stuck[0].0.gpu && stuck[0].1 == 1, "{stuck:?}");
+        assert_eq!(stuck[0].0.to_string(), "a CUDA device");
         let mut env = s.workers.get(&cpu).unwrap().env.clone();
         env.device = "cuda:0".into();
         let gpu = s.register(env, t0).unwrap();
+        assert!(s.unplaceable(t0).is_empty(), "a GPU worker is connected");
         assert_eq!(
             s.lease(&gpu, "3", t0).unwrap().unwrap().job.spec.model,
             common::Model::Vgg11Bn
