@@ -145,7 +145,7 @@ impl ModuleT for PaperCnn {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         // oneDNN's kernels for conv2's 10 input channels are faster on channels-last memory (6%
         // of a CPU step); the copy is of 12×12 maps, before the activation so that its forward
-        // and backward see one layout. A no-op where x already is channels-last (CUDA).
+        // and backward see one layout (no copy where it already is channels-last).
         let x = crate::data::channels_last(&max_pool(&x.apply(&self.conv1)))
             .unwrap_or_else(|e| panic!("layout: {e}"));
         let x = self.act1.forward_t(&x, train);
