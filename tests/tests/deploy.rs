@@ -16,7 +16,10 @@ fn repo() -> PathBuf {
 
 /// The rendered objects of a kustomization, or None without kubectl.
 fn render(dir: &str) -> Option<Vec<Value>> {
-    let (status, stdout, stderr) = match Command::new("kubectl").arg("version").output() {
+    let (status, stdout, stderr) = match Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+    {
         Ok(_) => output(
             Command::new("kubectl")
                 .arg("kustomize")
