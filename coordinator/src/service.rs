@@ -16,7 +16,7 @@ use orchestrator_proto::v1::{self as pb};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::state::{State, StateError};
+use crate::state::{Grant, State, StateError};
 
 /// Shared by every handler. A std `Mutex`: critical sections are short and never await.
 #[derive(Clone)]
@@ -58,6 +58,19 @@ impl Shared {
     pub fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock would be a bug in State; keep serving what is there.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A granted lease as sent to the worker (from LeaseJob, or with CompleteJob's reply).
+    fn started(&self, worker_id: &str, g: Grant) -> pb::Lease {
+        tracing::info!(job_id = %g.job.id, worker_id, lease_id = g.lease_id, attempt = g.attempt, "job started");
+        self.changed.notify_waiters();
+        let mut spec = pb::JobSpec::from(&g.job.spec);
+        spec.job_id = g.job.id.to_string();
+        pb::Lease {
+            job: Some(spec),
+            lease_id: g.lease_id,
+            attempt: g.attempt,
+        }
     }
 }
 
@@ -119,17 +132,7 @@ impl WorkerService for Shared {
             .map_err(internal)?;
         let finished = grant.is_none() && state.tell_finished(&req.worker_id);
         drop(state);
-        let lease = grant.map(|g| {
-            tracing::info!(job_id = %g.job.id, worker_id = req.worker_id, lease_id = g.lease_id, attempt = g.attempt, "job started");
-            self.changed.notify_waiters();
-            let mut spec = pb::JobSpec::from(&g.job.spec);
-            spec.job_id = g.job.id.to_string();
-            pb::Lease {
-                job: Some(spec),
-                lease_id: g.lease_id,
-                attempt: g.attempt,
-            }
-        });
+        let lease = grant.map(|g| self.started(&req.worker_id, g));
         Ok(Response::new(pb::LeaseJobResponse {
             lease,
             grid_finished: finished,
@@ -195,12 +198,21 @@ impl WorkerService for Shared {
             error: (!req.error.is_empty()).then_some(req.error),
         };
         let mut state = self.lock();
+        let now = Instant::now();
         let accepted = state
-            .complete(&req.worker_id, &req.job_id, req.lease_id, c, Instant::now())
+            .complete(&req.worker_id, &req.job_id, req.lease_id, c, now)
             .map_err(internal)?;
         let counts = state.counts();
-        let grid_finished = state.tell_finished(&req.worker_id);
+        let next = if req.next_request_id.is_empty() || !state.knows_worker(&req.worker_id) {
+            None
+        } else {
+            state
+                .lease(&req.worker_id, &req.next_request_id, now)
+                .map_err(internal)?
+        };
+        let grid_finished = next.is_none() && state.tell_finished(&req.worker_id);
         drop(state);
+        let next = next.map(|g| self.started(&req.worker_id, g));
         if accepted {
             if status != JobStatus::Failed {
                 self.checkpoints.remove(&req.job_id);
@@ -224,6 +236,7 @@ impl WorkerService for Shared {
         Ok(Response::new(pb::CompleteJobResponse {
             accepted,
             grid_finished,
+            next,
         }))
     }
 

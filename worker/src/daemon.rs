@@ -127,9 +127,26 @@ async fn slot_loop(
     requests: Arc<AtomicU64>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    // The next job, when the coordinator handed it over with the last one's completion.
+    let mut next: Option<pb::Lease> = None;
     loop {
         if *stop.borrow() {
+            if let Some(lease) = next {
+                release(&client, &worker_id, &lease_job_id(&lease), lease.lease_id).await;
+            }
             return Ok(());
+        }
+        if let Some(lease) = next.take() {
+            let (grid_finished, following) = run_lease(
+                &client, &worker_id, &launcher, &running, lease, &requests, &stop,
+            )
+            .await?;
+            if grid_finished {
+                tracing::info!(slot, "grid finished; slot stops");
+                return Ok(());
+            }
+            next = following;
+            continue;
         }
         // The same request id on every retry, so a lease granted to a request whose answer was
         // lost is handed back instead of a second job.
@@ -144,14 +161,7 @@ async fn slot_loop(
         })
         .await?;
         match resp.lease {
-            Some(lease) => {
-                let grid_finished =
-                    run_lease(&client, &worker_id, &launcher, &running, lease, &stop).await?;
-                if grid_finished {
-                    tracing::info!(slot, "grid finished; slot stops");
-                    return Ok(());
-                }
-            }
+            Some(lease) => next = Some(lease),
             None if resp.grid_finished => {
                 tracing::info!(slot, "grid finished; slot stops");
                 return Ok(());
@@ -168,14 +178,42 @@ async fn slot_loop(
     }
 }
 
+fn lease_job_id(lease: &pb::Lease) -> String {
+    lease
+        .job
+        .as_ref()
+        .map(|j| j.job_id.clone())
+        .unwrap_or_default()
+}
+
+/// Hands a lease back, so its job goes to another worker at once instead of after the lease
+/// expires.
+async fn release(client: &Client, worker_id: &str, job_id: &str, lease_id: u64) {
+    let mut c = client.clone();
+    let req = pb::ReleaseJobRequest {
+        worker_id: worker_id.to_string(),
+        job_id: job_id.to_string(),
+        lease_id,
+    };
+    match c.release_job(req).await {
+        Ok(_) => tracing::info!(job_id, lease_id, "lease handed back"),
+        Err(e) => {
+            tracing::warn!(job_id, error = %e, "could not hand the lease back; it will expire")
+        }
+    }
+}
+
+/// Runs one leased job to its end and reports it. Returns whether the grid is finished, and
+/// the next job when the coordinator handed one over with the completion.
 async fn run_lease(
     client: &Client,
     worker_id: &str,
     launcher: &Launcher,
     running: &Running,
     lease: pb::Lease,
+    requests: &AtomicU64,
     stop: &watch::Receiver<bool>,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<(bool, Option<pb::Lease>)> {
     let job = lease.job.unwrap_or_default();
     let job_id = job.job_id.clone();
     let lease_id = lease.lease_id;
@@ -277,24 +315,13 @@ async fn run_lease(
     if *cancel_tx.borrow() {
         if *stop.borrow() {
             // Draining: hand the lease back so the job resumes elsewhere from its last
-            // checkpoint right away, instead of after the lease expires.
-            let mut c = client.clone();
-            let req = pb::ReleaseJobRequest {
-                worker_id: worker_id.to_string(),
-                job_id: job_id.clone(),
-                lease_id,
-            };
-            match c.release_job(req).await {
-                Ok(_) => tracing::info!(job_id, lease_id, "lease handed back"),
-                Err(e) => {
-                    tracing::warn!(job_id, error = %e, "could not hand the lease back; it will expire")
-                }
-            }
+            // checkpoint right away.
+            release(client, worker_id, &job_id, lease_id).await;
         } else {
             // Revoked: the coordinator has already moved on; nothing to report.
             tracing::info!(job_id, lease_id, "job stopped");
         }
-        return Ok(false);
+        return Ok((false, None));
     }
     tracing::info!(job_id, status = %outcome.status, error = outcome.error.as_deref().unwrap_or(""), "job finished");
     let req = pb::CompleteJobRequest {
@@ -311,6 +338,12 @@ async fn run_lease(
         epochs: outcome.epochs.iter().map(Into::into).collect(),
         latency_ms_per_sample: outcome.latency_ms_per_sample,
         error: outcome.error.clone().unwrap_or_default(),
+        // Ask for the next job in the same call, unless draining. One id for every retry.
+        next_request_id: if *stop.borrow() {
+            String::new()
+        } else {
+            format!("{worker_id}/{}", requests.fetch_add(1, Ordering::Relaxed))
+        },
     };
     let r = retry("complete job", stop, || {
         let mut c = client.clone();
@@ -321,7 +354,7 @@ async fn run_lease(
     if !r.accepted {
         tracing::warn!(job_id, lease_id, "result rejected: the lease had expired");
     }
-    Ok(r.grid_finished)
+    Ok((r.grid_finished, r.next))
 }
 
 async fn heartbeat_loop(

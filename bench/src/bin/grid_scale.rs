@@ -160,21 +160,30 @@ async fn slot(
     let mut n = 0u64;
     // Time spent "training" (sleeping), as the timer really delivered it.
     let mut busy = Duration::ZERO;
+    // The next job, handed over with the last one's completion (as the real worker does).
+    let mut next: Option<pb::Lease> = None;
     loop {
         n += 1;
-        let resp = client
-            .lease_job(pb::LeaseJobRequest {
-                worker_id: worker_id.clone(),
-                request_id: format!("{worker_id}/{slot}/{n}"),
-            })
-            .await?
-            .into_inner();
-        let Some(lease) = resp.lease else {
-            if resp.grid_finished {
-                return Ok(busy);
+        let lease = match next.take() {
+            Some(lease) => lease,
+            None => {
+                let resp = client
+                    .lease_job(pb::LeaseJobRequest {
+                        worker_id: worker_id.clone(),
+                        request_id: format!("{worker_id}/{slot}/{n}"),
+                    })
+                    .await?
+                    .into_inner();
+                let Some(lease) = resp.lease else {
+                    if resp.grid_finished {
+                        return Ok(busy);
+                    }
+                    let wait = resp.retry_after_ms.min(20) as u64;
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    continue;
+                };
+                lease
             }
-            tokio::time::sleep(Duration::from_millis(resp.retry_after_ms.min(20) as u64)).await;
-            continue;
         };
         let job_id = lease.job.unwrap_or_default().job_id;
         let mut done = Vec::new();
@@ -198,7 +207,7 @@ async fn slot(
             reports.fetch_add(1, Ordering::Relaxed);
             done.push(m);
         }
-        client
+        let resp = client
             .complete_job(pb::CompleteJobRequest {
                 worker_id: worker_id.clone(),
                 job_id,
@@ -209,8 +218,14 @@ async fn slot(
                 epochs: done,
                 latency_ms_per_sample: Some(0.1),
                 error: String::new(),
+                next_request_id: format!("{worker_id}/{slot}/{n}/next"),
             })
-            .await?;
+            .await?
+            .into_inner();
+        if resp.grid_finished {
+            return Ok(busy);
+        }
+        next = resp.next;
     }
 }
 
