@@ -100,6 +100,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--train-limit", type=int, default=0)
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--fused-adam", action="store_true", help="torch.optim.Adam(fused=True)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
     a = ap.parse_args()
@@ -117,7 +118,7 @@ def main():
     x, tx = x.to(dev).contiguous(memory_format=fmt), tx.to(dev).contiguous(memory_format=fmt)
     y, ty = y.to(dev), ty.to(dev)
     model = model.to(dev, memory_format=fmt)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=a.fused_adam or None)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     epochs = []
     for epoch in range(1, a.epochs + 1):
@@ -140,6 +141,7 @@ def main():
                 correct += (model(tx[i : i + 500]).argmax(1) == ty[i : i + 500]).sum().item()
         epochs.append({"epoch": epoch, "seconds": seconds, "test_accuracy": correct / len(tx)})
     variant = "pytorch-eager" + ("-channels-last" if a.channels_last else "")
+    variant += "-fused-adam" if a.fused_adam else ""
     print(json.dumps({"variant": variant, "model": a.model, "epochs": epochs}))
 
 

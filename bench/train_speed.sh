@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Epoch time of our worker against PyTorch eager (default and channels-last) on the same data,
-# the same libtorch and the same thread count, run back to back in one go. Prints each epoch
-# and the ratio of mean epoch times (the first epoch excluded as warm-up when there are 2+).
+# Epoch time of our worker against PyTorch eager (default, channels-last, and channels-last with
+# torch.optim.Adam(fused=True)) on the same data, the same libtorch and the same thread count,
+# run back to back in one go. Prints each epoch and the ratio of mean epoch times (the first
+# epoch excluded as warm-up when there are 2+).
 #
 #   bench/train_speed.sh [DATA_DIR] [paper-cnn|vgg11-bn] [EPOCHS] [TRAIN_LIMIT] [DEVICE]
 #
@@ -31,6 +32,9 @@ echo "== $model on $dataset, $epochs epoch(s), train_limit=$limit, device=$devic
     --train-limit "$limit" --device "$device" --threads "$threads" >"$tmp/pt.json"
 "$PYTHON" bench/pytorch_reference.py --data-dir "$data" --model "$model" --epochs "$epochs" \
     --train-limit "$limit" --device "$device" --threads "$threads" --channels-last >"$tmp/ptcl.json"
+"$PYTHON" bench/pytorch_reference.py --data-dir "$data" --model "$model" --epochs "$epochs" \
+    --train-limit "$limit" --device "$device" --threads "$threads" --channels-last --fused-adam \
+    >"$tmp/ptclf.json"
 "$PYTHON" - "$tmp" <<'PY'
 import json, sys, os
 d = sys.argv[1]
@@ -39,15 +43,15 @@ ours = json.load(open(os.path.join(d, "ours.json")))
 cum = [e["train_seconds"] for e in ours["epochs"]]
 ours_epochs = [b - a for a, b in zip([0.0] + cum, cum)]
 runs = {"dlgrid worker (tch)": (ours_epochs, [e["test_accuracy"] for e in ours["epochs"]])}
-for f in ("pt.json", "ptcl.json"):
+for f in ("pt.json", "ptcl.json", "ptclf.json"):
     r = json.load(open(os.path.join(d, f)))
     runs[r["variant"]] = ([e["seconds"] for e in r["epochs"]], [e["test_accuracy"] for e in r["epochs"]])
 def mean(xs):
     xs = xs[1:] if len(xs) > 1 else xs
     return sum(xs) / len(xs)
-print(f"{'variant':<28} {'epoch seconds':<32} {'mean':>7} {'final acc':>9}")
+print(f"{'variant':<40} {'epoch seconds':<32} {'mean':>7} {'final acc':>9}")
 for name, (secs, accs) in runs.items():
-    print(f"{name:<28} {' '.join(f'{s:6.2f}' for s in secs):<32} {mean(secs):7.2f} {accs[-1]:9.4f}")
+    print(f"{name:<40} {' '.join(f'{s:6.2f}' for s in secs):<32} {mean(secs):7.2f} {accs[-1]:9.4f}")
 ours_mean = mean(runs["dlgrid worker (tch)"][0])
 for name, (secs, _) in runs.items():
     if name.startswith("pytorch"):
