@@ -49,7 +49,7 @@ fn ptrs(ts: &[&Tensor]) -> Vec<*mut C_tensor> {
 
 /// `conv2d` with stride 1 and zero `padding`. Single-channel inputs (the first layer on
 /// grayscale images) with 3, 5 or 7 columns of kernel run a kernel of ours on AVX-512 CPUs when
-/// the input needs no gradient; everything else is aten's `conv2d`.
+/// the input needs no gradient and autocast is off; everything else is aten's `conv2d`.
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
@@ -64,8 +64,9 @@ pub fn conv2d(
     Ok(unsafe { Tensor::from_ptr(out) })
 }
 
-/// 2×2 max pooling with stride 2, the same values and gradients as `max_pool2d(x, 2)`; fast
-/// for float32 channels-last CPU tensors, `max_pool2d` itself otherwise.
+/// 2×2 max pooling with stride 2, the same values and gradients as `max_pool2d(x, 2)`; our
+/// kernels for float32 CPU tensors (NCHW or channels-last, even sizes) on AVX-512 CPUs,
+/// `max_pool2d` itself otherwise.
 pub fn max_pool2x2(x: &Tensor) -> Result<Tensor, TchError> {
     let mut out: *mut C_tensor = std::ptr::null_mut();
     // SAFETY: `x` is a live tensor; on success the C++ side hands over a new heap tensor that
