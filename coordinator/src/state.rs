@@ -30,6 +30,14 @@ pub struct WorkerEntry {
     pub last_seen: Option<Instant>,
 }
 
+impl WorkerEntry {
+    /// Heard from within `ttl` (the lease time) before `now`.
+    fn live(&self, now: Instant, ttl: Duration) -> bool {
+        self.last_seen
+            .is_some_and(|seen| now.saturating_duration_since(seen) < ttl)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct ActiveLease {
     worker_id: String,
@@ -792,10 +800,7 @@ impl State {
         let live: Vec<(&str, u64)> = self
             .workers
             .values()
-            .filter(|w| {
-                w.last_seen
-                    .is_some_and(|seen| now.saturating_duration_since(seen) < self.lease_ttl)
-            })
+            .filter(|w| w.live(now, self.lease_ttl))
             .map(|w| (w.env.device.as_str(), w.env.memory_mb))
             .collect();
         let mut out: Vec<(common::grid::Requirements, usize)> = Vec::new();
@@ -821,11 +826,9 @@ impl State {
     /// Whether every worker heard from within the lease time has been told the grid is
     /// finished, so the server can stop without leaving a worker retrying against nothing.
     pub fn live_workers_told(&self, now: Instant) -> bool {
-        self.workers.values().all(|w| {
-            self.told_finished.contains(&w.env.id)
-                || w.last_seen
-                    .is_none_or(|seen| now.saturating_duration_since(seen) >= self.lease_ttl)
-        })
+        self.workers
+            .values()
+            .all(|w| self.told_finished.contains(&w.env.id) || !w.live(now, self.lease_ttl))
     }
 
     /// Per-job status for `GridStatus`: (record, epochs done).
