@@ -164,6 +164,10 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut last = None;
     let mut last_stuck = Vec::new();
+    // The loop wakes on every epoch report; the scan of the pending queue for jobs no worker
+    // can run (under the state lock) is done at most this often.
+    const STUCK_CHECK: Duration = Duration::from_secs(2);
+    let mut stuck_checked: Option<Instant> = None;
     let ending = loop {
         let counts = shared.lock().counts();
         if last != Some(counts) {
@@ -182,14 +186,18 @@ pub async fn run(
         if shared.lock().is_finished() {
             break Ending::Finished(counts);
         }
-        let stuck = shared.lock().unplaceable(Instant::now());
-        if stuck != last_stuck {
-            for (requires, n) in &stuck {
-                tracing::warn!(
-                    "{n} pending job(s) require {requires} (grid.yaml `requires`), which no connected worker has; they wait until such a worker registers"
-                );
+        let now = Instant::now();
+        if stuck_checked.is_none_or(|t| now.saturating_duration_since(t) >= STUCK_CHECK) {
+            stuck_checked = Some(now);
+            let stuck = shared.lock().unplaceable(now);
+            if stuck != last_stuck {
+                for (requires, n) in &stuck {
+                    tracing::warn!(
+                        "{n} pending job(s) require {requires} (grid.yaml `requires`), which no connected worker has; they wait until such a worker registers"
+                    );
+                }
+                last_stuck = stuck;
             }
-            last_stuck = stuck;
         }
         if !children.is_empty() && all_exited(&mut children) {
             anyhow::bail!(
