@@ -786,8 +786,29 @@ cost_per_hour: 3.06
         assert!(msg.contains("training.learning_rate"), "{msg}");
         let (msg, _, _) = err(&PAPER.replace("optimizer: adam", "optimizer: lbfgs"));
         assert!(msg.contains("training.optimizer"), "{msg}");
+        let (msg, _, _) = err(&PAPER.replace("optimizer: adam", "precision: fp16"));
+        assert!(msg.contains("training.precision"), "{msg}");
+        assert!(msg.contains("`bf16`"), "{msg}");
         let (msg, _, _) = err(&PAPER.replace("3.06", "-1"));
         assert!(msg.contains("cost_per_hour"), "{msg}");
+    }
+
+    #[test]
+    fn precision_reaches_every_job_and_fp32_ids_are_unchanged() {
+        let fp32 = Grid::parse(PAPER, Path::new("g.yaml")).unwrap().jobs();
+        let bf16 = Grid::parse(
+            &PAPER.replace("optimizer: adam", "optimizer: adam\n  precision: bf16"),
+            Path::new("g.yaml"),
+        )
+        .unwrap()
+        .jobs();
+        assert!(bf16.iter().all(|j| j.spec.precision == Precision::Bf16));
+        assert!(fp32.iter().all(|j| j.spec.precision == Precision::Fp32));
+        // fp32 is left out of the spec's serialization, so the ids grids had before stay.
+        assert!(!serde_json::to_string(&fp32[0].spec)
+            .unwrap()
+            .contains("precision"));
+        assert_ne!(fp32[0].id, bf16[0].id);
     }
 
     #[test]
