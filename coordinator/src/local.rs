@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::Context;
+use domain::DeviceSpec;
 use tokio::process::{Child, Command};
 
 /// How many local workers to start.
@@ -27,61 +28,29 @@ impl std::str::FromStr for LocalWorkers {
     }
 }
 
-/// GPUs visible on this machine, via `nvidia-smi -L` (the coordinator does not link libtorch).
-pub fn visible_gpus() -> u32 {
-    std::process::Command::new("nvidia-smi")
-        .arg("-L")
-        .stderr(Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter(|l| l.starts_with("GPU "))
-                .count() as u32
-        })
-        .unwrap_or(0)
-}
-
-/// The `--device` of each local worker, from `--local-workers` and the coordinator's `--device`.
-pub fn plan(workers: LocalWorkers, device: &str, gpus: u32) -> Vec<String> {
-    match (workers, device) {
-        (LocalWorkers::Count(0), _) => vec![],
-        (_, "cpu") => {
-            let n = match workers {
-                LocalWorkers::Auto => 1,
-                LocalWorkers::Count(n) => n,
-            };
-            vec!["cpu".into(); n as usize]
-        }
-        (_, d) if d.starts_with("cuda:") => vec![d.to_string()],
-        // auto or cuda: one worker per GPU (or per requested worker, round-robin over GPUs).
-        (w, d) => {
-            if gpus == 0 {
-                let n = match w {
-                    LocalWorkers::Auto => 1,
-                    LocalWorkers::Count(n) => n,
-                };
-                // `cuda` without a GPU: let the worker report the error clearly.
-                let dev = if d == "cuda" { "cuda" } else { "cpu" };
-                vec![dev.to_string(); n as usize]
-            } else {
-                let n = match w {
-                    LocalWorkers::Auto => gpus,
-                    LocalWorkers::Count(n) => n,
-                };
-                (0..n).map(|i| format!("cuda:{}", i % gpus)).collect()
-            }
-        }
+/// The `--device` of each local worker, from `--local-workers`, the coordinator's `--device`
+/// and the number of GPUs on this machine.
+pub fn plan(workers: LocalWorkers, device: DeviceSpec, gpus: u32) -> Vec<DeviceSpec> {
+    let count = |auto: u32| match workers {
+        LocalWorkers::Auto => auto,
+        LocalWorkers::Count(n) => n,
+    };
+    match device {
+        _ if workers == LocalWorkers::Count(0) => vec![],
+        DeviceSpec::Cpu => vec![DeviceSpec::Cpu; count(1) as usize],
+        DeviceSpec::Cuda(Some(_)) => vec![device],
+        // `cuda` without a GPU: let the worker report the error clearly.
+        DeviceSpec::Cuda(None) if gpus == 0 => vec![device; count(1) as usize],
+        DeviceSpec::Auto if gpus == 0 => vec![DeviceSpec::Cpu; count(1) as usize],
+        // One worker per GPU (or per requested worker, round-robin over the GPUs).
+        DeviceSpec::Auto | DeviceSpec::Cuda(None) => (0..count(gpus))
+            .map(|i| DeviceSpec::Cuda(Some(i % gpus)))
+            .collect(),
     }
 }
 
-/// The worker binary: `$WORKER_BIN`, else `worker` beside this executable.
+/// The worker binary: `worker` beside this executable (`$WORKER_BIN` is read in `main`).
 pub fn worker_binary() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("WORKER_BIN") {
-        return Ok(PathBuf::from(p));
-    }
     let exe = std::env::current_exe().context("locating the coordinator binary")?;
     Ok(exe.with_file_name("worker"))
 }
@@ -96,73 +65,112 @@ pub struct Spawn<'a> {
     pub slots: u32,
 }
 
-/// Starts one local worker per entry of `devices`, logging to `log_dir/worker-<i>.log`.
-pub fn spawn_all(s: &Spawn<'_>, devices: &[String]) -> anyhow::Result<Vec<Child>> {
-    if !devices.is_empty() && !s.binary.is_file() {
-        anyhow::bail!(
-            "worker binary not found at {} (build the workspace, or set WORKER_BIN)",
-            s.binary.display()
-        );
-    }
-    std::fs::create_dir_all(s.log_dir)
-        .with_context(|| format!("creating {}", s.log_dir.display()))?;
-    let mut children = Vec::new();
-    for (i, device) in devices.iter().enumerate() {
-        let log_path = s.log_dir.join(format!("worker-{i}.log"));
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
-        let mut cmd = Command::new(s.binary);
-        cmd.arg("--coordinator")
-            .arg(s.coordinator_url)
-            .arg("--device")
-            .arg(device)
-            .arg("--slots")
-            .arg(s.slots.to_string())
-            .arg("--name")
-            .arg(format!("local-{i}/{device}"))
-            .arg("--checkpoint-dir")
-            .arg(s.checkpoint_dir)
-            .arg("--exit-with-parent")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true);
-        if let Some(d) = s.data_dir {
-            cmd.arg("--data-dir").arg(d);
+/// The local worker processes.
+#[derive(Default)]
+pub struct Processes(Vec<Child>);
+
+impl Processes {
+    /// Starts one local worker per entry of `devices`, logging to `log_dir/worker-<i>.log`.
+    pub fn spawn(s: &Spawn<'_>, devices: &[DeviceSpec]) -> anyhow::Result<Processes> {
+        if !devices.is_empty() && !s.binary.is_file() {
+            anyhow::bail!(
+                "worker binary not found at {} (build the workspace, or set WORKER_BIN)",
+                s.binary.display()
+            );
         }
-        if let Some(t) = s.token_file {
-            cmd.arg("--token-file").arg(t);
+        std::fs::create_dir_all(s.log_dir)
+            .with_context(|| format!("creating {}", s.log_dir.display()))?;
+        let mut children = Vec::new();
+        for (i, device) in devices.iter().enumerate() {
+            let log_path = s.log_dir.join(format!("worker-{i}.log"));
+            let log = std::fs::File::create(&log_path)
+                .with_context(|| format!("creating {}", log_path.display()))?;
+            let child = command(s, i, *device, log)?
+                .spawn()
+                .with_context(|| format!("starting {}", s.binary.display()))?;
+            tracing::info!(worker = i, %device, log = %log_path.display(), "local worker started");
+            children.push(child);
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", s.binary.display()))?;
-        tracing::info!(worker = i, device, log = %log_path.display(), "local worker started");
-        children.push(child);
+        Ok(Processes(children))
     }
-    Ok(children)
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether every process has exited.
+    pub fn all_exited(&mut self) -> bool {
+        self.0.iter_mut().all(|c| !matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub async fn kill_all(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+fn command(
+    s: &Spawn<'_>,
+    i: usize,
+    device: DeviceSpec,
+    log: std::fs::File,
+) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(s.binary);
+    cmd.arg("--coordinator")
+        .arg(s.coordinator_url)
+        .arg("--device")
+        .arg(device.to_string())
+        .arg("--slots")
+        .arg(s.slots.to_string())
+        .arg("--name")
+        .arg(format!("local-{i}/{device}"))
+        .arg("--checkpoint-dir")
+        .arg(s.checkpoint_dir)
+        .arg("--exit-with-parent")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
+    if let Some(d) = s.data_dir {
+        cmd.arg("--data-dir").arg(d);
+    }
+    if let Some(t) = s.token_file {
+        cmd.arg("--token-file").arg(t);
+    }
+    Ok(cmd)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn devices(list: &[&str]) -> Vec<DeviceSpec> {
+        list.iter().map(|d| d.parse().unwrap()).collect()
+    }
+
     #[test]
     fn plans() {
-        assert_eq!(plan(LocalWorkers::Auto, "auto", 0), vec!["cpu"]);
+        let d = |s: &str| s.parse::<DeviceSpec>().unwrap();
+        assert_eq!(plan(LocalWorkers::Auto, d("auto"), 0), devices(&["cpu"]));
         assert_eq!(
-            plan(LocalWorkers::Auto, "auto", 2),
-            vec!["cuda:0", "cuda:1"]
+            plan(LocalWorkers::Auto, d("auto"), 2),
+            devices(&["cuda:0", "cuda:1"])
+        );
+        assert_eq!(plan(LocalWorkers::Count(0), d("auto"), 2), vec![]);
+        assert_eq!(
+            plan(LocalWorkers::Count(2), d("cpu"), 4),
+            devices(&["cpu", "cpu"])
         );
         assert_eq!(
-            plan(LocalWorkers::Count(0), "auto", 2),
-            Vec::<String>::new()
+            plan(LocalWorkers::Auto, d("cuda:1"), 2),
+            devices(&["cuda:1"])
         );
-        assert_eq!(plan(LocalWorkers::Count(2), "cpu", 4), vec!["cpu", "cpu"]);
-        assert_eq!(plan(LocalWorkers::Auto, "cuda:1", 2), vec!["cuda:1"]);
         assert_eq!(
-            plan(LocalWorkers::Count(3), "cuda", 2),
-            vec!["cuda:0", "cuda:1", "cuda:0"]
+            plan(LocalWorkers::Count(3), d("cuda"), 2),
+            devices(&["cuda:0", "cuda:1", "cuda:0"])
         );
+        assert_eq!(plan(LocalWorkers::Auto, d("cuda"), 0), devices(&["cuda"]));
         assert_eq!("auto".parse(), Ok(LocalWorkers::Auto));
         assert_eq!("3".parse(), Ok(LocalWorkers::Count(3)));
         assert!("x".parse::<LocalWorkers>().is_err());

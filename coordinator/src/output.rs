@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use anyhow::Context;
-use common::report::{dawnbench_files, Results};
+use report::dawnbench::dawnbench_files;
+use report::Results;
 
 /// Writes `path` atomically (temp file + rename), so readers never see half a file.
 fn write_atomic(path: &Path, content: &str) -> anyhow::Result<()> {

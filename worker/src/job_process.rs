@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use common::{EpochMetrics, JobStatus, TrainOutcome, TrainSpec};
+use domain::{DeviceSpec, EpochMetrics, Outcome, TrainOutcome, TrainSpec};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
@@ -43,7 +43,7 @@ pub fn child_main(spec: &TrainSpec, opts: &train::Options) -> anyhow::Result<()>
     });
     let outcome = result.unwrap_or_else(|e| {
         TrainOutcome::failed(
-            train::device_label(opts.device),
+            crate::device::spec_of(opts.device),
             format!("{e:#}"),
             Vec::new(),
         )
@@ -57,7 +57,7 @@ pub fn child_main(spec: &TrainSpec, opts: &train::Options) -> anyhow::Result<()>
 pub struct Launcher {
     pub exe: PathBuf,
     pub data_dir: PathBuf,
-    pub device: String,
+    pub device: DeviceSpec,
     /// libtorch intra-op threads per job; 0 = libtorch's default.
     pub threads: usize,
     /// Jobs checkpoint to `<dir>/<job id>.ckpt` and resume from it after a crash.
@@ -77,9 +77,8 @@ impl Launcher {
         epochs: mpsc::Sender<EpochMetrics>,
         mut cancel: watch::Receiver<bool>,
     ) -> TrainOutcome {
-        let failed = |why: String, epochs: Vec<EpochMetrics>| {
-            TrainOutcome::failed(self.device.clone(), why, epochs)
-        };
+        let failed =
+            |why: String, epochs: Vec<EpochMetrics>| TrainOutcome::failed(self.device, why, epochs);
         let checkpoint = self.checkpoint_path(spec);
         let mut child = match self.command(&checkpoint).spawn() {
             Ok(c) => c,
@@ -94,21 +93,7 @@ impl Launcher {
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
-        let stderr_tail = tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            let mut tail = VecDeque::new();
-            let mut size = 0;
-            while let Ok(Some(line)) = lines.next_line().await {
-                // Pass the child's logs through, so they land in the daemon's log.
-                eprintln!("{line}");
-                size += line.len() + 1;
-                tail.push_back(line);
-                while size > STDERR_TAIL {
-                    size -= tail.pop_front().map_or(0, |l| l.len() + 1);
-                }
-            }
-            Vec::from(tail).join("\n")
-        });
+        let stderr_tail = tokio::spawn(pass_through(stderr));
         // A spec is a few hundred bytes: the pipe buffer takes it whole.
         let _ = stdin.write_all(&spec_json).await;
         drop(stdin);
@@ -141,7 +126,7 @@ impl Launcher {
         let tail = stderr_tail.await.unwrap_or_default();
         match (outcome, status) {
             (Some(o), _) => {
-                if o.status == JobStatus::Succeeded {
+                if o.status == Outcome::Succeeded {
                     let _ = std::fs::remove_file(&checkpoint);
                 }
                 o
@@ -159,8 +144,7 @@ impl Launcher {
 
     /// Where the job of `spec` checkpoints on this worker.
     pub fn checkpoint_path(&self, spec: &TrainSpec) -> PathBuf {
-        self.checkpoint_dir
-            .join(format!("{}.ckpt", common::JobId::for_spec(spec)))
+        self.checkpoint_dir.join(format!("{}.ckpt", spec.id()))
     }
 
     fn command(&self, checkpoint: &std::path::Path) -> Command {
@@ -171,7 +155,7 @@ impl Launcher {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--device")
-            .arg(&self.device)
+            .arg(self.device.to_string())
             .arg("--threads")
             .arg(self.threads.to_string())
             .stdin(Stdio::piped())
@@ -180,6 +164,23 @@ impl Launcher {
             .kill_on_drop(true);
         cmd
     }
+}
+
+/// Passes the child's log lines through to the daemon's stderr (so they land in its log) and
+/// returns the last [`STDERR_TAIL`] bytes of them.
+async fn pass_through(stderr: tokio::process::ChildStderr) -> String {
+    let mut lines = BufReader::new(stderr).lines();
+    let mut tail = VecDeque::new();
+    let mut size = 0;
+    while let Ok(Some(line)) = lines.next_line().await {
+        eprintln!("{line}");
+        size += line.len() + 1;
+        tail.push_back(line);
+        while size > STDERR_TAIL {
+            size -= tail.pop_front().map_or(0, |l| l.len() + 1);
+        }
+    }
+    Vec::from(tail).join("\n")
 }
 
 fn last_lines(tail: &str) -> String {

@@ -2,8 +2,8 @@
 //!
 //! Parameter names come from `nn::Path::sub`, so they double as checkpoint keys: keep them stable.
 
-use common::names::Shape;
-use common::{Activation, Model};
+use domain::Shape;
+use domain::{Activation, Model};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -237,13 +237,13 @@ pub fn param_count(vs: &nn::VarStore) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::Dataset;
+    use domain::Dataset;
     use tch::{Device, Kind};
 
     fn count(model: Model, dataset: Dataset, act: Activation) -> u64 {
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = build(&vs.root(), model, dataset.shape(), act);
-        let s = dataset.shape();
+        let net = build(&vs.root(), model, dataset.info().shape, act);
+        let s = dataset.info().shape;
         let x = Tensor::zeros(
             [2, s.channels as i64, s.height as i64, s.width as i64],
             (Kind::Float, Device::Cpu),
@@ -281,7 +281,12 @@ mod tests {
     fn every_activation_runs_forward_and_backward() {
         for &a in Activation::ALL {
             let vs = nn::VarStore::new(Device::Cpu);
-            let net = build(&vs.root(), Model::PaperCnn, Dataset::Cifar100.shape(), a);
+            let net = build(
+                &vs.root(),
+                Model::PaperCnn,
+                Dataset::Cifar100.info().shape,
+                a,
+            );
             let x = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu));
             let y = net.forward_t(&x, true);
             assert_eq!(y.size(), vec![4, 100], "{a}");

@@ -7,7 +7,7 @@ use tch::{nn, Kind, Tensor};
 
 use crate::ops;
 
-use common::Optimizer;
+use domain::Optimizer;
 
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;

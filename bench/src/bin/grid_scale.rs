@@ -42,6 +42,8 @@ struct Args {
     coordinator_bin: PathBuf,
 }
 
+/// A port that was free a moment ago. Another process may take it before the coordinator
+/// binds it: [`start`] then sees the coordinator exit and tries another.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -73,12 +75,28 @@ impl Drop for Coordinator {
     }
 }
 
+/// Starts the coordinator on a free port and waits until it answers, trying another port
+/// when the one picked was taken in between.
 async fn start(
     bin: &Path,
     grid: &Path,
     out: &Path,
 ) -> anyhow::Result<(Coordinator, WorkerServiceClient<Channel>, Duration)> {
-    let port = free_port();
+    for _ in 0..5 {
+        if let Some(started) = start_on(bin, grid, out, free_port()).await? {
+            return Ok(started);
+        }
+    }
+    anyhow::bail!("the coordinator could not bind a port in five tries")
+}
+
+/// None when the coordinator exited before answering (the port was taken).
+async fn start_on(
+    bin: &Path,
+    grid: &Path,
+    out: &Path,
+    port: u16,
+) -> anyhow::Result<Option<(Coordinator, WorkerServiceClient<Channel>, Duration)>> {
     let started = Instant::now();
     let child = Command::new(bin)
         .arg("--grid")
@@ -99,7 +117,7 @@ async fn start(
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let url = format!("http://127.0.0.1:{port}");
-    let c = Coordinator {
+    let mut c = Coordinator {
         child,
         url: url.clone(),
     };
@@ -107,8 +125,11 @@ async fn start(
         // Ready once it answers: the state is loaded before the services run.
         if let Ok(mut client) = WorkerServiceClient::connect(url.clone()).await {
             if register(&mut client, "probe".into(), 1).await.is_ok() {
-                return Ok((c, client, started.elapsed()));
+                return Ok(Some((c, client, started.elapsed())));
             }
+        }
+        if c.child.try_wait()?.is_some() {
+            return Ok(None);
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(300),
@@ -125,8 +146,8 @@ async fn register(
 ) -> anyhow::Result<String> {
     let info = pb::WorkerInfo {
         name,
-        device: "fake".into(),
-        device_name: "fake".into(),
+        device: "cpu".into(),
+        device_name: "fake worker (no libtorch)".into(),
         slots,
         ..Default::default()
     };
@@ -213,7 +234,7 @@ async fn slot(
                 job_id,
                 lease_id: lease.lease_id,
                 outcome: pb::Outcome::Succeeded as i32,
-                device: "fake".into(),
+                device: "cpu".into(),
                 param_count: 1,
                 epochs: done,
                 latency_ms_per_sample: Some(0.1),

@@ -1,0 +1,117 @@
+//! Where the coordinator keeps each job's latest checkpoint (`<dir>/<job id>.ckpt`), so any
+//! worker on any host can resume the job: received in chunks into a temporary file, fsynced,
+//! and renamed into place only while the uploading lease is still current.
+
+use std::path::PathBuf;
+
+use domain::JobId;
+use orchestrator_proto::v1 as pb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use crate::error::ServiceError;
+
+pub struct CheckpointStore {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+}
+
+/// An upload received in full, not yet in place.
+pub struct Received {
+    tmp: PathBuf,
+    pub size: u64,
+}
+
+impl CheckpointStore {
+    pub fn path(&self, job: &JobId) -> PathBuf {
+        self.dir.join(format!("{job}.ckpt"))
+    }
+
+    /// Drops a job's checkpoint once the job has finished for good.
+    pub fn remove(&self, job: &JobId) {
+        let _ = std::fs::remove_file(self.path(job));
+    }
+
+    /// Writes `first` and the rest of `stream` to a temporary file, fsynced; refuses an upload
+    /// over the size limit (and removes what it wrote).
+    pub async fn receive(
+        &self,
+        job: &JobId,
+        first: pb::CheckpointChunk,
+        stream: &mut Streaming<pb::CheckpointChunk>,
+    ) -> Result<Received, Status> {
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(ServiceError::io(self.dir.display().to_string()))?;
+        let tmp = self.dir.join(format!(".{job}.{}.part", first.lease_id));
+        let io = ServiceError::io(tmp.display().to_string());
+        let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+        let mut size = 0u64;
+        let mut chunk = Some(first);
+        while let Some(c) = chunk {
+            size += c.data.len() as u64;
+            if size > self.max_bytes {
+                drop(file);
+                let _ = tokio::fs::remove_file(&tmp).await;
+                let limit = self.max_bytes;
+                let job = job.clone();
+                return Err(ServiceError::CheckpointTooLarge { job, limit }.into());
+            }
+            let io = ServiceError::io(tmp.display().to_string());
+            file.write_all(&c.data).await.map_err(io)?;
+            chunk = stream.message().await?;
+        }
+        let io = ServiceError::io(tmp.display().to_string());
+        file.sync_all().await.map_err(io)?;
+        Ok(Received { tmp, size })
+    }
+
+    /// Puts a received checkpoint in place as `job`'s latest.
+    pub async fn keep(&self, job: &JobId, r: Received) -> Result<(), ServiceError> {
+        let path = self.path(job);
+        tokio::fs::rename(&r.tmp, &path)
+            .await
+            .map_err(ServiceError::io(path.display().to_string()))
+    }
+
+    /// Throws a received checkpoint away.
+    pub async fn discard(&self, r: Received) {
+        let _ = tokio::fs::remove_file(&r.tmp).await;
+    }
+
+    /// `job`'s checkpoint as a stream of chunks.
+    pub async fn send(
+        &self,
+        job: &JobId,
+    ) -> Result<ReceiverStream<Result<pb::CheckpointChunk, Status>>, ServiceError> {
+        let path = self.path(job);
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ServiceError::NoCheckpoint)
+            }
+            Err(e) => return Err(ServiceError::io(path.display().to_string())(e)),
+        };
+        // Bounded: the reader waits while the client is slow.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; orchestrator_proto::CHECKPOINT_CHUNK];
+            loop {
+                let chunk = match file.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => Ok(pb::CheckpointChunk {
+                        data: buf[..n].to_vec(),
+                        ..Default::default()
+                    }),
+                    Err(e) => Err(Status::from(ServiceError::io("reading a checkpoint")(e))),
+                };
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+}

@@ -1,0 +1,183 @@
+//! The command line: flags as clap parses them, then checked into a [`Config`] once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use coordinator::local::LocalWorkers;
+use coordinator::Config;
+use domain::{DeviceSpec, Grid};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Runs a grid of deep-learning experiments over worker daemons and writes a DAWNBench-style report"
+)]
+#[command(args_conflicts_with_subcommands = true, args_override_self = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The grid file (see README: grid.yaml).
+    #[arg(long, env = "COORDINATOR_GRID")]
+    grid: Option<PathBuf>,
+    /// Output folder; default: runs/<grid name>/.
+    #[arg(long, env = "COORDINATOR_OUT")]
+    out: Option<PathBuf>,
+    /// SQLite state file; default: <out>/state.db. Running again with the same state resumes.
+    #[arg(long, env = "COORDINATOR_STATE")]
+    state: Option<PathBuf>,
+    /// gRPC address to listen on (HOST:PORT).
+    #[arg(long, env = "COORDINATOR_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Local workers to start: auto (one per GPU, else one CPU worker) or a number (0: external workers only).
+    #[arg(long, env = "COORDINATOR_LOCAL_WORKERS", default_value = "auto")]
+    local_workers: LocalWorkers,
+    /// Dataset folder passed to local workers.
+    #[arg(long, env = "DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Device of local workers: auto | cpu | cuda | cuda:N.
+    #[arg(long, env = "COORDINATOR_DEVICE", default_value = "auto")]
+    device: DeviceSpec,
+    /// Jobs at once per local worker.
+    #[arg(long, env = "COORDINATOR_WORKER_SLOTS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    worker_slots: u32,
+    /// Bearer token workers must present (first line of the file).
+    #[arg(long, env = "COORDINATOR_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Run every job of the grid again, even those already finished in the state.
+    #[arg(long, env = "COORDINATOR_RERUN")]
+    rerun: bool,
+    /// Largest job checkpoint workers may store with the coordinator, in MiB.
+    #[arg(long, env = "COORDINATOR_MAX_CHECKPOINT_MB", default_value_t = 2048)]
+    max_checkpoint_mb: u64,
+    /// Address of the live HTML report (HOST:PORT, or `off` to disable).
+    #[arg(long, env = "COORDINATOR_HTTP", default_value = "127.0.0.1:50052")]
+    http: HttpAddr,
+    /// A job whose worker is silent this long is given to another worker.
+    #[arg(long, env = "COORDINATOR_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(2..=3600))]
+    lease_seconds: u32,
+}
+
+/// `--http`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for HttpAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(HttpAddr(None)),
+            addr => addr
+                .parse()
+                .map(|a| HttpAddr(Some(a)))
+                .map_err(|_| format!("`{addr}` is not HOST:PORT (e.g. 127.0.0.1:50052) or `off`")),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct Connect {
+    /// Coordinator URL.
+    #[arg(
+        long,
+        env = "COORDINATOR_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub connect: String,
+    #[arg(long, env = "COORDINATOR_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Re-render every report file from saved state.
+    Report {
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show jobs and workers of a running coordinator.
+    Status {
+        #[command(flatten)]
+        conn: Connect,
+    },
+    /// Cancel jobs of a running coordinator: they end as failed; their workers stop them.
+    Cancel {
+        #[command(flatten)]
+        conn: Connect,
+        /// Job ids to cancel (see `status`).
+        #[arg(long = "job", required_unless_present = "all")]
+        jobs: Vec<String>,
+        /// Cancel every job that has not finished: the whole grid.
+        #[arg(long, conflicts_with = "jobs")]
+        all: bool,
+    },
+}
+
+/// Bad input: exit code 2, nothing started.
+pub struct BadInput(pub String);
+
+/// What `run` binds: the gRPC address and the live report's (None: off).
+pub struct Listen {
+    pub grpc: SocketAddr,
+    pub http: Option<SocketAddr>,
+}
+
+/// Checks the flags into a [`Config`]; `worker_bin` is `$WORKER_BIN` where set.
+pub fn validate(a: RunArgs, worker_bin: Option<PathBuf>) -> Result<(Config, Listen), BadInput> {
+    let Some(grid_path) = a.grid else {
+        return Err(BadInput(
+            "--grid GRID.yaml is required (or use `report` / `status`; see --help)".into(),
+        ));
+    };
+    let grid = Grid::from_file(&grid_path).map_err(|e| BadInput(e.to_string()))?;
+    if let Some(d) = a.data_dir.as_ref().filter(|d| !d.is_dir()) {
+        return Err(BadInput(format!(
+            "--data-dir: {} is not a folder",
+            d.display()
+        )));
+    }
+    let token = match &a.token_file {
+        Some(p) => Some(orchestrator_proto::read_token_file(p).map_err(BadInput)?),
+        None => None,
+    };
+    let out = a
+        .out
+        .unwrap_or_else(|| PathBuf::from("runs").join(grid.name()));
+    let state = a.state.unwrap_or_else(|| out.join("state.db"));
+    let worker_bin = match worker_bin {
+        Some(bin) => bin,
+        None => coordinator::local::worker_binary().map_err(|e| BadInput(format!("{e:#}")))?,
+    };
+    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    let cfg = Config {
+        grid,
+        grid_file: grid_path.display().to_string(),
+        out,
+        state,
+        local_workers: a.local_workers,
+        device: a.device,
+        data_dir: a.data_dir.map(absolute),
+        token,
+        token_file: a.token_file.map(absolute),
+        worker_bin,
+        worker_slots: a.worker_slots,
+        lease_seconds: a.lease_seconds,
+        // Frequent enough that a cancelled or revoked job stops within a few seconds.
+        heartbeat_seconds: (a.lease_seconds / 3).clamp(1, 2),
+        rerun: a.rerun,
+        max_checkpoint_mb: a.max_checkpoint_mb,
+    };
+    let listen = Listen {
+        grpc: a.listen,
+        http: a.http.0,
+    };
+    Ok((cfg, listen))
+}

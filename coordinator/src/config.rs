@@ -1,0 +1,28 @@
+//! What [`crate::run`] needs, already validated (by the binary's flag parsing).
+
+use std::path::PathBuf;
+
+use domain::{DeviceSpec, Grid};
+
+use crate::local::LocalWorkers;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub grid: Grid,
+    pub grid_file: String,
+    pub out: PathBuf,
+    pub state: PathBuf,
+    pub local_workers: LocalWorkers,
+    pub device: DeviceSpec,
+    pub data_dir: Option<PathBuf>,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub worker_bin: PathBuf,
+    pub worker_slots: u32,
+    pub lease_seconds: u32,
+    pub heartbeat_seconds: u32,
+    /// Run every job again, even those finished in the state.
+    pub rerun: bool,
+    /// Largest checkpoint a worker may store with the coordinator.
+    pub max_checkpoint_mb: u64,
+}

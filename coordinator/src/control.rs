@@ -1,0 +1,64 @@
+//! `coordinator status` and `coordinator cancel`: the control API from the command line.
+
+use anyhow::Context;
+use orchestrator_proto::client::{control_client, ControlClient};
+use orchestrator_proto::v1 as pb;
+
+use crate::cli::Connect;
+
+async fn client(conn: Connect) -> anyhow::Result<ControlClient> {
+    let token = conn
+        .token_file
+        .as_deref()
+        .map(orchestrator_proto::read_token_file)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    Ok(control_client(&conn.connect, token.as_deref()).await?)
+}
+
+pub async fn cancel(conn: Connect, jobs: Vec<String>, all: bool) -> anyhow::Result<()> {
+    let r = client(conn)
+        .await?
+        .cancel_jobs(pb::CancelJobsRequest { job_ids: jobs, all })
+        .await
+        .context("CancelJobs")?
+        .into_inner();
+    println!("{} job(s) cancelled", r.cancelled);
+    Ok(())
+}
+
+pub async fn status(conn: Connect) -> anyhow::Result<()> {
+    let s = client(conn)
+        .await?
+        .grid_status(pb::GridStatusRequest {})
+        .await
+        .context("GridStatus")?
+        .into_inner();
+    println!(
+        "grid {}: {} pending, {} running, {} succeeded, {} failed, {} diverged",
+        s.grid_name, s.pending, s.running, s.succeeded, s.failed, s.diverged
+    );
+    println!("\nWORKER      NAME                          DEVICE    SLOTS  RUNNING  LAST SEEN");
+    for w in &s.workers {
+        let seen = if w.seconds_since_seen < 0.0 {
+            "earlier run".to_string()
+        } else {
+            format!("{:.0}s ago", w.seconds_since_seen)
+        };
+        println!(
+            "{:<11} {:<29} {:<9} {:>5}  {:>7}  {seen}",
+            w.worker_id, w.name, w.device, w.slots, w.running
+        );
+    }
+    println!("\nJOB                                             STATE      ATTEMPTS  EPOCHS  ACCURACY  WORKER");
+    for j in &s.jobs {
+        let accuracy = j
+            .last_test_accuracy
+            .map_or("-".into(), |a| format!("{:.2}%", 100.0 * a));
+        println!(
+            "{:<47} {:<10} {:>8}  {:>3}/{:<3} {:>8}  {}",
+            j.job_id, j.state, j.attempts, j.epochs_done, j.epochs_total, accuracy, j.worker
+        );
+    }
+    Ok(())
+}

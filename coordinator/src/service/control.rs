@@ -1,0 +1,77 @@
+//! The operators' API: grid status and cancellation.
+
+use std::time::Instant;
+
+use domain::JobId;
+use orchestrator_proto::v1 as pb;
+use orchestrator_proto::v1::control_service_server::ControlService;
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+use crate::error::ServiceError;
+
+#[tonic::async_trait]
+impl ControlService for Shared {
+    async fn cancel_jobs(
+        &self,
+        req: Request<pb::CancelJobsRequest>,
+    ) -> Result<Response<pb::CancelJobsResponse>, Status> {
+        let req = req.into_inner();
+        if !req.all && req.job_ids.is_empty() {
+            let why = "name jobs to cancel, or set all".into();
+            return Err(ServiceError::InvalidArgument(why).into());
+        }
+        let ids: Vec<JobId> = req.job_ids.into_iter().map(JobId::from_stored).collect();
+        let chosen = (!req.all).then_some(ids.as_slice());
+        let cancelled = self
+            .lock()
+            .cancel(chosen, Instant::now())
+            .map_err(ServiceError::from)?;
+        tracing::warn!(cancelled, "jobs cancelled by the operator");
+        self.changed.notify_waiters();
+        Ok(Response::new(pb::CancelJobsResponse { cancelled }))
+    }
+
+    async fn grid_status(
+        &self,
+        _req: Request<pb::GridStatusRequest>,
+    ) -> Result<Response<pb::GridStatusResponse>, Status> {
+        let state = self.lock();
+        let c = state.counts();
+        let jobs = state
+            .records()
+            .into_iter()
+            .map(|r| pb::JobStatus {
+                job_id: r.id.to_string(),
+                state: r.status.to_string(),
+                attempts: r.attempts,
+                worker: r.worker.unwrap_or_default(),
+                epochs_done: r.epochs.len() as u32,
+                epochs_total: r.spec.epochs,
+                last_test_accuracy: r.epochs.last().map(|e| e.test_accuracy),
+            })
+            .collect();
+        let workers = state
+            .worker_statuses(Instant::now())
+            .into_iter()
+            .map(|w| pb::WorkerStatus {
+                worker_id: w.env.id.to_string(),
+                name: w.env.info.name,
+                device: w.env.info.device.to_string(),
+                slots: w.env.info.slots,
+                running: w.running,
+                seconds_since_seen: w.since.map_or(-1.0, |d| d.as_secs_f64()),
+            })
+            .collect();
+        Ok(Response::new(pb::GridStatusResponse {
+            grid_name: state.grid().name().to_string(),
+            pending: c.pending,
+            running: c.running,
+            succeeded: c.succeeded,
+            failed: c.failed,
+            diverged: c.diverged,
+            jobs,
+            workers,
+        }))
+    }
+}

@@ -1,0 +1,436 @@
+//! The coordinator's state: the grid's jobs, the scheduler's indexes and the workers, written
+//! through to the [`Store`].
+//!
+//! Every method takes `now`, so lease expiry is unit-testable without sleeping. Every change is
+//! committed to SQLite before the method returns, so the RPC that caused it can safely be
+//! answered (and a `kill -9` right after loses nothing that was acknowledged). Transitions are
+//! decided by [`JobEntry`] as [`Change`]s; [`State::commit`] stores them, then applies them to
+//! the jobs and keeps the queue and the lease table in step with each job's status and lease.
+
+mod load;
+mod projection;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use domain::{
+    EpochMetrics, Grid, Job, JobId, JobStatus, LeaseId, Requirements, TrainOutcome, WorkerId,
+    WorkerInfo,
+};
+
+use crate::change::Change;
+use crate::clock::timestamp;
+use crate::jobs::JobEntry;
+use crate::scheduler::{Estimates, Lease, LeaseTable, Queue, Registry};
+use crate::store::{Store, StoreError};
+pub use projection::WorkerStatus;
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A lease granted to a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    pub job: Job,
+    pub lease: LeaseId,
+    pub attempt: u32,
+}
+
+/// Counts by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub pending: u32,
+    pub running: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub diverged: u32,
+}
+
+impl Counts {
+    pub fn finished(&self) -> u32 {
+        self.succeeded + self.failed + self.diverged
+    }
+    pub fn total(&self) -> u32 {
+        self.finished() + self.pending + self.running
+    }
+}
+
+pub struct State {
+    store: Store,
+    grid: Grid,
+    grid_file: String,
+    started_at: String,
+    finished_at: Option<String>,
+    jobs: Vec<JobEntry>,
+    index: HashMap<JobId, usize>,
+    queue: Queue,
+    estimates: Estimates,
+    leases: LeaseTable,
+    workers: Registry,
+    lease_ttl: Duration,
+}
+
+impl State {
+    /// Opens (or creates) the state at `path` for `grid`. Jobs already finished there are kept
+    /// (succeeded and diverged ones are not run again, unless `rerun`); failed and pending ones
+    /// are queued to run. A job that was running when the coordinator stopped keeps its lease
+    /// for one more lease time: its worker may still be running it and reconnect; if it does
+    /// not, the lease expires and the job runs again from its last checkpoint.
+    pub fn open(
+        path: &Path,
+        grid: &Grid,
+        grid_file: &str,
+        lease_ttl: Duration,
+        rerun: bool,
+    ) -> Result<State> {
+        let mut store = Store::open(path)?;
+        store.begin_run(grid, grid_file, &timestamp(), rerun)?;
+        State::load(store, lease_ttl, Instant::now())
+    }
+
+    /// Opens existing state without changing it (for `coordinator report`).
+    pub fn open_existing(path: &Path) -> Result<State> {
+        if !path.is_file() {
+            let why = format!("{} does not exist", path.display());
+            return Err(StoreError::Corrupt(why));
+        }
+        State::load(Store::open(path)?, Duration::from_secs(30), Instant::now())
+    }
+
+    pub fn grid(&self) -> &Grid {
+        &self.grid
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
+    }
+
+    /// Stores `changes` in one transaction, then applies them in memory.
+    fn commit(&mut self, changes: Vec<Change>, now: Instant) -> Result<()> {
+        self.store.commit(&changes)?;
+        for c in &changes {
+            self.apply(c, now);
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, change: &Change, now: Instant) {
+        match change {
+            Change::WorkerRegistered { id, info, .. } => {
+                self.workers.insert(id.clone(), info.clone(), Some(now))
+            }
+            Change::GridFinished { at } => self.finished_at = Some(at.clone()),
+            _ => {
+                let Some(&i) = change.job().and_then(|id| self.index.get(id)) else {
+                    return;
+                };
+                let held = self.jobs[i].lease;
+                self.jobs[i].apply(change);
+                self.reindex(i, held, change, now);
+            }
+        }
+    }
+
+    /// Brings the lease table and the queue in line with job `i` after `change`; `held` is
+    /// the lease it had before.
+    fn reindex(&mut self, i: usize, held: Option<LeaseId>, change: &Change, now: Instant) {
+        let lease = self.jobs[i].lease;
+        if lease != held {
+            if let Some(old) = held {
+                self.leases.remove(old);
+            }
+            if let (Some(new), Change::Started { worker, .. }) = (lease, change) {
+                let l = Lease {
+                    job: i,
+                    worker: worker.clone(),
+                    expires: now + self.lease_ttl,
+                };
+                self.leases.insert(new, l);
+            }
+        }
+        if self.jobs[i].status == JobStatus::Pending {
+            self.queue.push(i, self.estimates.cost(&self.jobs[i].job));
+        } else {
+            self.queue.remove(i);
+        }
+    }
+
+    /// Registers a worker under a new id.
+    pub fn register(&mut self, info: WorkerInfo, now: Instant) -> Result<WorkerId> {
+        let id = self.workers.next_id();
+        let change = Change::WorkerRegistered {
+            id: id.clone(),
+            info,
+            at: timestamp(),
+        };
+        self.commit(vec![change], now)?;
+        Ok(id)
+    }
+
+    pub fn knows_worker(&self, worker: &WorkerId) -> bool {
+        self.workers.knows(worker)
+    }
+
+    /// Grants the pending job expected to run longest that `worker` can run (so the grid's
+    /// makespan is short), or `None`. A retried request (same `request_id`) gets the same lease.
+    pub fn lease(
+        &mut self,
+        worker: &WorkerId,
+        request_id: &str,
+        now: Instant,
+    ) -> Result<Option<Grant>> {
+        self.workers.touch(worker, now);
+        if let Some((lease, l)) = self.leases.for_request(request_id) {
+            let e = &self.jobs[l.job];
+            let attempt = e.attempts;
+            return Ok(Some(Grant {
+                job: e.job.clone(),
+                lease,
+                attempt,
+            }));
+        }
+        let can = self
+            .workers
+            .get(worker)
+            .map(|w| (w.info.device, w.info.memory_mb));
+        let Some(i) = self.queue.longest_first().find(|&i| {
+            can.is_none_or(|(device, memory)| self.jobs[i].job.requires.admit(device, memory))
+        }) else {
+            return Ok(None);
+        };
+        let lease = self.leases.next_id();
+        let name = self.workers.get(worker).map(|w| w.info.name.clone());
+        let change = self.jobs[i].start(lease, worker, name, timestamp());
+        self.commit(vec![change], now)?;
+        self.leases.remember_request(request_id, lease);
+        let e = &self.jobs[i];
+        Ok(Some(Grant {
+            job: e.job.clone(),
+            lease,
+            attempt: e.attempts,
+        }))
+    }
+
+    /// The index of `job` if `lease` is its current lease.
+    fn current(&self, job: &JobId, lease: LeaseId) -> Option<usize> {
+        let l = self.leases.get(lease)?;
+        (self.jobs[l.job].job.id == *job).then_some(l.job)
+    }
+
+    /// Whether `lease` is the current lease of `job`.
+    pub fn is_current(&self, job: &JobId, lease: LeaseId) -> bool {
+        self.current(job, lease).is_some()
+    }
+
+    /// Records one epoch and renews the lease; false (rejected) if the lease is not the job's
+    /// current one.
+    pub fn report_epoch(
+        &mut self,
+        worker: &WorkerId,
+        job: &JobId,
+        lease: LeaseId,
+        m: EpochMetrics,
+        now: Instant,
+    ) -> Result<bool> {
+        self.workers.touch(worker, now);
+        let Some(i) = self.current(job, lease) else {
+            return Ok(false);
+        };
+        let previous = self.jobs[i]
+            .epochs
+            .iter()
+            .find(|x| x.epoch + 1 == m.epoch)
+            .map_or(0.0, |x| x.train_seconds);
+        let epoch_seconds = m.train_seconds - previous;
+        let change = self.jobs[i].epoch(lease, m);
+        self.commit(vec![change], now)?;
+        self.leases.renew(lease, now + self.lease_ttl);
+        if self.estimates.observe(&self.jobs[i].job, epoch_seconds) {
+            self.requeue_all();
+        }
+        Ok(true)
+    }
+
+    /// Re-sorts the queue after the estimates changed.
+    fn requeue_all(&mut self) {
+        let queued: Vec<usize> = self.queue.longest_first().collect();
+        for i in queued {
+            self.queue.push(i, self.estimates.cost(&self.jobs[i].job));
+        }
+    }
+
+    /// Records a job's outcome; false (rejected) if the lease is stale. A retry of an accepted
+    /// completion is accepted again and changes nothing.
+    pub fn complete(
+        &mut self,
+        worker: &WorkerId,
+        job: &JobId,
+        lease: LeaseId,
+        outcome: TrainOutcome,
+        now: Instant,
+    ) -> Result<bool> {
+        self.workers.touch(worker, now);
+        let Some(i) = self.current(job, lease) else {
+            let already = self.index.get(job);
+            return Ok(already.is_some_and(|&i| self.jobs[i].finished_lease == Some(lease)));
+        };
+        let change = self.jobs[i].finish(lease, outcome, self.grid.retries(), timestamp());
+        self.commit(vec![change], now)?;
+        self.note_if_finished(now)?;
+        Ok(true)
+    }
+
+    /// A draining worker hands its lease back: the job is queued again at once, and the
+    /// attempt does not count as lost. False if the lease was not current.
+    pub fn release(
+        &mut self,
+        worker: &WorkerId,
+        job: &JobId,
+        lease: LeaseId,
+        now: Instant,
+    ) -> Result<bool> {
+        self.workers.touch(worker, now);
+        let Some(i) = self.current(job, lease) else {
+            return Ok(false);
+        };
+        let change = self.jobs[i].release(lease, timestamp());
+        self.commit(vec![change], now)?;
+        Ok(true)
+    }
+
+    /// Cancels the given jobs (all when `ids` is None) that have not finished: they end as
+    /// failed with "cancelled by the operator"; their leases are revoked, so the workers stop
+    /// them at their next heartbeat. Returns how many were cancelled.
+    pub fn cancel(&mut self, ids: Option<&[JobId]>, now: Instant) -> Result<u32> {
+        let at = timestamp();
+        let changes: Vec<Change> = self
+            .jobs
+            .iter()
+            .filter(|e| !e.status.is_terminal() && ids.is_none_or(|ids| ids.contains(&e.job.id)))
+            .map(|e| e.cancel(at.clone()))
+            .collect();
+        let n = changes.len() as u32;
+        if n > 0 {
+            self.commit(changes, now)?;
+            self.note_if_finished(now)?;
+        }
+        Ok(n)
+    }
+
+    /// Renews the given leases of `worker`; returns those that are no longer valid.
+    pub fn heartbeat(
+        &mut self,
+        worker: &WorkerId,
+        leases: &[LeaseId],
+        now: Instant,
+    ) -> Vec<LeaseId> {
+        self.workers.touch(worker, now);
+        let until = now + self.lease_ttl;
+        let mut revoked = Vec::new();
+        for &id in leases {
+            if self.leases.get(id).is_some_and(|l| &l.worker == worker) {
+                self.leases.renew(id, until);
+            } else {
+                revoked.push(id);
+            }
+        }
+        revoked
+    }
+
+    /// Puts every job whose lease has expired back in the queue (or fails it after
+    /// [`crate::jobs::MAX_LOST_ATTEMPTS`]). Returns the ids of the jobs affected.
+    pub fn expire(&mut self, now: Instant) -> Result<Vec<JobId>> {
+        let at = timestamp();
+        let mut changes = Vec::new();
+        for lease in self.leases.expired(now) {
+            let Some(l) = self.leases.get(lease) else {
+                continue;
+            };
+            let e = &self.jobs[l.job];
+            tracing::warn!(job_id = %e.job.id, lease_id = %lease, lost = e.lost + 1, "lease expired; job re-queued");
+            changes.push(e.lose(lease, at.clone()));
+        }
+        let ids: Vec<JobId> = changes.iter().filter_map(|c| c.job().cloned()).collect();
+        if !changes.is_empty() {
+            self.commit(changes, now)?;
+            self.note_if_finished(now)?;
+        }
+        Ok(ids)
+    }
+
+    /// When the next lease expires, if any is held.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.leases.next_expiry()
+    }
+
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for e in &self.jobs {
+            match e.status {
+                JobStatus::Pending => c.pending += 1,
+                JobStatus::Running => c.running += 1,
+                JobStatus::Succeeded => c.succeeded += 1,
+                JobStatus::Failed => c.failed += 1,
+                JobStatus::Diverged => c.diverged += 1,
+            }
+        }
+        c
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.jobs.iter().all(|e| e.status.is_terminal())
+    }
+
+    /// Records when the grid finished, once every job has.
+    fn note_if_finished(&mut self, now: Instant) -> Result<()> {
+        if self.is_finished() {
+            self.commit(vec![Change::GridFinished { at: timestamp() }], now)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the grid is finished, remembering that `worker` now knows it.
+    pub fn tell_finished(&mut self, worker: &WorkerId) -> bool {
+        let finished = self.is_finished();
+        if finished {
+            self.workers.tell_finished(worker);
+        }
+        finished
+    }
+
+    /// Pending jobs that no worker heard from within the lease time can run, counted by
+    /// requirement. Empty while no worker is connected (any may still come).
+    pub fn unplaceable(&self, now: Instant) -> Vec<(Requirements, usize)> {
+        let live: Vec<_> = self
+            .workers
+            .live(now, self.lease_ttl)
+            .map(|w| (w.info.device, w.info.memory_mb))
+            .collect();
+        let mut out: Vec<(Requirements, usize)> = Vec::new();
+        if live.is_empty() {
+            return out;
+        }
+        for i in self.queue.longest_first() {
+            let req = self.jobs[i].job.requires;
+            if live
+                .iter()
+                .any(|&(device, memory)| req.admit(device, memory))
+            {
+                continue;
+            }
+            match out.iter_mut().find(|(r, _)| *r == req) {
+                Some((_, n)) => *n += 1,
+                None => out.push((req, 1)),
+            }
+        }
+        out
+    }
+
+    /// Whether every worker heard from within the lease time has been told the grid is
+    /// finished, so the server can stop without leaving a worker retrying against nothing.
+    pub fn live_workers_told(&self, now: Instant) -> bool {
+        self.workers.live_told(now, self.lease_ttl)
+    }
+}

@@ -1,0 +1,314 @@
+//! The state's transitions, without sleeping: `now` is passed in.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use domain::{
+    DeviceSpec, EpochMetrics, Grid, JobStatus, LeaseId, Outcome, TrainOutcome, WorkerId, WorkerInfo,
+};
+
+use super::*;
+
+fn grid(text: &str) -> Grid {
+    Grid::parse(text, Path::new("g.yaml")).unwrap()
+}
+
+/// The state in `dir/s.db` for `g`, with a 10 s lease.
+fn fresh(dir: &Path, g: &Grid) -> State {
+    State::open(
+        &dir.join("s.db"),
+        g,
+        "g.yaml",
+        Duration::from_secs(10),
+        false,
+    )
+    .unwrap()
+}
+
+const G: &str = "name: g\nactivations: [relu, tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.9}\n";
+
+fn info(device: DeviceSpec) -> WorkerInfo {
+    WorkerInfo {
+        name: "w".into(),
+        hostname: "h".into(),
+        device,
+        device_name: "cpu".into(),
+        libtorch_version: "2.11.0".into(),
+        slots: 1,
+        memory_mb: 4096,
+    }
+}
+
+fn worker(s: &mut State, now: Instant) -> WorkerId {
+    s.register(info(DeviceSpec::Cpu), now).unwrap()
+}
+
+fn epoch(n: u32) -> EpochMetrics {
+    EpochMetrics {
+        epoch: n,
+        train_seconds: n as f64,
+        train_loss: 1.0,
+        test_loss: 1.0,
+        test_accuracy: 0.95,
+    }
+}
+
+fn done(epochs: u32) -> TrainOutcome {
+    TrainOutcome {
+        status: Outcome::Succeeded,
+        device: DeviceSpec::Cpu,
+        param_count: 21840,
+        epochs: (1..=epochs).map(epoch).collect(),
+        latency_ms_per_sample: Some(0.1),
+        error: None,
+    }
+}
+
+#[test]
+fn lease_report_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let mut s = fresh(dir.path(), &grid(G));
+    let w = worker(&mut s, t0);
+    let g = s.lease(&w, "r1", t0).unwrap().unwrap();
+    assert_eq!(g.job.spec.activation, domain::Activation::Relu);
+    // A retried request gets the same lease, not a second job.
+    assert_eq!(s.lease(&w, "r1", t0).unwrap().unwrap(), g);
+    assert!(s
+        .report_epoch(&w, &g.job.id, g.lease, epoch(1), t0)
+        .unwrap());
+    assert!(s.complete(&w, &g.job.id, g.lease, done(2), t0).unwrap());
+    // A retried completion is acknowledged again.
+    assert!(s.complete(&w, &g.job.id, g.lease, done(2), t0).unwrap());
+    assert_eq!(s.counts().succeeded, 1);
+    assert!(!s.is_finished());
+}
+
+#[test]
+fn expired_lease_requeues_and_fences_the_stale_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let mut s = fresh(dir.path(), &grid(G));
+    let a = worker(&mut s, t0);
+    let b = worker(&mut s, t0);
+    let first = s.lease(&a, "a1", t0).unwrap().unwrap();
+    // Heartbeats keep it alive.
+    assert!(s
+        .heartbeat(&a, &[first.lease], t0 + Duration::from_secs(8))
+        .is_empty());
+    assert!(s.expire(t0 + Duration::from_secs(12)).unwrap().is_empty());
+    // Silence past the lease: the job goes back to the queue.
+    let lost = s.expire(t0 + Duration::from_secs(19)).unwrap();
+    assert_eq!(lost, vec![first.job.id.clone()]);
+    let t1 = t0 + Duration::from_secs(20);
+    let second = s.lease(&b, "b1", t1).unwrap().unwrap();
+    assert_eq!(second.job.id, first.job.id);
+    assert!(second.lease > first.lease);
+    assert_eq!(second.attempt, 2);
+    // The stale worker's late messages are rejected and change nothing.
+    let id = &first.job.id;
+    assert!(!s.report_epoch(&a, id, first.lease, epoch(1), t1).unwrap());
+    assert!(!s.complete(&a, id, first.lease, done(2), t1).unwrap());
+    assert_eq!(s.heartbeat(&a, &[first.lease], t1), vec![first.lease]);
+    assert!(s.complete(&b, id, second.lease, done(2), t1).unwrap());
+    let rec = s
+        .records()
+        .into_iter()
+        .find(|r| r.id == first.job.id)
+        .unwrap();
+    assert_eq!((rec.status, rec.attempts), (JobStatus::Succeeded, 2));
+}
+
+#[test]
+fn restart_keeps_finished_jobs_and_requeues_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let first_id;
+    {
+        let mut s = fresh(dir.path(), &grid(G));
+        let w = worker(&mut s, t0);
+        let g = s.lease(&w, "1", t0).unwrap().unwrap();
+        s.complete(&w, &g.job.id, g.lease, done(2), t0).unwrap();
+        first_id = g.job.id;
+        let g2 = s.lease(&w, "2", t0).unwrap().unwrap();
+        s.report_epoch(&w, &g2.job.id, g2.lease, epoch(1), t0)
+            .unwrap();
+        // Dropped here mid-job, as by kill -9.
+    }
+    let mut s = fresh(dir.path(), &grid(G));
+    let c = s.counts();
+    // The finished job is kept; the running one keeps its lease and its epoch.
+    assert_eq!((c.succeeded, c.pending, c.running), (1, 0, 1));
+    let rec = s.records().into_iter().find(|r| r.id == first_id).unwrap();
+    assert_eq!(rec.epochs.len(), 2);
+    let running = s.records().into_iter().find(|r| r.id != first_id).unwrap();
+    assert_eq!(running.epochs.len(), 1);
+    // Its worker reconnects and carries on: its lease (id 2) is still valid.
+    let t1 = Instant::now();
+    let (w1, l2) = (WorkerId::nth(1), LeaseId::new(2));
+    assert!(s.heartbeat(&w1, &[l2], t1).is_empty());
+    assert!(s.report_epoch(&w1, &running.id, l2, epoch(2), t1).unwrap());
+    // Had it not come back, the lease would expire and the job would be leased anew,
+    // with a fencing token never used before.
+    assert!(s.expire(t1 + Duration::from_secs(9)).unwrap().is_empty());
+    assert_eq!(
+        s.expire(t1 + Duration::from_secs(11)).unwrap(),
+        vec![running.id.clone()]
+    );
+    let w = worker(&mut s, t1);
+    let g = s.lease(&w, "3", t1).unwrap().unwrap();
+    assert_eq!(g.job.id, running.id);
+    assert!(
+        g.lease.get() >= 3,
+        "fencing tokens never repeat across restarts"
+    );
+}
+
+#[test]
+fn edited_grid_runs_only_new_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    {
+        let mut s = fresh(dir.path(), &grid(G));
+        let w = worker(&mut s, t0);
+        while let Some(g) = s
+            .lease(&w, &format!("{t0:?}{}", s.leases.next_id()), t0)
+            .unwrap()
+        {
+            s.complete(&w, &g.job.id, g.lease, done(2), t0).unwrap();
+        }
+        assert!(s.is_finished());
+    }
+    let more = G.replace("[relu, tanh]", "[relu, tanh, elu]");
+    let s = fresh(dir.path(), &grid(&more));
+    let c = s.counts();
+    assert_eq!((c.succeeded, c.pending), (2, 1));
+}
+
+#[test]
+fn released_job_is_requeued_without_counting_as_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let mut s = fresh(dir.path(), &grid(G));
+    let w = worker(&mut s, t0);
+    let g = s.lease(&w, "1", t0).unwrap().unwrap();
+    assert!(s.release(&w, &g.job.id, g.lease, t0).unwrap());
+    assert!(!s.release(&w, &g.job.id, g.lease, t0).unwrap(), "only once");
+    assert!(!s.is_current(&g.job.id, g.lease));
+    let again = s.lease(&w, "2", t0).unwrap().unwrap();
+    assert_eq!(again.job.id, g.job.id);
+    assert_eq!(s.jobs[0].lost, 0);
+}
+
+#[test]
+fn failed_jobs_are_retried_as_the_grid_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let g = grid(&format!("{G}retries: 1\n"));
+    let mut s = fresh(dir.path(), &g);
+    let w = worker(&mut s, t0);
+    let fail = || TrainOutcome {
+        status: Outcome::Failed,
+        error: Some("boom".into()),
+        ..done(0)
+    };
+    let a = s.lease(&w, "1", t0).unwrap().unwrap();
+    assert!(s.complete(&w, &a.job.id, a.lease, fail(), t0).unwrap());
+    assert_eq!(s.counts().pending, 2, "retried once");
+    let b = s.lease(&w, "2", t0).unwrap().unwrap();
+    assert_eq!((b.job.id.clone(), b.attempt), (a.job.id.clone(), 2));
+    assert!(s.complete(&w, &b.job.id, b.lease, fail(), t0).unwrap());
+    let rec = s.records().into_iter().find(|r| r.id == a.job.id).unwrap();
+    assert_eq!(
+        (
+            rec.status,
+            rec.attempts,
+            rec.failed_attempts,
+            rec.lost_attempts
+        ),
+        (JobStatus::Failed, 2, 1, 0)
+    );
+}
+
+#[test]
+fn cancel_fails_unfinished_jobs_and_revokes_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let mut s = fresh(dir.path(), &grid(G));
+    let w = worker(&mut s, t0);
+    let g = s.lease(&w, "1", t0).unwrap().unwrap();
+    assert_eq!(s.cancel(None, t0).unwrap(), 2);
+    assert_eq!(s.heartbeat(&w, &[g.lease], t0), vec![g.lease]);
+    assert!(s.is_finished());
+    assert_eq!(s.counts().failed, 2);
+    assert_eq!(s.cancel(None, t0).unwrap(), 0);
+}
+
+#[test]
+fn jobs_go_only_to_workers_that_meet_their_requirements() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = grid("name: g\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.9}\n  - {dataset: cifar10, model: vgg11-bn, epochs: 1, target_accuracy: 0.9, requires: {gpu: true}}\n");
+    let t0 = Instant::now();
+    let mut s = fresh(dir.path(), &g);
+    let cpu = worker(&mut s, t0);
+    let first = s.lease(&cpu, "1", t0).unwrap().unwrap();
+    assert_eq!(
+        first.job.spec.model,
+        domain::Model::PaperCnn,
+        "the VGG job needs a GPU"
+    );
+    assert!(s.lease(&cpu, "2", t0).unwrap().is_none());
+    let stuck = s.unplaceable(t0);
+    assert_eq!(stuck.len(), 1, "{stuck:?}");
+    assert!(stuck[0].0.gpu && stuck[0].1 == 1, "{stuck:?}");
+    assert_eq!(stuck[0].0.to_string(), "a CUDA device");
+    let gpu = s.register(info(DeviceSpec::Cuda(Some(0))), t0).unwrap();
+    assert!(s.unplaceable(t0).is_empty(), "a GPU worker is connected");
+    assert_eq!(
+        s.lease(&gpu, "3", t0).unwrap().unwrap().job.spec.model,
+        domain::Model::Vgg11Bn
+    );
+}
+
+#[test]
+fn observed_epoch_times_reorder_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    // Statically the 9,000-image jobs look 9x longer than the 1,000-image ones. (The GPU
+    // requirement only lets the test lease one job of each shape first.)
+    let g = grid("name: g\nactivations: [relu, tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.9, train_limit: 9000, requires: {gpu: true}}\n  - {dataset: fashion-mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.9, train_limit: 1000}\n");
+    let t0 = Instant::now();
+    let mut s = fresh(dir.path(), &g);
+    let cpu = worker(&mut s, t0);
+    let gpu = s.register(info(DeviceSpec::Cuda(Some(0))), t0).unwrap();
+    let big = s.lease(&gpu, "1", t0).unwrap().unwrap();
+    assert_eq!(big.job.spec.train_limit, 9000);
+    let small = s.lease(&cpu, "2", t0).unwrap().unwrap();
+    assert_eq!(small.job.spec.train_limit, 1000);
+    // ...but the small shape's epochs are observed to take far longer.
+    let mut slow = epoch(1);
+    slow.train_seconds = 100.0;
+    let mut fast = epoch(1);
+    fast.train_seconds = 1.0;
+    assert!(s
+        .report_epoch(&cpu, &small.job.id, small.lease, slow, t0)
+        .unwrap());
+    assert!(s
+        .report_epoch(&gpu, &big.job.id, big.lease, fast, t0)
+        .unwrap());
+    let next = s.lease(&gpu, "3", t0).unwrap().unwrap();
+    assert_eq!(
+        next.job.spec.train_limit, 1000,
+        "the observed-slow shape goes first now"
+    );
+}
+
+#[test]
+fn longest_job_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = grid("name: g\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.9}\n  - {dataset: cifar10, model: vgg11-bn, epochs: 1, target_accuracy: 0.9}\n");
+    let t0 = Instant::now();
+    let mut s = fresh(dir.path(), &g);
+    let w = worker(&mut s, t0);
+    let first = s.lease(&w, "1", t0).unwrap().unwrap();
+    assert_eq!(first.job.spec.model, domain::Model::Vgg11Bn);
+}

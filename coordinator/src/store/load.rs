@@ -1,0 +1,175 @@
+//! Reading the whole database back, for the state to be rebuilt in memory after a restart (or
+//! for `coordinator report`). One query per table, not per job: a million jobs load in one pass.
+
+use std::collections::HashMap;
+
+use domain::{EpochMetrics, Grid, JobId, JobStatus, LeaseId, WorkerId, WorkerInfo};
+use rusqlite::{Connection, OptionalExtension};
+
+use super::{Result, StoreError};
+
+/// A job's row and its epochs.
+#[derive(Debug, Clone)]
+pub struct StoredJob {
+    pub status: JobStatus,
+    pub attempts: u32,
+    pub lost: u32,
+    pub failures: u32,
+    pub finished_lease: Option<LeaseId>,
+    pub worker: Option<String>,
+    pub device: Option<String>,
+    pub param_count: Option<u64>,
+    pub latency: Option<f64>,
+    pub error: Option<String>,
+    pub epochs: Vec<EpochMetrics>,
+}
+
+/// Everything stored.
+pub struct Loaded {
+    pub grid: Grid,
+    pub grid_file: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub jobs: HashMap<JobId, StoredJob>,
+    pub workers: Vec<(WorkerId, WorkerInfo)>,
+    /// The latest attempt of each job that has not ended: its lease and worker.
+    pub open_attempts: HashMap<JobId, (LeaseId, WorkerId)>,
+    /// The first fencing token never used.
+    pub next_lease: LeaseId,
+}
+
+pub(super) fn load(db: &Connection) -> Result<Loaded> {
+    let (spec_json, grid_file, started_at, finished_at): (String, String, String, Option<String>) =
+        db.query_row(
+            "SELECT spec_json, grid_file, started_at, finished_at FROM grid WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::Corrupt("no grid has been run with this state".into()))?;
+    let grid: Grid = serde_json::from_str(&spec_json)
+        .map_err(|e| StoreError::Corrupt(format!("grid spec: {e}")))?;
+    let next_lease: i64 = db.query_row(
+        "SELECT COALESCE(MAX(lease_id), 0) + 1 FROM attempts",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(Loaded {
+        grid,
+        grid_file,
+        started_at,
+        finished_at,
+        jobs: jobs(db)?,
+        workers: workers(db)?,
+        open_attempts: open_attempts(db)?,
+        next_lease: LeaseId::new(next_lease as u64),
+    })
+}
+
+fn jobs(db: &Connection) -> Result<HashMap<JobId, StoredJob>> {
+    let mut epochs: HashMap<String, Vec<EpochMetrics>> = HashMap::new();
+    let mut q = db.prepare(
+        "SELECT job_id, epoch, train_seconds, train_loss, test_loss, test_accuracy FROM epochs
+         ORDER BY job_id, epoch",
+    )?;
+    let rows = q.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            EpochMetrics {
+                epoch: r.get(1)?,
+                train_seconds: r.get(2)?,
+                train_loss: r.get(3)?,
+                test_loss: r.get(4)?,
+                test_accuracy: r.get(5)?,
+            },
+        ))
+    })?;
+    for row in rows {
+        let (job, m) = row?;
+        epochs.entry(job).or_default().push(m);
+    }
+    let mut q = db.prepare(
+        "SELECT id, status, attempts, lost, finished_lease, worker, device, param_count, latency_ms, error, failures
+         FROM jobs",
+    )?;
+    let rows = q.query_map([], |r| {
+        let id: String = r.get(0)?;
+        let status: String = r.get(1)?;
+        Ok((
+            id,
+            StoredJob {
+                status: JobStatus::parse(&status).unwrap_or(JobStatus::Pending),
+                attempts: r.get(2)?,
+                lost: r.get(3)?,
+                finished_lease: r.get::<_, Option<i64>>(4)?.map(|l| LeaseId::new(l as u64)),
+                worker: r.get(5)?,
+                device: r.get(6)?,
+                param_count: r.get::<_, Option<i64>>(7)?.map(|p| p as u64),
+                latency: r.get(8)?,
+                error: r.get(9)?,
+                failures: r.get(10)?,
+                epochs: Vec::new(),
+            },
+        ))
+    })?;
+    let mut out = HashMap::new();
+    for row in rows {
+        let (id, mut job) = row?;
+        job.epochs = epochs.remove(&id).unwrap_or_default();
+        out.insert(JobId::from_stored(id), job);
+    }
+    Ok(out)
+}
+
+fn workers(db: &Connection) -> Result<Vec<(WorkerId, WorkerInfo)>> {
+    let mut q = db.prepare(
+        "SELECT id, name, hostname, device, device_name, libtorch_version, slots, memory_mb FROM workers",
+    )?;
+    let rows = q.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(3)?,
+            WorkerInfo {
+                name: r.get(1)?,
+                hostname: r.get(2)?,
+                device: domain::DeviceSpec::Cpu,
+                device_name: r.get(4)?,
+                libtorch_version: r.get(5)?,
+                slots: r.get(6)?,
+                memory_mb: r.get::<_, i64>(7)? as u64,
+            },
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, device, mut info) = row?;
+        info.device = device
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("worker {id}: device {e}")))?;
+        out.push((WorkerId::from_stored(id), info));
+    }
+    Ok(out)
+}
+
+fn open_attempts(db: &Connection) -> Result<HashMap<JobId, (LeaseId, WorkerId)>> {
+    let mut q = db.prepare(
+        "SELECT job_id, lease_id, worker_id FROM attempts WHERE ended_at IS NULL ORDER BY lease_id",
+    )?;
+    let rows = q.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut out = HashMap::new();
+    for row in rows {
+        // Ordered by lease: the latest open attempt of a job wins.
+        let (job, lease, worker) = row?;
+        out.insert(
+            JobId::from_stored(job),
+            (LeaseId::new(lease as u64), WorkerId::from_stored(worker)),
+        );
+    }
+    Ok(out)
+}

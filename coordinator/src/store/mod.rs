@@ -1,0 +1,272 @@
+//! The coordinator's SQLite database: the schema and every SQL statement, one place each.
+//!
+//! WAL journal: readers never block the writer, and a crash cannot corrupt committed data.
+//! [`Store::commit`] writes a batch of [`Change`]s in one transaction; the caller answers the
+//! RPC that caused them only after it returns, so a `kill -9` loses nothing acknowledged.
+
+mod load;
+
+use std::path::Path;
+use std::time::Duration;
+
+use domain::Grid;
+use rusqlite::{params, Connection, Transaction};
+
+use crate::change::Change;
+pub use load::{Loaded, StoredJob};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("state database holds invalid data: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS grid (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    name TEXT NOT NULL, spec_json TEXT NOT NULL, grid_file TEXT NOT NULL,
+    started_at TEXT NOT NULL, finished_at TEXT);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, spec_json TEXT NOT NULL, target_accuracy REAL NOT NULL,
+    status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, lost INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    finished_lease INTEGER, worker TEXT, device TEXT, param_count INTEGER, latency_ms REAL, error TEXT);
+CREATE TABLE IF NOT EXISTS epochs (
+    job_id TEXT NOT NULL, epoch INTEGER NOT NULL, lease_id INTEGER NOT NULL,
+    train_seconds REAL NOT NULL, train_loss REAL NOT NULL, test_loss REAL NOT NULL,
+    test_accuracy REAL NOT NULL, PRIMARY KEY (job_id, epoch));
+CREATE TABLE IF NOT EXISTS attempts (
+    lease_id INTEGER PRIMARY KEY, job_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+    worker_id TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT, outcome TEXT, error TEXT);
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, hostname TEXT NOT NULL, device TEXT NOT NULL,
+    device_name TEXT NOT NULL, libtorch_version TEXT NOT NULL, slots INTEGER NOT NULL,
+    registered_at TEXT NOT NULL, memory_mb INTEGER NOT NULL DEFAULT 0);
+";
+
+/// The open database.
+pub struct Store {
+    db: Connection,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store> {
+        let db = Connection::open(path)?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "NORMAL")?;
+        db.busy_timeout(Duration::from_secs(5))?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Store { db })
+    }
+
+    /// Records a run of `grid` starting `at`: its jobs are added (those already there keep
+    /// their results; the target may change), every job is reset to run again with `rerun`,
+    /// failed ones are reset to run again, and attempts of jobs no longer running are closed
+    /// as interrupted.
+    pub fn begin_run(&mut self, grid: &Grid, grid_file: &str, at: &str, rerun: bool) -> Result<()> {
+        // A grid always serializes: strings, numbers and lists only.
+        let spec_json = serde_json::to_string(grid).expect("a grid always serializes");
+        let tx = self.db.transaction()?;
+        tx.execute(
+            "INSERT INTO grid (id, name, spec_json, grid_file, started_at) VALUES (1, ?1, ?2, ?3, ?4)
+             ON CONFLICT(id) DO UPDATE SET name = ?1, spec_json = ?2, grid_file = ?3, started_at = ?4,
+             finished_at = NULL",
+            params![grid.name(), spec_json, grid_file, at],
+        )?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO jobs (id, spec_json, target_accuracy, status) VALUES (?1, ?2, ?3, 'pending')
+                 ON CONFLICT(id) DO UPDATE SET target_accuracy = ?3",
+            )?;
+            let mut reset = tx.prepare(
+                "UPDATE jobs SET status = 'failed' WHERE id = ?1 AND status != 'running'",
+            )?;
+            for job in grid.jobs() {
+                let spec = serde_json::to_string(&job.spec).expect("a spec always serializes");
+                insert.execute(params![job.id.as_str(), spec, job.target_accuracy])?;
+                if rerun {
+                    reset.execute([job.id.as_str()])?;
+                }
+            }
+        }
+        // Failed jobs run again: a fresh start, so no stale epochs remain.
+        tx.execute(
+            "DELETE FROM epochs WHERE job_id IN (SELECT id FROM jobs WHERE status IN ('failed', 'pending'))",
+            [],
+        )?;
+        tx.execute(
+            "UPDATE jobs SET status = 'pending', lost = 0, failures = 0, error = NULL, finished_lease = NULL
+             WHERE status = 'failed'",
+            [],
+        )?;
+        tx.execute(
+            "UPDATE attempts SET ended_at = ?1, outcome = 'interrupted'
+             WHERE ended_at IS NULL AND job_id NOT IN (SELECT id FROM jobs WHERE status = 'running')",
+            params![at],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Writes `changes` in one transaction.
+    pub fn commit(&mut self, changes: &[Change]) -> Result<()> {
+        let tx = self.db.transaction()?;
+        for change in changes {
+            write(&tx, change)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Everything stored, for the state to be rebuilt in memory.
+    pub fn load(&self) -> Result<Loaded> {
+        load::load(&self.db)
+    }
+}
+
+/// The SQL of one change.
+fn write(tx: &Transaction<'_>, change: &Change) -> Result<()> {
+    match change {
+        Change::WorkerRegistered { id, info, at } => {
+            tx.execute(
+                "INSERT OR REPLACE INTO workers (id, name, hostname, device, device_name, libtorch_version, slots, registered_at, memory_mb)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![id.as_str(), info.name, info.hostname, info.device.to_string(), info.device_name,
+                        info.libtorch_version, info.slots, at, info.memory_mb as i64],
+            )?;
+        }
+        Change::Started { .. } => write_started(tx, change)?,
+        Change::Epoch {
+            job,
+            lease,
+            metrics,
+        } => insert_epoch(tx, job.as_str(), lease.get(), metrics)?,
+        Change::Finished { .. } => write_finished(tx, change)?,
+        Change::Released { job, lease, at } => {
+            tx.execute(
+                "UPDATE jobs SET status = 'pending' WHERE id = ?1",
+                [job.as_str()],
+            )?;
+            end_attempt(tx, lease.get(), at, "released", None)?;
+        }
+        Change::Lost {
+            job,
+            lease,
+            lost,
+            status,
+            error,
+            at,
+        } => {
+            tx.execute(
+                "UPDATE jobs SET status = ?2, lost = ?3, error = ?4 WHERE id = ?1",
+                params![job.as_str(), status.as_str(), lost, error],
+            )?;
+            end_attempt(tx, lease.get(), at, "lost", Some("lease expired"))?;
+        }
+        Change::Cancelled { job, error, at } => {
+            tx.execute(
+                "UPDATE jobs SET status = 'failed', error = ?2 WHERE id = ?1",
+                params![job.as_str(), error],
+            )?;
+            tx.execute(
+                "UPDATE attempts SET ended_at = ?2, outcome = 'cancelled' WHERE job_id = ?1 AND ended_at IS NULL",
+                params![job.as_str(), at],
+            )?;
+        }
+        Change::GridFinished { at } => {
+            tx.execute("UPDATE grid SET finished_at = ?1 WHERE id = 1", [at])?;
+        }
+    }
+    Ok(())
+}
+
+/// A new attempt: the job runs, its old epochs go, the attempt is recorded under its lease.
+fn write_started(tx: &Transaction<'_>, change: &Change) -> Result<()> {
+    let Change::Started {
+        job,
+        lease,
+        attempt,
+        worker,
+        worker_name,
+        at,
+    } = change
+    else {
+        return Ok(());
+    };
+    tx.execute(
+        "UPDATE jobs SET status = 'running', attempts = ?2, worker = ?3 WHERE id = ?1",
+        params![job.as_str(), attempt, worker_name],
+    )?;
+    delete_epochs(tx, job.as_str())?;
+    tx.execute(
+        "INSERT INTO attempts (lease_id, job_id, attempt, worker_id, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![lease.get() as i64, job.as_str(), attempt, worker.as_str(), at],
+    )?;
+    Ok(())
+}
+
+/// An outcome: the attempt's whole epoch series replaces what was reported, and the job and
+/// the attempt record how it ended.
+fn write_finished(tx: &Transaction<'_>, change: &Change) -> Result<()> {
+    let Change::Finished {
+        job,
+        lease,
+        outcome: o,
+        status,
+        failures,
+        at,
+    } = change
+    else {
+        return Ok(());
+    };
+    delete_epochs(tx, job.as_str())?;
+    for m in &o.epochs {
+        insert_epoch(tx, job.as_str(), lease.get(), m)?;
+    }
+    tx.execute(
+        "UPDATE jobs SET status = ?2, finished_lease = ?3, device = ?4, param_count = ?5, latency_ms = ?6,
+         error = ?7, failures = ?8 WHERE id = ?1",
+        params![job.as_str(), status.as_str(), lease.get() as i64, o.device.to_string(),
+                o.param_count as i64, o.latency_ms_per_sample, o.error, failures],
+    )?;
+    end_attempt(tx, lease.get(), at, o.status.as_str(), o.error.as_deref())
+}
+
+fn delete_epochs(tx: &Transaction<'_>, job: &str) -> Result<()> {
+    tx.execute("DELETE FROM epochs WHERE job_id = ?1", [job])?;
+    Ok(())
+}
+
+fn insert_epoch(
+    tx: &Transaction<'_>,
+    job: &str,
+    lease: u64,
+    m: &domain::EpochMetrics,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO epochs (job_id, epoch, lease_id, train_seconds, train_loss, test_loss, test_accuracy)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![job, m.epoch, lease as i64, m.train_seconds, m.train_loss, m.test_loss, m.test_accuracy])?;
+    Ok(())
+}
+
+fn end_attempt(
+    tx: &Transaction<'_>,
+    lease: u64,
+    at: &str,
+    outcome: &str,
+    error: Option<&str>,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE attempts SET ended_at = ?2, outcome = ?3, error = ?4 WHERE lease_id = ?1",
+        params![lease as i64, at, outcome, error],
+    )?;
+    Ok(())
+}

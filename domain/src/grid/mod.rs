@@ -1,0 +1,243 @@
+//! grid.yaml: the file as written ([`file`]) → a validated [`Grid`] → its [`Job`]s.
+//!
+//! Validation happens inside serde visitors ([`crate::checks`]) rather than after parsing, because
+//! only while the YAML parser is visiting a value does it know where in the file that value
+//! sits; errors raised there come back with its path, line and column.
+
+mod file;
+mod training;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::job::{Job, TrainSpec};
+use crate::names::{Activation, Dataset, Model};
+use crate::requirements::Requirements;
+use file::{DatasetEntryFile, GridFile};
+pub use training::Training;
+
+/// A grid file that could not be read or is not a valid grid.
+#[derive(Debug, thiserror::Error)]
+pub enum GridError {
+    #[error("{}: cannot read grid file: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}{}: {message}", path.display(), fmt_location(*line, *column))]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
+}
+
+fn fmt_location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        (Some(l), None) => format!(":{l}"),
+        _ => String::new(),
+    }
+}
+
+/// A validated grid. Its fields are private: the only ways to make one are [`Grid::parse`]
+/// (and [`Grid::from_file`]), which check everything, and deserializing a grid this program
+/// stored itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Grid {
+    name: String,
+    activations: Vec<Activation>,
+    datasets: Vec<DatasetEntry>,
+    seeds: Vec<u64>,
+    training: Training,
+    cost_per_hour: f64,
+    /// How many times a job that fails (an error in training, not a lost worker) is retried.
+    #[serde(default)]
+    retries: u32,
+    /// SHA-256 of the grid file's bytes, for the report's provenance.
+    source_sha256: String,
+}
+
+/// One model on one dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetEntry {
+    pub dataset: Dataset,
+    pub model: Model,
+    pub epochs: u32,
+    pub target_accuracy: f64,
+    pub train_limit: u64,
+    pub test_limit: u64,
+    /// Random crop (4-pixel padding) + horizontal flip while training.
+    pub augment: bool,
+    /// Test images classified one at a time for the latency figure; 0 = the whole test set.
+    pub latency_samples: u64,
+    /// What a worker must have to run these jobs.
+    pub requires: Requirements,
+}
+
+impl Grid {
+    /// Reads and validates a grid file.
+    pub fn from_file(path: &Path) -> Result<Grid, GridError> {
+        let text = std::fs::read_to_string(path).map_err(|source| GridError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Grid::parse(&text, path)
+    }
+
+    /// Validates grid YAML; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Grid, GridError> {
+        let invalid = |line, column, message: String| GridError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        };
+        if text.trim().is_empty() {
+            return Err(invalid(None, None, "the grid file is empty".into()));
+        }
+        let file: GridFile = serde_yaml::from_str(text).map_err(|e| {
+            let loc = e.location();
+            invalid(
+                loc.as_ref().map(|l| l.line()),
+                loc.as_ref().map(|l| l.column()),
+                strip_location(&e.to_string()),
+            )
+        })?;
+        let mut datasets = Vec::with_capacity(file.datasets.0.len());
+        for (i, entry) in file.datasets.0.into_iter().enumerate() {
+            if let Some(why) = entry.model.incompatibility(entry.dataset) {
+                let line = line_of_item(text, "datasets", i);
+                return Err(invalid(line, None, format!("datasets[{i}]: {why}")));
+            }
+            datasets.push(DatasetEntry::from(entry));
+        }
+        Ok(Grid {
+            name: file.name,
+            activations: file.activations.0,
+            datasets,
+            seeds: file.seeds.map(|s| s.0).unwrap_or_else(|| vec![0]),
+            training: file.training,
+            cost_per_hour: file.cost_per_hour,
+            retries: file.retries,
+            source_sha256: hex::encode(Sha256::digest(text.as_bytes())),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn activations(&self) -> &[Activation] {
+        &self.activations
+    }
+    pub fn datasets(&self) -> &[DatasetEntry] {
+        &self.datasets
+    }
+    pub fn seeds(&self) -> &[u64] {
+        &self.seeds
+    }
+    pub fn training(&self) -> &Training {
+        &self.training
+    }
+    /// USD per worker-hour, for the DAWNBench cost columns; 0 = not priced.
+    pub fn cost_per_hour(&self) -> f64 {
+        self.cost_per_hour
+    }
+    /// How many times a job that fails in training is retried.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+    /// SHA-256 of the grid file's bytes.
+    pub fn source_sha256(&self) -> &str {
+        &self.source_sha256
+    }
+
+    /// Every job of the grid: datasets × activations × seeds, in that nesting order.
+    pub fn jobs(&self) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        for entry in &self.datasets {
+            for &activation in &self.activations {
+                for &seed in &self.seeds {
+                    let mut job =
+                        Job::new(self.spec(entry, activation, seed), entry.target_accuracy);
+                    job.requires = entry.requires;
+                    jobs.push(job);
+                }
+            }
+        }
+        jobs
+    }
+
+    fn spec(&self, entry: &DatasetEntry, activation: Activation, seed: u64) -> TrainSpec {
+        let t = &self.training;
+        TrainSpec {
+            dataset: entry.dataset,
+            model: entry.model,
+            activation,
+            seed,
+            epochs: entry.epochs,
+            train_limit: entry.train_limit,
+            test_limit: entry.test_limit,
+            augment: entry.augment,
+            latency_samples: entry.latency_samples,
+            optimizer: t.optimizer,
+            learning_rate: t.learning_rate,
+            batch_size: t.batch_size,
+            momentum: t.momentum,
+            weight_decay: t.weight_decay,
+            precision: t.precision,
+        }
+    }
+}
+
+impl From<DatasetEntryFile> for DatasetEntry {
+    fn from(e: DatasetEntryFile) -> DatasetEntry {
+        DatasetEntry {
+            dataset: e.dataset,
+            model: e.model,
+            epochs: e.epochs,
+            target_accuracy: e.target_accuracy,
+            train_limit: e.train_limit,
+            test_limit: e.test_limit,
+            augment: e
+                .augment
+                .unwrap_or(matches!(e.dataset, Dataset::Cifar10 | Dataset::Cifar100)),
+            latency_samples: e.latency_samples,
+            requires: e.requires,
+        }
+    }
+}
+
+/// serde_yaml appends " at line L column C" to its messages; we print the location up front.
+fn strip_location(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Best-effort 1-based line of the `index`-th `- ` item under the top-level key `key`.
+fn line_of_item(text: &str, key: &str, index: usize) -> Option<usize> {
+    let mut in_key = false;
+    let mut seen = 0;
+    for (n, line) in text.lines().enumerate() {
+        if !line.starts_with(' ') && !line.starts_with('-') && !line.trim().is_empty() {
+            in_key = line.trim_start().starts_with(&format!("{key}:"));
+            continue;
+        }
+        if in_key && line.trim_start().starts_with("- ") {
+            if seen == index {
+                return Some(n + 1);
+            }
+            seen += 1;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

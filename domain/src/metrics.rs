@@ -1,0 +1,88 @@
+//! Per-epoch metrics and the DAWNBench summary of a series of them.
+
+use serde::{Deserialize, Serialize};
+
+/// Metrics of one finished epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based.
+    pub epoch: u32,
+    /// Cumulative training time at the end of this epoch, evaluation excluded.
+    pub train_seconds: f64,
+    pub train_loss: f64,
+    pub test_loss: f64,
+    pub test_accuracy: f64,
+}
+
+/// The DAWNBench summary of an epoch series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub total_train_seconds: f64,
+    pub first_epoch_at_target: Option<u32>,
+    pub seconds_to_target: Option<f64>,
+    pub final_test_accuracy: Option<f64>,
+    pub error_rate: Option<f64>,
+}
+
+impl Summary {
+    pub fn of(epochs: &[EpochMetrics], target_accuracy: f64) -> Summary {
+        let at_target = epochs.iter().find(|e| e.test_accuracy >= target_accuracy);
+        let last = epochs.last();
+        Summary {
+            total_train_seconds: last.map_or(0.0, |e| e.train_seconds),
+            first_epoch_at_target: at_target.map(|e| e.epoch),
+            seconds_to_target: at_target.map(|e| e.train_seconds),
+            final_test_accuracy: last.map(|e| e.test_accuracy),
+            error_rate: last.map(|e| 1.0 - e.test_accuracy),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(epoch: u32, secs: f64, acc: f64) -> EpochMetrics {
+        EpochMetrics {
+            epoch,
+            train_seconds: secs,
+            train_loss: 0.1,
+            test_loss: 0.1,
+            test_accuracy: acc,
+        }
+    }
+
+    #[test]
+    fn summary_finds_first_epoch_at_target() {
+        let e = [
+            epoch(1, 10.0, 0.95),
+            epoch(2, 20.0, 0.981),
+            epoch(3, 30.0, 0.979),
+        ];
+        let s = Summary::of(&e, 0.98);
+        assert_eq!(s.first_epoch_at_target, Some(2));
+        assert_eq!(s.seconds_to_target, Some(20.0));
+        assert_eq!(s.total_train_seconds, 30.0);
+        assert_eq!(s.final_test_accuracy, Some(0.979));
+        assert!((s.error_rate.unwrap() - 0.021).abs() < 1e-12);
+    }
+
+    #[test]
+    fn summary_of_target_never_reached() {
+        let s = Summary::of(&[epoch(1, 5.0, 0.5)], 0.98);
+        assert_eq!(s.first_epoch_at_target, None);
+        assert_eq!(s.seconds_to_target, None);
+        // Exactly at the target counts.
+        assert_eq!(
+            Summary::of(&[epoch(1, 5.0, 0.98)], 0.98).first_epoch_at_target,
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn summary_of_nothing() {
+        let s = Summary::of(&[], 0.9);
+        assert_eq!(s.total_train_seconds, 0.0);
+        assert_eq!(s.final_test_accuracy, None);
+    }
+}

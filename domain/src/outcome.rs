@@ -1,0 +1,60 @@
+//! How a job ended, as its worker reports it.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::device::DeviceSpec;
+use crate::metrics::EpochMetrics;
+
+/// The end of a job: never pending or running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    /// The training loss became NaN or infinite.
+    Diverged,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Diverged => "diverged",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What training one job produced, as reported by a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOutcome {
+    pub status: Outcome,
+    /// The device it trained on (`cpu`, `cuda:0`, ...).
+    pub device: DeviceSpec,
+    pub param_count: u64,
+    pub epochs: Vec<EpochMetrics>,
+    pub latency_ms_per_sample: Option<f64>,
+    pub error: Option<String>,
+}
+
+impl TrainOutcome {
+    /// A job that failed with `error` after the epochs in `epochs`.
+    pub fn failed(device: DeviceSpec, error: String, epochs: Vec<EpochMetrics>) -> TrainOutcome {
+        TrainOutcome {
+            status: Outcome::Failed,
+            device,
+            param_count: 0,
+            epochs,
+            latency_ms_per_sample: None,
+            error: Some(error),
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Every conversion between the domain's types and the wire's, in one place. Conversions from
+//! the wire are fallible: what arrives over the network is checked before it becomes a domain
+//! value.
+
+use domain::names::UnknownName;
+use domain::{EpochMetrics, Outcome, Precision, TrainOutcome, TrainSpec, WorkerInfo};
+
+use crate::v1;
+
+/// A wire message that does not make a domain value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("{0}")]
+    UnknownName(#[from] UnknownName),
+    #[error("{field}: {why}")]
+    Invalid { field: &'static str, why: String },
+    #[error("{0} is required")]
+    Missing(&'static str),
+}
+
+impl From<&TrainSpec> for v1::JobSpec {
+    fn from(s: &TrainSpec) -> Self {
+        v1::JobSpec {
+            job_id: s.id().to_string(),
+            dataset: s.dataset.to_string(),
+            model: s.model.to_string(),
+            activation: s.activation.to_string(),
+            seed: s.seed,
+            epochs: s.epochs,
+            train_limit: s.train_limit,
+            test_limit: s.test_limit,
+            optimizer: s.optimizer.to_string(),
+            learning_rate: s.learning_rate,
+            batch_size: s.batch_size,
+            momentum: s.momentum,
+            weight_decay: s.weight_decay,
+            augment: s.augment,
+            latency_samples: s.latency_samples,
+            // Empty for fp32, so workers that predate the field read it as before.
+            precision: if s.precision.is_fp32() {
+                String::new()
+            } else {
+                s.precision.to_string()
+            },
+        }
+    }
+}
+
+impl TryFrom<&v1::JobSpec> for TrainSpec {
+    type Error = WireError;
+
+    fn try_from(s: &v1::JobSpec) -> Result<Self, WireError> {
+        Ok(TrainSpec {
+            dataset: s.dataset.parse()?,
+            model: s.model.parse()?,
+            activation: s.activation.parse()?,
+            seed: s.seed,
+            epochs: s.epochs,
+            train_limit: s.train_limit,
+            test_limit: s.test_limit,
+            augment: s.augment,
+            latency_samples: s.latency_samples,
+            optimizer: s.optimizer.parse()?,
+            learning_rate: s.learning_rate,
+            batch_size: s.batch_size,
+            momentum: s.momentum,
+            weight_decay: s.weight_decay,
+            precision: if s.precision.is_empty() {
+                Precision::Fp32
+            } else {
+                s.precision.parse()?
+            },
+        })
+    }
+}
+
+impl From<&EpochMetrics> for v1::EpochMetrics {
+    fn from(m: &EpochMetrics) -> Self {
+        v1::EpochMetrics {
+            epoch: m.epoch,
+            train_seconds: m.train_seconds,
+            train_loss: m.train_loss,
+            test_loss: m.test_loss,
+            test_accuracy: m.test_accuracy,
+        }
+    }
+}
+
+impl From<&v1::EpochMetrics> for EpochMetrics {
+    fn from(m: &v1::EpochMetrics) -> Self {
+        EpochMetrics {
+            epoch: m.epoch,
+            train_seconds: m.train_seconds,
+            train_loss: m.train_loss,
+            test_loss: m.test_loss,
+            test_accuracy: m.test_accuracy,
+        }
+    }
+}
+
+impl From<Outcome> for v1::Outcome {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Succeeded => v1::Outcome::Succeeded,
+            Outcome::Failed => v1::Outcome::Failed,
+            Outcome::Diverged => v1::Outcome::Diverged,
+        }
+    }
+}
+
+/// The outcome of a `CompleteJob` request (an enum's number on the wire).
+pub fn outcome_from_wire(value: i32) -> Result<Outcome, WireError> {
+    match v1::Outcome::try_from(value) {
+        Ok(v1::Outcome::Succeeded) => Ok(Outcome::Succeeded),
+        Ok(v1::Outcome::Failed) => Ok(Outcome::Failed),
+        Ok(v1::Outcome::Diverged) => Ok(Outcome::Diverged),
+        _ => Err(WireError::Missing("outcome")),
+    }
+}
+
+/// A `CompleteJob` request carrying `o`; the caller sets the ids.
+pub fn complete_request(o: &TrainOutcome) -> v1::CompleteJobRequest {
+    v1::CompleteJobRequest {
+        outcome: v1::Outcome::from(o.status) as i32,
+        device: o.device.to_string(),
+        param_count: o.param_count,
+        epochs: o.epochs.iter().map(Into::into).collect(),
+        latency_ms_per_sample: o.latency_ms_per_sample,
+        error: o.error.clone().unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+impl TryFrom<&v1::CompleteJobRequest> for TrainOutcome {
+    type Error = WireError;
+
+    fn try_from(r: &v1::CompleteJobRequest) -> Result<Self, WireError> {
+        Ok(TrainOutcome {
+            status: outcome_from_wire(r.outcome)?,
+            device: r.device.parse().map_err(|e: domain::device::BadDevice| {
+                WireError::Invalid {
+                    field: "device",
+                    why: e.to_string(),
+                }
+            })?,
+            param_count: r.param_count,
+            epochs: r.epochs.iter().map(Into::into).collect(),
+            latency_ms_per_sample: r.latency_ms_per_sample,
+            error: (!r.error.is_empty()).then(|| r.error.clone()),
+        })
+    }
+}
+
+impl From<&WorkerInfo> for v1::WorkerInfo {
+    fn from(w: &WorkerInfo) -> Self {
+        v1::WorkerInfo {
+            name: w.name.clone(),
+            device: w.device.to_string(),
+            device_name: w.device_name.clone(),
+            slots: w.slots,
+            hostname: w.hostname.clone(),
+            libtorch_version: w.libtorch_version.clone(),
+            worker_version: String::new(),
+            memory_mb: w.memory_mb,
+        }
+    }
+}
+
+impl TryFrom<v1::WorkerInfo> for WorkerInfo {
+    type Error = WireError;
+
+    fn try_from(w: v1::WorkerInfo) -> Result<Self, WireError> {
+        let device =
+            w.device
+                .parse()
+                .map_err(|e: domain::device::BadDevice| WireError::Invalid {
+                    field: "info.device",
+                    why: e.to_string(),
+                })?;
+        Ok(WorkerInfo {
+            name: w.name,
+            hostname: w.hostname,
+            device,
+            device_name: w.device_name,
+            libtorch_version: w.libtorch_version,
+            slots: w.slots.max(1),
+            memory_mb: w.memory_mb,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{Activation, Dataset, DeviceSpec, Model, Optimizer};
+
+    fn spec(precision: Precision) -> TrainSpec {
+        TrainSpec {
+            dataset: Dataset::Cifar10,
+            model: Model::Vgg11Bn,
+            activation: Activation::Mish,
+            seed: 7,
+            epochs: 3,
+            train_limit: 100,
+            test_limit: 50,
+            augment: true,
+            latency_samples: 5,
+            optimizer: Optimizer::Sgd,
+            learning_rate: 0.1,
+            batch_size: 64,
+            momentum: 0.8,
+            weight_decay: 1e-4,
+            precision,
+        }
+    }
+
+    #[test]
+    fn specs_round_trip_and_carry_their_id() {
+        for p in [Precision::Fp32, Precision::Bf16] {
+            let wire = v1::JobSpec::from(&spec(p));
+            assert_eq!(wire.job_id, spec(p).id().to_string());
+            assert_eq!(TrainSpec::try_from(&wire).unwrap(), spec(p));
+        }
+        assert_eq!(v1::JobSpec::from(&spec(Precision::Fp32)).precision, "");
+        let mut bad = v1::JobSpec::from(&spec(Precision::Fp32));
+        bad.activation = "relux".into();
+        assert!(TrainSpec::try_from(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("relux"));
+    }
+
+    #[test]
+    fn outcomes_round_trip() {
+        let o = TrainOutcome {
+            status: Outcome::Diverged,
+            device: DeviceSpec::Cuda(Some(1)),
+            param_count: 3,
+            epochs: vec![],
+            latency_ms_per_sample: None,
+            error: Some("nan".into()),
+        };
+        assert_eq!(TrainOutcome::try_from(&complete_request(&o)).unwrap(), o);
+        let unspecified = v1::CompleteJobRequest::default();
+        assert_eq!(
+            TrainOutcome::try_from(&unspecified).unwrap_err(),
+            WireError::Missing("outcome")
+        );
+    }
+
+    #[test]
+    fn worker_info_needs_a_device_it_can_parse() {
+        let info = WorkerInfo {
+            name: "n".into(),
+            hostname: "h".into(),
+            device: DeviceSpec::Cpu,
+            device_name: "cpu".into(),
+            libtorch_version: "2".into(),
+            slots: 2,
+            memory_mb: 1,
+        };
+        assert_eq!(
+            WorkerInfo::try_from(v1::WorkerInfo::from(&info)).unwrap(),
+            info
+        );
+        let mut wire = v1::WorkerInfo::from(&info);
+        wire.device = "tpu".into();
+        assert!(WorkerInfo::try_from(wire).is_err());
+    }
+}

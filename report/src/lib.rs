@@ -1,0 +1,28 @@
+//! The report of a grid, rendered from its job records alone, so `coordinator report` can
+//! re-render every file from saved state. Only the coordinator depends on this crate: the
+//! worker, which links libtorch, never compiles it.
+//!
+//! # Layout
+//! - [`results`]: the `results.json` schema ([`Results`], [`Environment`], [`WorkerEnv`]).
+//! - [`stats`]: Welch's t-test.
+//! - [`table`]: aggregation into one paper-style table per dataset × model, with the best
+//!   value of each column and significance against it.
+//! - [`summary`]: the summary in words and the recommendation.
+//! - [`format`]: durations and escaping for each output format.
+//! - [`markdown`], [`html`] (with [`svg`] figures), [`csv`], [`dawnbench`]: the files.
+
+pub mod csv;
+pub mod dawnbench;
+pub mod format;
+pub mod html;
+pub mod markdown;
+pub mod results;
+pub mod stats;
+pub mod summary;
+pub mod svg;
+pub mod table;
+
+pub use results::{Environment, Results, WorkerEnv};
+
+#[cfg(test)]
+pub(crate) mod fixtures;

@@ -1,0 +1,178 @@
+//! `report.md`: the paper's Table 3/4 columns, one table per dataset × model, the summary in
+//! words, the failed jobs and the environment.
+
+use std::fmt::Write as _;
+
+use domain::JobStatus;
+
+use crate::format::{fmt_hms, md_cell};
+use crate::results::{attempts_text, Results};
+use crate::summary::summary;
+use crate::table::{tables, Stat, Table, ALPHA};
+
+impl Results {
+    pub fn to_markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(md, "# {} — DAWNBench-style report\n", self.grid.name());
+        md.push_str(&status_line(self));
+        for table in tables(self) {
+            md.push_str(&table_section(&table));
+        }
+        md.push_str(&problems(self));
+        md.push_str(&environment(self));
+        md
+    }
+}
+
+fn status_line(r: &Results) -> String {
+    let count = |s: JobStatus| r.jobs.iter().filter(|j| j.status == s).count();
+    let unfinished = r.jobs.iter().filter(|j| !j.status.is_terminal()).count();
+    format!(
+        "{} jobs: {} succeeded, {} failed, {} diverged, {} not finished.\n\n",
+        r.jobs.len(),
+        count(JobStatus::Succeeded),
+        count(JobStatus::Failed),
+        count(JobStatus::Diverged),
+        unfinished
+    )
+}
+
+fn table_section(table: &Table) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "## {} / {} — target test accuracy {:.2}%\n",
+        table.dataset,
+        table.model,
+        100.0 * table.target
+    );
+    let headers = table.headers();
+    let _ = writeln!(md, "| {} |", headers.join(" | "));
+    let _ = writeln!(md, "|{}", "---|".repeat(headers.len()));
+    let b = &table.best;
+    for row in &table.rows {
+        let mut cells = vec![
+            md_cell(&row.activation),
+            row.n.to_string(),
+            render(&row.total, b.total, fmt_hms),
+            render(&row.latency, b.latency, |v| format!("{v:.3}")),
+            render(&row.first_epoch, b.first_epoch, |v| format!("{v:.1}")),
+            render(&row.to_target, b.to_target, fmt_hms),
+            render(&row.error, b.error, |v| format!("{:.2}%", 100.0 * v)),
+        ];
+        if table.cost_per_hour > 0.0 {
+            // Cost is proportional to time: same best and same significance.
+            let usd = |v: f64| format!("{:.4}", table.cost(v));
+            cells.push(render(&row.total, b.total, usd));
+            cells.push(render(&row.to_target, b.to_target, usd));
+        }
+        let _ = writeln!(md, "| {} |", cells.join(" | "));
+    }
+    let _ = writeln!(
+        md,
+        "\nBest value of each column in **bold**; \\* significantly worse than the best \
+         (Welch's t-test, p < {ALPHA}); N/A: the target was never reached. With several \
+         seeds: mean ± standard deviation over the runs that reached it.\n"
+    );
+    for line in summary(table) {
+        let _ = writeln!(md, "- {line}");
+    }
+    md.push('\n');
+    md
+}
+
+/// A cell: [`Stat::text`] or `N/A`, bold when it is the column's best, `\*` when
+/// significantly worse than it.
+fn render(stat: &Stat, best: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    let Some(mut s) = stat.text(f) else {
+        return "N/A".into();
+    };
+    if best == stat.mean {
+        s = format!("**{s}**");
+    }
+    if stat.significantly_worse() {
+        s.push_str(" \\*");
+    }
+    s
+}
+
+fn problems(r: &Results) -> String {
+    let problems = r.problem_jobs();
+    if problems.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from("## Failed and diverged jobs\n\n");
+    md.push_str("| Job | Status | Attempts | Error |\n|---|---|---|---|\n");
+    for j in problems {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            j.id,
+            j.status,
+            attempts_text(j),
+            md_cell(j.error.as_deref().unwrap_or(""))
+        );
+    }
+    md.push('\n');
+    md
+}
+
+fn environment(r: &Results) -> String {
+    let env = &r.environment;
+    let mut md = String::from("## Environment\n\n");
+    let _ = writeln!(
+        md,
+        "- Grid file: `{}` (SHA-256 `{}`)\n- Started: {}; finished: {}\n- Coordinator: {} on {}",
+        env.grid_file,
+        env.grid_sha256,
+        env.started_at,
+        env.finished_at.as_deref().unwrap_or("(still running)"),
+        env.coordinator_version,
+        env.coordinator_host
+    );
+    for w in &env.workers {
+        let w = &w.info;
+        let _ = writeln!(
+            md,
+            "- Worker `{}` on {}: {} ({}), libtorch {}, {} slot(s)",
+            w.name, w.hostname, w.device, w.device_name, w.libtorch_version, w.slots
+        );
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fixtures::{results, results_of, GRID};
+
+    #[test]
+    fn tables_with_best_significance_and_summary() {
+        let md = results().to_markdown();
+        assert!(
+            md.contains("| relu | 2 | **0:00:20.5 ± 0:00:00.7**"),
+            "{md}"
+        );
+        assert!(md.contains("| tanh | 2 |"), "{md}");
+        assert!(md.contains("N/A"), "{md}");
+        // relu 95% vs tanh 85% error-free constant runs: a certain difference.
+        assert!(
+            md.contains("Significantly higher error than relu (p < 0.05): tanh."),
+            "{md}"
+        );
+        assert!(
+            md.contains("Recommendation for mnist / paper-cnn: relu"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn cost_columns_when_priced() {
+        let md = results_of(&format!("{GRID}cost_per_hour: 3.6\n")).to_markdown();
+        assert!(
+            md.contains("| Total cost (USD) | Cost to target (USD) |"),
+            "{md}"
+        );
+        // relu: mean total 20.5 s at $3.6/h = $0.0205.
+        assert!(md.contains("**0.0205 ± 0.0007**"), "{md}");
+    }
+}

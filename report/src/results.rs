@@ -1,0 +1,101 @@
+//! `results.json`: the grid, where and when it ran, and every job's record.
+
+use serde::{Deserialize, Serialize};
+
+use domain::{Grid, JobRecord, JobStatus, WorkerId, WorkerInfo};
+
+/// A worker that ran jobs, as recorded in `results.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerEnv {
+    pub id: WorkerId,
+    #[serde(flatten)]
+    pub info: WorkerInfo,
+}
+
+/// Where and when the grid ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    pub coordinator_version: String,
+    pub coordinator_host: String,
+    pub grid_file: String,
+    pub grid_sha256: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub workers: Vec<WorkerEnv>,
+}
+
+/// The content of `results.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub grid: Grid,
+    pub environment: Environment,
+    pub jobs: Vec<JobRecord>,
+}
+
+impl Results {
+    /// Jobs that failed or diverged, for the reports' list of problems.
+    pub fn problem_jobs(&self) -> Vec<&JobRecord> {
+        self.jobs
+            .iter()
+            .filter(|j| matches!(j.status, JobStatus::Failed | JobStatus::Diverged))
+            .collect()
+    }
+
+    pub fn to_json(&self) -> String {
+        // Every field is a string, number, bool, list or map with string keys.
+        serde_json::to_string_pretty(self).expect("results contain only serializable data")
+    }
+}
+
+/// How many attempts a job took, and why the extra ones happened: a lost worker
+/// (infrastructure, retried automatically) or a failure in training (retried per `retries`).
+pub fn attempts_text(j: &JobRecord) -> String {
+    let mut why = Vec::new();
+    if j.lost_attempts > 0 {
+        why.push(format!("{} lost worker", j.lost_attempts));
+    }
+    if j.failed_attempts > 0 {
+        why.push(format!("{} failed and retried", j.failed_attempts));
+    }
+    if why.is_empty() {
+        j.attempts.to_string()
+    } else {
+        format!("{} ({})", j.attempts, why.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_say_why() {
+        let mut r = crate::fixtures::results();
+        let j = &mut r.jobs[0];
+        (j.attempts, j.lost_attempts, j.failed_attempts) = (3, 1, 1);
+        assert_eq!(attempts_text(j), "3 (1 lost worker, 1 failed and retried)");
+        assert_eq!(attempts_text(&r.jobs[1]), "1");
+    }
+
+    #[test]
+    fn workers_keep_their_flat_json_fields() {
+        let w = WorkerEnv {
+            id: WorkerId::nth(1),
+            info: WorkerInfo {
+                name: "n".into(),
+                hostname: "h".into(),
+                device: domain::DeviceSpec::Cuda(Some(0)),
+                device_name: "GPU".into(),
+                libtorch_version: "2.11.0".into(),
+                slots: 1,
+                memory_mb: 8,
+            },
+        };
+        let json = serde_json::to_value(&w).unwrap();
+        assert_eq!(json["id"], "w1");
+        assert_eq!(json["device"], "cuda:0");
+        assert_eq!(json["memory_mb"], 8);
+        assert_eq!(serde_json::from_value::<WorkerEnv>(json).unwrap(), w);
+    }
+}

@@ -1,0 +1,278 @@
+//! Aggregation: one paper-style table per dataset × model, a row per activation, each cell
+//! the mean ± sd over seeds, the best of each column and Welch's test against it.
+
+use std::collections::BTreeMap;
+
+use domain::{Dataset, JobRecord, JobStatus, Model};
+
+use crate::results::Results;
+
+/// Differences below this p-value are marked significant.
+pub const ALPHA: f64 = 0.05;
+
+/// Mean and sample standard deviation of the values present; `missing` counts runs without one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stat {
+    pub mean: Option<f64>,
+    pub sd: Option<f64>,
+    pub n: usize,
+    pub missing: usize,
+    /// The values present, one per run, for significance tests.
+    pub values: Vec<f64>,
+    /// Welch's two-sided p-value against the column's best row (None: untestable or the best).
+    pub p_vs_best: Option<f64>,
+}
+
+impl Stat {
+    pub fn of(values: impl IntoIterator<Item = Option<f64>>) -> Stat {
+        let mut xs = Vec::new();
+        let mut missing = 0;
+        for v in values {
+            match v {
+                Some(x) => xs.push(x),
+                None => missing += 1,
+            }
+        }
+        let n = xs.len();
+        let mean = (n > 0).then(|| xs.iter().sum::<f64>() / n as f64);
+        let sd = mean
+            .filter(|_| n > 1)
+            .map(|m| (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
+        Stat {
+            mean,
+            sd,
+            n,
+            missing,
+            values: xs,
+            p_vs_best: None,
+        }
+    }
+
+    /// Significantly worse than the column's best.
+    pub fn significantly_worse(&self) -> bool {
+        self.p_vs_best.is_some_and(|p| p < ALPHA)
+    }
+
+    /// `value` or `mean ± sd`, with how many runs had no value; None when none had one.
+    pub fn text(&self, f: impl Fn(f64) -> String) -> Option<String> {
+        let mean = self.mean?;
+        let mut s = match self.sd {
+            Some(sd) => format!("{} ± {}", f(mean), f(sd)),
+            None => f(mean),
+        };
+        if self.missing > 0 {
+            s.push_str(&format!(
+                " ({} of {} N/A)",
+                self.missing,
+                self.n + self.missing
+            ));
+        }
+        Some(s)
+    }
+}
+
+/// One activation's row of a results table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub activation: String,
+    /// Succeeded runs.
+    pub n: usize,
+    pub total: Stat,
+    pub latency: Stat,
+    pub first_epoch: Stat,
+    pub to_target: Stat,
+    pub error: Stat,
+}
+
+/// The best (lowest) mean of each column.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Best {
+    pub total: Option<f64>,
+    pub latency: Option<f64>,
+    pub first_epoch: Option<f64>,
+    pub to_target: Option<f64>,
+    pub error: Option<f64>,
+}
+
+/// A paper-style table for one dataset × model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub dataset: Dataset,
+    pub model: Model,
+    pub target: f64,
+    pub rows: Vec<Row>,
+    pub best: Best,
+    /// USD per worker-hour; > 0 adds the DAWNBench cost columns.
+    pub cost_per_hour: f64,
+}
+
+impl Table {
+    /// Cost in USD of `seconds` of worker time.
+    pub fn cost(&self, seconds: f64) -> f64 {
+        seconds / 3600.0 * self.cost_per_hour
+    }
+
+    /// Column headers, in the order of the row cells.
+    pub fn headers(&self) -> Vec<&'static str> {
+        let mut h = vec![
+            "Activation",
+            "n",
+            "Total training time",
+            "Latency per sample (ms)",
+            "First epoch at target",
+            "Training time to target",
+            "Error rate",
+        ];
+        if self.cost_per_hour > 0.0 {
+            h.extend(["Total cost (USD)", "Cost to target (USD)"]);
+        }
+        h
+    }
+
+    /// The row with the lowest mean in a column (complete rows first; see [`best_index`]).
+    pub fn best_row(&self, f: fn(&Row) -> &Stat) -> Option<&Row> {
+        best_index(&self.rows, f).map(|i| &self.rows[i])
+    }
+}
+
+/// The index of the row with the lowest mean in a column. Rows where every run has a value
+/// come first: a time to target reached by one seed of three must not beat one reached by all.
+pub fn best_index(rows: &[Row], f: impl Fn(&Row) -> &Stat) -> Option<usize> {
+    let pick = |complete_only: bool| {
+        (0..rows.len())
+            .filter(|&i| f(&rows[i]).mean.is_some() && (!complete_only || f(&rows[i]).missing == 0))
+            .min_by(|&a, &b| {
+                let (x, y) = (f(&rows[a]).mean, f(&rows[b]).mean);
+                x.unwrap_or(f64::MAX).total_cmp(&y.unwrap_or(f64::MAX))
+            })
+    };
+    pick(true).or_else(|| pick(false))
+}
+
+/// Tables in grid order; rows in the grid's activation order; only succeeded runs count.
+pub fn tables(results: &Results) -> Vec<Table> {
+    results
+        .grid
+        .datasets()
+        .iter()
+        .map(|entry| {
+            let mut rows = rows(results, entry.dataset, entry.model);
+            let min = |f: fn(&Row) -> &Stat| best_index(&rows, f).and_then(|i| f(&rows[i]).mean);
+            let best = Best {
+                total: min(|r| &r.total),
+                latency: min(|r| &r.latency),
+                first_epoch: min(|r| &r.first_epoch),
+                to_target: min(|r| &r.to_target),
+                error: min(|r| &r.error),
+            };
+            mark_significance(&mut rows);
+            Table {
+                dataset: entry.dataset,
+                model: entry.model,
+                target: entry.target_accuracy,
+                rows,
+                best,
+                cost_per_hour: results.grid.cost_per_hour(),
+            }
+        })
+        .collect()
+}
+
+/// One row per activation with succeeded runs on `dataset` × `model`, in grid order.
+fn rows(results: &Results, dataset: Dataset, model: Model) -> Vec<Row> {
+    let mut by_act: BTreeMap<usize, Vec<&JobRecord>> = BTreeMap::new();
+    for j in &results.jobs {
+        if j.dataset == dataset && j.model == model && j.status == JobStatus::Succeeded {
+            let pos = results
+                .grid
+                .activations()
+                .iter()
+                .position(|a| *a == j.activation)
+                .unwrap_or(usize::MAX);
+            by_act.entry(pos).or_default().push(j);
+        }
+    }
+    by_act
+        .values()
+        .map(|runs| Row {
+            activation: runs[0].activation.to_string(),
+            n: runs.len(),
+            total: Stat::of(runs.iter().map(|r| Some(r.total_train_seconds))),
+            latency: Stat::of(runs.iter().map(|r| r.latency_ms_per_sample)),
+            first_epoch: Stat::of(runs.iter().map(|r| r.first_epoch_at_target.map(f64::from))),
+            to_target: Stat::of(runs.iter().map(|r| r.seconds_to_target)),
+            error: Stat::of(runs.iter().map(|r| r.error_rate)),
+        })
+        .collect()
+}
+
+/// Sets `p_vs_best` of every cell: Welch's test of its runs against the best row's runs.
+fn mark_significance(rows: &mut [Row]) {
+    type Column = (fn(&Row) -> &Stat, fn(&mut Row) -> &mut Stat);
+    let columns: [Column; 5] = [
+        (|r| &r.total, |r| &mut r.total),
+        (|r| &r.latency, |r| &mut r.latency),
+        (|r| &r.first_epoch, |r| &mut r.first_epoch),
+        (|r| &r.to_target, |r| &mut r.to_target),
+        (|r| &r.error, |r| &mut r.error),
+    ];
+    for (get, get_mut) in columns {
+        let Some(best) = best_index(rows, get) else {
+            continue;
+        };
+        let best_values = get(&rows[best]).values.clone();
+        for (i, row) in rows.iter_mut().enumerate() {
+            let stat = get_mut(row);
+            if i != best {
+                stat.p_vs_best = crate::stats::welch(&stat.values, &best_values).map(|w| w.p);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::results;
+
+    #[test]
+    fn stat_mean_and_sd() {
+        let s = Stat::of([Some(1.0), Some(2.0), Some(3.0), None]);
+        assert_eq!(s.mean, Some(2.0));
+        assert_eq!(s.sd, Some(1.0));
+        assert_eq!((s.n, s.missing), (3, 1));
+        assert_eq!(Stat::of([None]).mean, None);
+    }
+
+    #[test]
+    fn table_aggregates_seeds_and_marks_best() {
+        let r = results();
+        let t = tables(&r);
+        assert_eq!(t.len(), 1);
+        let relu = &t[0].rows[0];
+        assert_eq!((relu.activation.as_str(), relu.n), ("relu", 2));
+        assert_eq!(relu.total.mean, Some(20.5));
+        assert_eq!(relu.first_epoch.mean, Some(2.0));
+        let tanh = &t[0].rows[1];
+        assert_eq!(tanh.first_epoch.mean, None, "tanh never reaches 0.9");
+        assert_eq!(t[0].best.error, relu.error.mean);
+        assert!(tanh.error.significantly_worse());
+    }
+
+    #[test]
+    fn a_target_reached_by_some_seeds_only_does_not_win() {
+        let mut r = results();
+        // relu: seed 0 reaches the target fast, seed 1 never; tanh: both seeds, slower.
+        for j in r.jobs.iter_mut() {
+            let relu = j.activation == domain::Activation::Relu;
+            (j.first_epoch_at_target, j.seconds_to_target) = match (relu, j.seed) {
+                (true, 0) => (Some(1), Some(5.0)),
+                (true, _) => (None, None),
+                (false, _) => (Some(2), Some(30.0)),
+            };
+        }
+        let t = &tables(&r)[0];
+        assert_eq!(t.best.to_target, Some(30.0), "tanh reached it every time");
+        assert_eq!(t.headers().len(), 7, "no cost columns without a price");
+    }
+}

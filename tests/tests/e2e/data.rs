@@ -1,0 +1,81 @@
+//! Datasets fetched from a (loopback) mirror and verified.
+
+use std::path::Path;
+
+use integration_tests::{output, serve_dir};
+use serde_json::Value;
+
+use crate::support::train;
+
+/// Missing files are fetched from a mirror, checked against the canonical SHA-256 and cached;
+/// a file whose checksum is wrong is refused with a message naming the folder and the files.
+#[test]
+fn missing_dataset_is_downloaded_and_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A mirror serving files that are not the real MNIST: every checksum fails.
+    let fake = tmp.path().join("fake-mirror");
+    let fake_mnist = fake.join("mnist");
+    std::fs::create_dir_all(&fake_mnist).unwrap();
+    for name in [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        let f = std::fs::File::create(fake_mnist.join(format!("{name}.gz"))).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, b"not mnist").unwrap();
+        gz.finish().unwrap();
+    }
+    let (fake_url, _fake) = serve_dir(&fake);
+    let empty = tmp.path().join("cache");
+    let (status, _, stderr) = output(
+        train(&empty, &["--activation", "relu", "--epochs", "1"])
+            .env("WORKER_DATASET_MIRRORS", &fake_url),
+    );
+    assert!(!status.success());
+    assert!(stderr.contains("does not match the canonical"), "{stderr}");
+    assert!(
+        stderr.contains(&empty.join("mnist").display().to_string()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("train-images-idx3-ubyte"), "{stderr}");
+    assert!(
+        !empty
+            .join("mnist")
+            .join("train-images-idx3-ubyte.gz")
+            .exists(),
+        "nothing unverified is kept"
+    );
+
+    // The real files (where available) download, verify and train.
+    let Some(real) = std::env::var_os("DATASETS_DIR") else {
+        return;
+    };
+    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(real);
+    let (url, _server) = serve_dir(&real);
+    let (status, stdout, stderr) = output(
+        train(
+            &empty,
+            &[
+                "--activation",
+                "relu",
+                "--epochs",
+                "1",
+                "--train-limit",
+                "2000",
+            ],
+        )
+        .env("WORKER_DATASET_MIRRORS", format!("{fake_url},{url}")),
+    );
+    assert!(status.success(), "{stderr}");
+    let job: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(job["status"], "succeeded");
+    assert!(
+        empty
+            .join("mnist")
+            .join("train-images-idx3-ubyte.gz")
+            .is_file(),
+        "cached"
+    );
+}

@@ -1,0 +1,11 @@
+//! End to end: the real `coordinator` and `worker` binaries on loopback, one test binary with a
+//! module per concern (and the Kubernetes manifests checked against the binaries).
+
+mod auth;
+mod data;
+mod deploy;
+mod faults;
+mod grid;
+mod report;
+mod support;
+mod training;

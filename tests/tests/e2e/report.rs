@@ -1,0 +1,125 @@
+//! The report as people see it: the live page while the grid runs, the HTML in a browser.
+
+use std::process::Command;
+use std::time::Duration;
+
+use integration_tests::{output, wait_exit};
+use serde_json::Value;
+
+use crate::support::{bound_ports, coordinator, fixture};
+
+/// While the grid runs, the coordinator serves the report live: jobs by state, per-job
+/// progress, curves growing; at the end the page shows the finished tables.
+#[test]
+fn live_report_shows_the_grid_in_progress() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        "name: live\nactivations: [relu, selu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 6, target_accuracy: 0.5, latency_samples: 10}\n",
+    )
+    .unwrap();
+    let log = tmp.path().join("coordinator.log");
+    let mut coord = coordinator(&grid, &tmp.path().join("out"), &data)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let (_, http) = bound_ports(&log, 0, true);
+    let url = format!("http://127.0.0.1:{}/", http.expect("the live page is on"));
+    let get = |u: &str| ureq::get(u).call().ok().and_then(|r| r.into_string().ok());
+    let mut in_progress = None;
+    integration_tests::wait_until(
+        Duration::from_secs(60),
+        "a running job with an epoch on the live page",
+        || match get(&url) {
+            Some(page)
+                if page.contains(r#"data-state="running""#) && page.contains("<polyline") =>
+            {
+                in_progress = Some(page);
+                true
+            }
+            _ => false,
+        },
+    );
+    let page = in_progress.unwrap();
+    assert!(
+        page.contains(r#"http-equiv="refresh""#),
+        "the page reloads itself"
+    );
+    assert!(page.contains("id=\"progress\""), "{page}");
+    let json: Value = serde_json::from_str(&get(&format!("{url}results.json")).unwrap()).unwrap();
+    assert_eq!(json["jobs"].as_array().unwrap().len(), 2);
+    assert!(wait_exit(&mut coord, Duration::from_secs(120)).success());
+}
+
+/// The HTML report in a real browser (Debian's headless Chromium, where installed): no console
+/// errors, both tables, every figure with its lines and seed bands, the significance marks.
+#[test]
+fn report_html_renders_in_chromium() {
+    let Some(chromium) = ["chromium", "chromium-browser"].into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }) else {
+        eprintln!(
+            "chromium not installed; skipping the browser test (scripts/test.sh installs it)"
+        );
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        "name: browser\nactivations: [relu, tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.5, train_limit: 1000, latency_samples: 5}\nseeds: [0, 1]\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let (status, _, stderr) = output(&mut coordinator(&grid, &out, &data));
+    assert!(status.success(), "{stderr}");
+    let html = out.join("report.html");
+    let (status, dom, log) = output(
+        Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+            ])
+            .args([
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ])
+            .args(["--enable-logging=stderr", "--v=0", "--dump-dom"])
+            .arg(format!(
+                "--user-data-dir={}",
+                tmp.path().join("profile").display()
+            ))
+            .arg(format!("file://{}", html.display())),
+    );
+    assert!(status.success(), "{log}");
+    let console: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
+        .collect();
+    assert!(console.is_empty(), "console errors: {console:?}");
+    assert!(
+        dom.contains("<th>relu</th>") && dom.contains("<th>tanh</th>"),
+        "{dom}"
+    );
+    assert_eq!(dom.matches("<svg").count(), 3, "three figures");
+    assert_eq!(
+        dom.matches(r#"class="series""#).count(),
+        6,
+        "one line per activation per figure"
+    );
+    assert!(dom.contains(r#"class="band""#), "seed bands drawn");
+    assert!(
+        dom.contains("Recommendation for mnist / paper-cnn"),
+        "summary in words"
+    );
+}

@@ -1,0 +1,293 @@
+//! The training engine through `worker train` and the daemon: the job record, real data,
+//! determinism and exact resume, bf16, divergence, crashes.
+
+use std::path::Path;
+use std::process::Command;
+
+use integration_tests::{bin, output};
+use serde_json::Value;
+
+use crate::support::{coordinator, curves, fixture, jobs, read_json, train, JOB_FIELDS};
+
+#[test]
+fn worker_train_json_prints_one_job_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let (status, stdout, stderr) = output(
+        Command::new(bin("worker"))
+            .args([
+                "train",
+                "--dataset",
+                "mnist",
+                "--model",
+                "paper-cnn",
+                "--activation",
+                "prelu",
+            ])
+            .args([
+                "--epochs",
+                "1",
+                "--test-limit",
+                "200",
+                "--latency-samples",
+                "20",
+                "--json",
+                "--device",
+                "cpu",
+            ])
+            .arg("--data-dir")
+            .arg(&data),
+    );
+    assert!(status.success(), "{stderr}");
+    let job: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    for f in JOB_FIELDS {
+        assert!(job.get(f).is_some(), "job lacks `{f}`: {job}");
+    }
+    assert_eq!(job["param_count"], 21843);
+    assert_eq!(job["status"], "succeeded");
+}
+
+/// Where the real datasets are available (CI sets DATASETS_DIR): real MNIST, paper settings.
+#[test]
+fn real_mnist_reaches_97_percent_in_two_epochs() {
+    let Some(dir) = std::env::var_os("DATASETS_DIR") else {
+        eprintln!("DATASETS_DIR not set; skipping the real-MNIST run");
+        return;
+    };
+    // Relative to the workspace root (CI: ../shared/datasets), not to this crate.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+    let (status, stdout, stderr) = output(
+        Command::new(bin("worker"))
+            .args([
+                "train",
+                "--dataset",
+                "mnist",
+                "--model",
+                "paper-cnn",
+                "--activation",
+                "relu",
+            ])
+            .args([
+                "--epochs",
+                "2",
+                "--latency-samples",
+                "1000",
+                "--json",
+                "--device",
+                "cpu",
+            ])
+            .arg("--data-dir")
+            .arg(&dir),
+    );
+    assert!(status.success(), "{stderr}");
+    let job: Value = serde_json::from_str(&stdout).unwrap();
+    let acc = job["final_test_accuracy"].as_f64().unwrap();
+    assert!(
+        acc >= 0.97,
+        "paper-cnn/relu reached only {acc} on MNIST in 2 epochs"
+    );
+}
+
+/// A fixed seed gives bitwise-identical results on CPU, and a job killed after epoch 2 and
+/// resumed from its checkpoint ends exactly where an uninterrupted run ends.
+#[test]
+fn deterministic_and_resumes_from_checkpoint_seamlessly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let args = [
+        "--activation",
+        "prelu",
+        "--epochs",
+        "3",
+        "--train-limit",
+        "1500",
+        "--seed",
+        "7",
+    ];
+    let run = |extra: &[&str], fault: Option<&str>| {
+        let mut cmd = train(&data, &[&args[..], extra].concat());
+        if let Some(f) = fault {
+            cmd.env("WORKER_FAULT", f);
+        }
+        output(&mut cmd)
+    };
+    let (s1, a, e1) = run(&[], None);
+    let (s2, b, e2) = run(&[], None);
+    assert!(s1.success() && s2.success(), "{e1}{e2}");
+    let (a, b): (Value, Value) = (
+        serde_json::from_str(&a).unwrap(),
+        serde_json::from_str(&b).unwrap(),
+    );
+    assert_eq!(
+        curves(&a),
+        curves(&b),
+        "same seed, same numbers, bit for bit"
+    );
+
+    let ckpt = tmp.path().join("job.ckpt");
+    let ckpt_arg = ckpt.to_str().unwrap();
+    let (status, _, stderr) = run(&["--checkpoint", ckpt_arg], Some("abort-after-epoch:2"));
+    assert!(!status.success(), "the fault hook aborts: {stderr}");
+    assert!(ckpt.is_file());
+    let (status, resumed, stderr) = run(&["--checkpoint", ckpt_arg], None);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("resumed from checkpoint"), "{stderr}");
+    let resumed: Value = serde_json::from_str(&resumed).unwrap();
+    assert_eq!(resumed["epochs"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        curves(&resumed),
+        curves(&a),
+        "resumed run = uninterrupted run"
+    );
+    let secs: Vec<f64> = resumed["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["train_seconds"].as_f64().unwrap())
+        .collect();
+    assert!(
+        secs[0] < secs[1] && secs[1] < secs[2],
+        "cumulative time continues: {secs:?}"
+    );
+}
+
+/// bf16 autocast (on the CPU here; the same code path as CUDA's): the job trains to nearly the
+/// float32 run's accuracy, its record says so, and it is a different job (id) from fp32's.
+#[test]
+fn bf16_autocast_trains_and_is_a_separate_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let run = |precision: &str| {
+        let (status, stdout, stderr) = output(&mut train(
+            &data,
+            &[
+                "--activation",
+                "relu",
+                "--epochs",
+                "2",
+                "--train-limit",
+                "2000",
+                "--precision",
+                precision,
+            ],
+        ));
+        assert!(status.success(), "{stderr}");
+        serde_json::from_str::<Value>(&stdout).unwrap()
+    };
+    let (fp32, bf16) = (run("fp32"), run("bf16"));
+    assert_eq!(bf16["spec"]["precision"], "bf16", "{bf16}");
+    assert!(
+        fp32["spec"].get("precision").is_none(),
+        "fp32 is the default"
+    );
+    assert_ne!(fp32["id"], bf16["id"]);
+    let acc = |j: &Value| j["final_test_accuracy"].as_f64().unwrap();
+    assert!(
+        acc(&bf16) > 0.8 && acc(&bf16) > acc(&fp32) - 0.05,
+        "bf16 {} vs fp32 {}",
+        acc(&bf16),
+        acc(&fp32)
+    );
+    assert_ne!(curves(&fp32), curves(&bf16), "bf16 arithmetic differs");
+}
+
+#[test]
+fn divergence_ends_the_job_as_diverged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let (status, stdout, stderr) = output(&mut train(
+        &data,
+        &[
+            "--activation",
+            "relu",
+            "--epochs",
+            "2",
+            "--train-limit",
+            "500",
+            "--optimizer",
+            "sgd",
+            "--learning-rate",
+            "1e30",
+        ],
+    ));
+    assert!(!status.success());
+    let job: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
+    assert_eq!(job["status"], "diverged", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("epoch 1"), "{job}");
+}
+
+/// A job whose process dies (here: aborts after its first epoch) fails alone; the daemon
+/// lives on and runs the next job.
+#[test]
+fn a_crashing_job_fails_and_the_daemon_lives_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        "name: crash\nactivations: [relu, tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.5, train_limit: 500, test_limit: 100}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let (status, _, stderr) =
+        output(coordinator(&grid, &out, &data).env("WORKER_FAULT", "abort-after-epoch:1"));
+    assert!(status.success(), "{stderr}");
+    let results = read_json(&out.join("results.json"));
+    for job in jobs(&results) {
+        assert_eq!(job["status"], "failed", "{job}");
+        assert_eq!(job["attempts"], 1, "{job}");
+        let err = job["error"].as_str().unwrap();
+        assert!(
+            err.contains("exited") && err.contains("before finishing"),
+            "{err}"
+        );
+        assert_eq!(
+            job["epochs"].as_array().unwrap().len(),
+            1,
+            "the finished epoch is kept: {job}"
+        );
+    }
+}
+
+/// Where the real datasets are available: vgg11-bn (paper Table 2) learns on a CIFAR-10 subset
+/// on the CPU, well above the 10% of chance after one short epoch.
+#[test]
+fn real_cifar10_vgg11_bn_learns() {
+    let Some(dir) = std::env::var_os("DATASETS_DIR") else {
+        eprintln!("DATASETS_DIR not set; skipping the real CIFAR-10 run");
+        return;
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+    let (status, stdout, stderr) = output(
+        Command::new(bin("worker"))
+            .args([
+                "train",
+                "--dataset",
+                "cifar10",
+                "--model",
+                "vgg11-bn",
+                "--activation",
+                "relu",
+            ])
+            .args([
+                "--epochs",
+                "1",
+                "--train-limit",
+                "4000",
+                "--test-limit",
+                "1000",
+            ])
+            .args(["--latency-samples", "20", "--json", "--device", "cpu"])
+            .arg("--data-dir")
+            .arg(&dir),
+    );
+    assert!(status.success(), "{stderr}");
+    let job: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(job["param_count"], 9_231_114);
+    let acc = job["final_test_accuracy"].as_f64().unwrap();
+    assert!(
+        acc >= 0.2,
+        "vgg11-bn reached only {acc} after one epoch on 4,000 CIFAR-10 images"
+    );
+}

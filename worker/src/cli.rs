@@ -1,0 +1,159 @@
+//! The command line: flags as clap parses them, each typed once (devices, names, numbers).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use domain::{Activation, Dataset, DeviceSpec, Model, Optimizer, Precision, TrainSpec};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Trains deep-learning jobs with libtorch, for a coordinator or alone"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+#[derive(Args)]
+pub struct DaemonArgs {
+    /// Coordinator URL, e.g. http://10.0.0.5:50051.
+    #[arg(long, env = "WORKER_COORDINATOR")]
+    pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Jobs to run at once on this worker's device.
+    #[arg(long, env = "WORKER_SLOTS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub slots: u32,
+    /// Name shown in reports and status; default: host name and device.
+    #[arg(long, env = "WORKER_NAME")]
+    pub name: Option<String>,
+    /// File holding the bearer token the coordinator expects.
+    #[arg(long, env = "WORKER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// libtorch threads per job; 0 = the machine's cores divided by --slots.
+    #[arg(long, env = "WORKER_THREADS", default_value_t = 0)]
+    pub threads: usize,
+    /// Exit when the parent process dies (the coordinator sets this on the workers it starts,
+    /// so none outlives it).
+    #[arg(long)]
+    pub exit_with_parent: bool,
+    /// Where jobs checkpoint after every epoch (one file per job, removed when it succeeds);
+    /// default: a per-user cache folder.
+    #[arg(long, env = "WORKER_CHECKPOINT_DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+pub struct CommonArgs {
+    /// Folder with one sub-folder per dataset (see README).
+    #[arg(long, env = "DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// auto | cpu | cuda | cuda:N
+    #[arg(long, env = "WORKER_DEVICE", default_value = "auto")]
+    pub device: DeviceSpec,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Train one job without a coordinator and print its results.
+    Train(TrainArgs),
+    /// Internal: run one job whose spec is JSON on stdin; events as JSON lines on stdout.
+    #[command(hide = true)]
+    RunJob {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[arg(long)]
+    pub dataset: Dataset,
+    #[arg(long)]
+    pub model: Model,
+    #[arg(long)]
+    pub activation: Activation,
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub epochs: u32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// First N training images only (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub train_limit: u64,
+    /// First N test images only (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub test_limit: u64,
+    /// Test accuracy for time-to-accuracy; default: 0.98 MNIST, 0.90 Fashion-MNIST, 0.87 CIFAR-10, 0.60 CIFAR-100.
+    #[arg(long)]
+    pub target_accuracy: Option<f64>,
+    #[arg(long, default_value = "adam")]
+    pub optimizer: Optimizer,
+    #[arg(long, default_value_t = 0.001)]
+    pub learning_rate: f64,
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Random crop + flip; default: on for CIFAR.
+    #[arg(long)]
+    pub augment: Option<bool>,
+    /// Test images timed one at a time for latency (0 = the whole test set).
+    #[arg(long, default_value_t = 0)]
+    pub latency_samples: u64,
+    /// fp32, or bf16 autocast (convolutions and matrix products in bfloat16).
+    #[arg(long, default_value = "fp32")]
+    pub precision: Precision,
+    /// Print the job record as one JSON object (as in results.json).
+    #[arg(long)]
+    pub json: bool,
+    /// Checkpoint file, written after every epoch; an existing one is resumed from.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl TrainArgs {
+    /// The job these flags describe, and its target accuracy.
+    pub fn spec(&self) -> anyhow::Result<(TrainSpec, f64)> {
+        if let Some(why) = self.model.incompatibility(self.dataset) {
+            anyhow::bail!("--model/--dataset: {why}");
+        }
+        let target = self
+            .target_accuracy
+            .unwrap_or(self.dataset.info().default_target);
+        if !(target > 0.0 && target <= 1.0) {
+            anyhow::bail!("--target-accuracy must be in (0, 1], got {target}");
+        }
+        let spec = TrainSpec {
+            dataset: self.dataset,
+            model: self.model,
+            activation: self.activation,
+            seed: self.seed,
+            epochs: self.epochs,
+            train_limit: self.train_limit,
+            test_limit: self.test_limit,
+            augment: self
+                .augment
+                .unwrap_or(matches!(self.dataset, Dataset::Cifar10 | Dataset::Cifar100)),
+            latency_samples: self.latency_samples,
+            optimizer: self.optimizer,
+            learning_rate: self.learning_rate,
+            batch_size: self.batch_size,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            precision: self.precision,
+        };
+        Ok((spec, target))
+    }
+}

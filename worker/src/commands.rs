@@ -1,0 +1,190 @@
+//! The three ways the binary runs: one job alone, one job as a daemon's child, the daemon.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use domain::{Job, JobRecord, Outcome, RunFacts, TrainSpec, WorkerInfo};
+use orchestrator_proto::host;
+use worker::data::DataSource;
+use worker::job_process::{self, Launcher};
+use worker::{daemon, device, train};
+
+use crate::cli::{CommonArgs, DaemonArgs, TrainArgs};
+use crate::Env;
+
+fn options(
+    common: &CommonArgs,
+    checkpoint: Option<PathBuf>,
+    env: &Env,
+) -> anyhow::Result<train::Options> {
+    Ok(train::Options {
+        data: DataSource {
+            dir: common
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| env.cache.join("datasets")),
+            mirrors: env.mirrors.clone(),
+        },
+        device: device::resolve(common.device)?,
+        checkpoint,
+        abort_after_epoch: env.fault,
+    })
+}
+
+fn set_threads(threads: usize) {
+    if threads > 0 {
+        tch::set_num_threads(threads as i32);
+    }
+}
+
+/// `worker train`: one job, its epochs printed as they finish, then its record.
+pub fn train(a: TrainArgs, env: &Env) -> anyhow::Result<ExitCode> {
+    let (spec, target) = a.spec()?;
+    let opts = options(&a.common, a.checkpoint.clone(), env)?;
+    let job = Job::new(spec, target);
+    let json = a.json;
+    let outcome = train::run(&job.spec, &opts, &mut |m| {
+        if !json {
+            println!(
+                "epoch {:>3}  train {:>8.2}s  train loss {:.4}  test loss {:.4}  test acc {:.2}%",
+                m.epoch,
+                m.train_seconds,
+                m.train_loss,
+                m.test_loss,
+                100.0 * m.test_accuracy
+            );
+        }
+    })?;
+    let failed = outcome.status != Outcome::Succeeded;
+    let status = outcome.status.into();
+    let record = JobRecord::new(
+        &job,
+        status,
+        RunFacts::of_outcome(outcome, Some(host::hostname())),
+    );
+    if json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+    } else {
+        print_summary(&record, target);
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_summary(r: &JobRecord, target: f64) {
+    println!(
+        "{}: {}  params {}  final acc {}  latency {} ms/sample  first epoch at {:.1}%: {}",
+        r.id,
+        r.status,
+        r.param_count.unwrap_or(0),
+        r.final_test_accuracy
+            .map_or("-".into(), |a| format!("{:.2}%", 100.0 * a)),
+        r.latency_ms_per_sample
+            .map_or("-".into(), |l| format!("{l:.3}")),
+        100.0 * target,
+        r.first_epoch_at_target
+            .map_or("never".into(), |e| e.to_string()),
+    );
+    if let Some(e) = &r.error {
+        println!("error: {e}");
+    }
+}
+
+/// Exits the process as soon as its parent is gone (re-parented), checked twice a second.
+fn exit_with_parent() {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if std::os::unix::process::parent_id() != parent {
+            tracing::warn!(parent, "parent process gone; exiting");
+            std::process::exit(1);
+        }
+    });
+}
+
+/// `worker run-job`: the daemon's child for one job; the spec arrives as JSON on stdin.
+pub fn run_job(
+    common: CommonArgs,
+    threads: usize,
+    checkpoint: Option<PathBuf>,
+    env: &Env,
+) -> anyhow::Result<ExitCode> {
+    // A job whose daemon died (kill -9) must not train on as an orphan.
+    exit_with_parent();
+    set_threads(threads);
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("reading the job spec from stdin")?;
+    let spec: TrainSpec = serde_json::from_str(&input).context("parsing the job spec")?;
+    job_process::child_main(&spec, &options(&common, checkpoint, env)?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon: serves a coordinator until its grid is finished or SIGTERM.
+pub fn daemon(a: DaemonArgs, env: &Env) -> anyhow::Result<ExitCode> {
+    if a.exit_with_parent {
+        exit_with_parent();
+    }
+    let Some(coordinator) = a.coordinator else {
+        anyhow::bail!(
+            "give --coordinator URL to serve a coordinator, or use `worker train` (see --help)"
+        );
+    };
+    let dev = device::resolve(a.common.device)?;
+    let spec = device::spec_of(dev);
+    let token = a
+        .token_file
+        .as_deref()
+        .map(orchestrator_proto::read_token_file)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let threads = match (a.threads, dev) {
+        (0, tch::Device::Cpu) => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / a.slots as usize).max(1)
+        }
+        (t, _) => t,
+    };
+    let cfg = daemon::Config {
+        coordinator,
+        token,
+        info: WorkerInfo {
+            name: a
+                .name
+                .unwrap_or_else(|| format!("{}/{spec}", host::hostname())),
+            hostname: host::hostname(),
+            device: spec,
+            device_name: device::name(dev),
+            libtorch_version: worker::LIBTORCH_VERSION.into(),
+            slots: a.slots,
+            memory_mb: device::memory_mb(dev),
+        },
+        launcher: Launcher {
+            exe: std::env::current_exe().context("locating the worker binary")?,
+            data_dir: a
+                .common
+                .data_dir
+                .unwrap_or_else(|| env.cache.join("datasets")),
+            device: spec,
+            threads,
+            checkpoint_dir: a
+                .checkpoint_dir
+                .unwrap_or_else(|| env.cache.join("checkpoints")),
+        },
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(daemon::run(
+        cfg,
+        orchestrator_proto::shutdown::shutdown_signal(),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}

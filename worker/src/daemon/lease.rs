@@ -1,0 +1,189 @@
+//! One leased job, start to end: fetch its checkpoint, train it in a child process while its
+//! epochs (and checkpoints) stream to the coordinator, then report the outcome, which also
+//! asks for the next job.
+
+use std::path::PathBuf;
+
+use domain::{EpochMetrics, JobId, LeaseId, TrainOutcome, TrainSpec};
+use orchestrator_proto::convert::complete_request;
+use orchestrator_proto::v1 as pb;
+use tokio::sync::{mpsc, watch};
+
+use super::checkpoint_sync;
+use super::retry::retry;
+use super::session::Session;
+use crate::job_process::Launcher;
+
+/// What became of a lease.
+pub struct Ended {
+    /// The coordinator says every job of the grid is finished.
+    pub grid_finished: bool,
+    /// The next job, when the coordinator handed one over with the completion.
+    pub next: Option<pb::Lease>,
+}
+
+/// Runs one leased job to its end and reports it.
+pub async fn run(
+    session: &Session,
+    launcher: &Launcher,
+    lease: pb::Lease,
+) -> anyhow::Result<Ended> {
+    let wire = lease.job.unwrap_or_default();
+    let job = JobId::from_stored(wire.job_id.clone());
+    let lease_id = LeaseId::new(lease.lease_id);
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    session.started(lease_id, cancel_tx.clone());
+    tracing::info!(job_id = %job, lease_id = %lease_id, attempt = lease.attempt, "job leased");
+    let outcome = match TrainSpec::try_from(&wire) {
+        Err(e) => TrainOutcome::failed(
+            launcher.device,
+            format!("this worker cannot run the job: {e}"),
+            vec![],
+        ),
+        Ok(spec) => {
+            train(
+                session,
+                launcher,
+                &spec,
+                &job,
+                lease_id,
+                cancel_tx.clone(),
+                cancel_rx,
+            )
+            .await
+        }
+    };
+    session.ended(lease_id);
+    if *cancel_tx.borrow() {
+        if session.stopping() {
+            // Draining: hand the lease back so the job resumes elsewhere from its last
+            // checkpoint right away.
+            session.release(&job, lease_id).await;
+        } else {
+            // Revoked: the coordinator has already moved on; nothing to report.
+            tracing::info!(job_id = %job, lease_id = %lease_id, "job stopped");
+        }
+        return Ok(Ended {
+            grid_finished: false,
+            next: None,
+        });
+    }
+    complete(session, &job, lease_id, &outcome).await
+}
+
+/// Trains `spec` in a child process; stops it when `cancel` is set (revoked lease) or the
+/// daemon stops.
+async fn train(
+    session: &Session,
+    launcher: &Launcher,
+    spec: &TrainSpec,
+    job: &JobId,
+    lease: LeaseId,
+    cancel: watch::Sender<bool>,
+    cancelled: watch::Receiver<bool>,
+) -> TrainOutcome {
+    let checkpoint = launcher.checkpoint_path(spec);
+    match checkpoint_sync::download(session, job, lease, &checkpoint).await {
+        Ok(true) => {
+            tracing::info!(job_id = %job, "resuming from the checkpoint stored with the coordinator")
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(job_id = %job, error = %e, "could not fetch the stored checkpoint")
+        }
+    }
+    let (epoch_tx, epoch_rx) = mpsc::channel::<EpochMetrics>(64);
+    let forwarder = tokio::spawn(forward_epochs(
+        session.clone(),
+        job.clone(),
+        lease,
+        cancel.clone(),
+        checkpoint,
+        epoch_rx,
+    ));
+    let cancel_on_stop = {
+        let mut stop = session.stop.clone();
+        tokio::spawn(async move {
+            if stop.wait_for(|s| *s).await.is_ok() {
+                let _ = cancel.send(true);
+            }
+        })
+    };
+    let outcome = launcher.run(spec, epoch_tx, cancelled).await;
+    cancel_on_stop.abort();
+    let _ = forwarder.await;
+    outcome
+}
+
+/// Reports each epoch as the child finishes it, then uploads the checkpoint the child wrote
+/// before reporting it. A rejected report means the lease is gone: the job is stopped.
+async fn forward_epochs(
+    session: Session,
+    job: JobId,
+    lease: LeaseId,
+    cancel: watch::Sender<bool>,
+    checkpoint: PathBuf,
+    mut epochs: mpsc::Receiver<EpochMetrics>,
+) {
+    while let Some(m) = epochs.recv().await {
+        let req = pb::ReportEpochRequest {
+            worker_id: session.worker.to_string(),
+            job_id: job.to_string(),
+            lease_id: lease.get(),
+            metrics: Some((&m).into()),
+        };
+        let r = retry("report epoch", &session.stop, || {
+            let (mut c, req) = (session.client.clone(), req.clone());
+            async move { c.report_epoch(req).await }
+        })
+        .await;
+        match r {
+            Ok(r) if !r.accepted => {
+                tracing::warn!(job_id = %job, lease_id = %lease, "lease no longer valid; stopping job");
+                let _ = cancel.send(true);
+            }
+            Ok(_) => {
+                tracing::debug!(job_id = %job, epoch = m.epoch, "epoch reported");
+                let sent = checkpoint_sync::upload(&session, &job, lease, m.epoch, &checkpoint);
+                if let Err(e) = sent.await {
+                    tracing::warn!(job_id = %job, error = %e, "checkpoint upload failed");
+                }
+            }
+            Err(e) => tracing::warn!(job_id = %job, error = %e, "epoch report failed"),
+        }
+    }
+}
+
+/// Reports the outcome; unless draining, asks for the next job in the same call (one
+/// idempotency key for every retry).
+async fn complete(
+    session: &Session,
+    job: &JobId,
+    lease: LeaseId,
+    outcome: &TrainOutcome,
+) -> anyhow::Result<Ended> {
+    tracing::info!(job_id = %job, status = %outcome.status, error = outcome.error.as_deref().unwrap_or(""), "job finished");
+    let req = pb::CompleteJobRequest {
+        worker_id: session.worker.to_string(),
+        job_id: job.to_string(),
+        lease_id: lease.get(),
+        next_request_id: if session.stopping() {
+            String::new()
+        } else {
+            session.next_request_id()
+        },
+        ..complete_request(outcome)
+    };
+    let r = retry("complete job", &session.stop, || {
+        let (mut c, req) = (session.client.clone(), req.clone());
+        async move { c.complete_job(req).await }
+    })
+    .await?;
+    if !r.accepted {
+        tracing::warn!(job_id = %job, lease_id = %lease, "result rejected: the lease had expired");
+    }
+    Ok(Ended {
+        grid_finished: r.grid_finished,
+        next: r.next,
+    })
+}

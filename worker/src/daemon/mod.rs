@@ -1,0 +1,91 @@
+//! The worker daemon: registers with the coordinator, leases jobs into `slots` parallel slots,
+//! runs each in a child process, streams its epochs back, reports its outcome, heartbeats.
+//!
+//! # Layout
+//! - [`run`] (here): register, then the slots and the heartbeat until the grid is finished.
+//! - [`session`]: the client, the worker id and the running leases, shared by all tasks.
+//! - [`slot`]: lease → run → report, in a loop; [`lease`]: one leased job.
+//! - [`heartbeat`]: lease renewal and revocation; [`checkpoint_sync`]: checkpoints to and
+//!   from the coordinator; [`retry`]: retrying through restarts and blips.
+
+mod checkpoint_sync;
+mod heartbeat;
+mod lease;
+mod retry;
+mod session;
+mod slot;
+
+use std::future::Future;
+use std::time::Duration;
+
+use domain::{WorkerId, WorkerInfo};
+use orchestrator_proto::client::{worker_client, WorkerClient};
+use orchestrator_proto::v1 as pb;
+use tokio::sync::watch;
+
+use crate::job_process::Launcher;
+use session::Session;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// e.g. `http://127.0.0.1:50051`
+    pub coordinator: String,
+    pub token: Option<String>,
+    /// What this worker declares (its `slots` are the slots it runs).
+    pub info: WorkerInfo,
+    pub launcher: Launcher,
+}
+
+/// Runs until the coordinator says the grid is finished (then returns Ok) or `shutdown`
+/// completes (running jobs are stopped and their leases handed back).
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let client = worker_client(&cfg.coordinator, cfg.token.as_deref())?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let work = serve(cfg, client, stop_rx);
+    tokio::pin!(work);
+    tokio::select! {
+        r = &mut work => r,
+        _ = shutdown => {
+            tracing::info!("shutting down: stopping running jobs");
+            let _ = stop_tx.send(true);
+            work.await
+        }
+    }
+}
+
+async fn serve(
+    cfg: Config,
+    client: WorkerClient,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let info = pb::WorkerInfo {
+        worker_version: env!("CARGO_PKG_VERSION").into(),
+        ..pb::WorkerInfo::from(&cfg.info)
+    };
+    let reg = retry::retry("register", &stop, || {
+        let mut c = client.clone();
+        let req = pb::RegisterRequest {
+            info: Some(info.clone()),
+        };
+        async move { c.register(req).await }
+    })
+    .await?;
+    tracing::info!(worker_id = %reg.worker_id, coordinator = %cfg.coordinator, slots = cfg.info.slots, "registered");
+    let session = Session::new(client, WorkerId::from_stored(reg.worker_id), stop);
+    let every = Duration::from_secs(reg.heartbeat_seconds.max(1) as u64);
+    let heartbeat = tokio::spawn(heartbeat::run(session.clone(), every));
+    let mut slots = tokio::task::JoinSet::new();
+    for i in 0..cfg.info.slots as usize {
+        slots.spawn(slot::run(i, session.clone(), cfg.launcher.clone()));
+    }
+    let mut result = Ok(());
+    while let Some(r) = slots.join_next().await {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(e) => result = Err(anyhow::anyhow!("slot task failed: {e}")),
+        }
+    }
+    heartbeat.abort();
+    result
+}

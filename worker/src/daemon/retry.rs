@@ -1,0 +1,49 @@
+//! Retrying calls to the coordinator through restarts and network blips.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tonic::{Code, Status};
+
+/// Whether an RPC error may go away by itself (coordinator restarting, network blip).
+fn transient(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::Aborted
+            | Code::ResourceExhausted
+    )
+}
+
+/// Calls `f` until it succeeds, retrying transient errors with capped exponential backoff.
+/// Gives up on a permanent error, or when `stop` is set.
+pub async fn retry<T, F, Fut>(
+    what: &str,
+    stop: &watch::Receiver<bool>,
+    mut f: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut stop = stop.clone();
+    loop {
+        match f().await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s) if transient(&s) && !*stop.borrow() => {
+                tracing::debug!(what, code = ?s.code(), message = s.message(), "retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(s) => return Err(anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code())),
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Downloading missing dataset files: mirrors tried in order, SHA-256 verified, written
+//! atomically, cached in `--data-dir`.
+//!
+//! What to fetch, from where, and the checksums are the domain's dataset table. Checksums are
+//! of the uncompressed files, so a re-compressed copy (Debian rewrites the gzip headers of
+//! Fashion-MNIST) verifies as well as upstream's. `mirrors` (`WORKER_DATASET_MIRRORS`,
+//! read by `main`) replace the canonical sources with mirrors laid out like `--data-dir`
+//! (`URL/mnist/train-images-idx3-ubyte.gz`, `URL/cifar-10/data_batch_1.bin`): for sites with an
+//! internal mirror, and for tests that must not reach the internet.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use domain::dataset::{DataFile, Source};
+use domain::Dataset;
+use sha2::{Digest, Sha256};
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(10))
+        .timeout_read(Duration::from_secs(60))
+        .build()
+}
+
+fn get(url: &str) -> Result<Vec<u8>, String> {
+    let resp = agent().get(url).call().map_err(|e| format!("{url}: {e}"))?;
+    let mut body = Vec::new();
+    resp.into_reader()
+        .take(1 << 30)
+        .read_to_end(&mut body)
+        .map_err(|e| format!("{url}: {e}"))?;
+    Ok(body)
+}
+
+fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("not a gzip file: {e}"))?;
+    Ok(out)
+}
+
+fn verify(e: &DataFile, content: &[u8]) -> Result<(), String> {
+    match e.sha256 {
+        Some(want) => {
+            let got = hex::encode(Sha256::digest(content));
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{}: SHA-256 {got} does not match the canonical {want}",
+                    e.name
+                ))
+            }
+        }
+        None => Ok(()),
+    }
+}
+
+/// Writes via a temporary file and a rename, so a crash never leaves half a file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension("part");
+    std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Downloads every file of `dataset` that `folder` lacks (`missing`), verifying each.
+/// Returns every source's failure when none worked.
+pub fn fetch(
+    dataset: Dataset,
+    folder: &Path,
+    missing: &[&str],
+    mirrors: Option<&[String]>,
+) -> Result<(), String> {
+    std::fs::create_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+    // One download at a time per folder, across the slots of a worker and across workers
+    // sharing a data volume.
+    let lock_path = folder.join(".download.lock");
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    let info = dataset.info();
+    let (source, expected) = (info.source, info.files);
+    let todo: Vec<&DataFile> = expected
+        .iter()
+        .filter(|e| missing.contains(&e.name) && !has(folder, e.name))
+        .collect();
+    let mut errors = Vec::new();
+    let gz = matches!(source, Source::GzFiles(_));
+    match (mirrors, source) {
+        (Some(mirrors), _) => {
+            for e in todo {
+                let file = if gz {
+                    format!("{}.gz", e.name)
+                } else {
+                    e.name.to_string()
+                };
+                let fetched = mirrors.iter().any(|m| {
+                    let url = format!("{m}/{}/{file}", dataset.folder());
+                    let result = get(&url).and_then(|bytes| {
+                        let content = if gz { gunzip(&bytes)? } else { bytes.clone() };
+                        verify(e, &content)?;
+                        write_atomic(&folder.join(&file), &bytes)
+                    });
+                    result.map_err(|why| errors.push(why)).is_ok()
+                });
+                if !fetched {
+                    return Err(errors.join("; "));
+                }
+            }
+        }
+        (None, Source::GzFiles(mirrors)) => {
+            for e in todo {
+                let fetched = mirrors.iter().any(|m| {
+                    let url = format!("{m}{}.gz", e.name);
+                    let result = get(&url).and_then(|bytes| {
+                        verify(e, &gunzip(&bytes)?)?;
+                        write_atomic(&folder.join(format!("{}.gz", e.name)), &bytes)
+                    });
+                    result.map_err(|why| errors.push(why)).is_ok()
+                });
+                if !fetched {
+                    return Err(errors.join("; "));
+                }
+            }
+        }
+        (None, Source::Archive(urls)) => {
+            let unpacked = urls.iter().any(|url| {
+                let result = get(url).and_then(|tgz| unpack(&tgz, folder, expected));
+                result.map_err(|why| errors.push(why)).is_ok()
+            });
+            if !unpacked {
+                return Err(errors.join("; "));
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&lock_path);
+    Ok(())
+}
+
+/// Extracts the expected files from a CIFAR tar.gz (they sit in a sub-folder) into `folder`.
+fn unpack(tgz: &[u8], folder: &Path, expected: &[DataFile]) -> Result<(), String> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
+    let mut found = Vec::new();
+    for entry in archive.entries().map_err(|e| format!("archive: {e}"))? {
+        let mut entry = entry.map_err(|e| format!("archive: {e}"))?;
+        let path: PathBuf = entry
+            .path()
+            .map_err(|e| format!("archive: {e}"))?
+            .into_owned();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if let Some(e) = expected.iter().find(|e| e.name == name) {
+            let mut bytes = Vec::new();
+            entry
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("archive: {e}"))?;
+            verify(e, &bytes)?;
+            write_atomic(&folder.join(e.name), &bytes)?;
+            found.push(e.name);
+        }
+    }
+    let absent: Vec<&str> = expected
+        .iter()
+        .map(|e| e.name)
+        .filter(|n| !found.contains(n))
+        .collect();
+    if absent.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("archive lacks {}", absent.join(", ")))
+    }
+}
+
+fn has(folder: &Path, name: &str) -> bool {
+    folder.join(name).is_file() || folder.join(format!("{name}.gz")).is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_checks_sha256() {
+        let e = DataFile {
+            name: "x",
+            // SHA-256 of "abc".
+            sha256: Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        };
+        assert!(verify(&e, b"abc").is_ok());
+        let err = verify(&e, b"abd").unwrap_err();
+        assert!(err.contains("does not match"), "{err}");
+    }
+
+    #[test]
+    fn offline_fetch_fails_with_reasons() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Nothing listens on port 9 of loopback: every mirror fails fast.
+        let mirrors = ["http://127.0.0.1:9".to_string()];
+        let missing = ["train-images-idx3-ubyte"];
+        let err = fetch(Dataset::Mnist, tmp.path(), &missing, Some(&mirrors)).unwrap_err();
+        assert!(
+            err.contains("127.0.0.1:9/mnist/train-images-idx3-ubyte.gz"),
+            "{err}"
+        );
+    }
+}

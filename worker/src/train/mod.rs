@@ -1,0 +1,168 @@
+//! The training engine: one job, start to finish, on one device.
+//!
+//! The whole dataset is put on the device once; shuffling and augmentation happen there, and
+//! the loss is accumulated on the device and read once per epoch, so a step never waits for
+//! the host. The random generator is re-seeded from (seed, epoch) at the start of every epoch,
+//! so an epoch's shuffle, dropout masks and augmentation are the same whether the job ran
+//! straight through or resumed from a checkpoint.
+//!
+//! # Layout
+//! - [`run`] (here): the epoch loop; [`step`]: one pass over the training set;
+//!   [`augment`]: crop and flip on the device; [`evaluate`]: test metrics and latency;
+//!   [`checkpoint`]: save and restore.
+
+mod augment;
+pub mod checkpoint;
+mod evaluate;
+mod step;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use domain::{EpochMetrics, JobId, Outcome, TrainOutcome, TrainSpec};
+use tch::nn::{self, ModuleT};
+use tch::Device;
+
+use crate::data::{self, DataSource, DeviceSplit};
+use crate::device::spec_of;
+use crate::model;
+use crate::optim::Optim;
+
+/// Where and how to train.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub data: DataSource,
+    pub device: Device,
+    /// Checkpoint file: written after every epoch, resumed from when it exists.
+    pub checkpoint: Option<PathBuf>,
+    /// Testing hook: abort the process right after this epoch's checkpoint is written, as a
+    /// crash or a kill would (`WORKER_FAULT=abort-after-epoch:N`, read by `main`).
+    pub abort_after_epoch: Option<u32>,
+}
+
+/// The data, model and optimizer of one job, ready to train.
+struct Setup {
+    train: DeviceSplit,
+    test: DeviceSplit,
+    vs: nn::VarStore,
+    net: Box<dyn ModuleT>,
+    opt: Optim,
+    param_count: u64,
+}
+
+fn setup(spec: &TrainSpec, opts: &Options) -> anyhow::Result<Setup> {
+    let device = opts.device;
+    tch::manual_seed(spec.seed as i64);
+    let raw = data::load(spec.dataset, &opts.data)?;
+    let train = data::to_device(&raw.train, spec.train_limit, spec.dataset, device)
+        .context("moving the training set to the device")?;
+    let test = data::to_device(&raw.test, spec.test_limit, spec.dataset, device)
+        .context("moving the test set to the device")?;
+    let vs = nn::VarStore::new(device);
+    let shape = spec.dataset.info().shape;
+    let net = model::build(&vs.root(), spec.model, shape, spec.activation);
+    let param_count = model::param_count(&vs);
+    let opt = Optim::new(
+        &vs,
+        spec.optimizer,
+        spec.learning_rate,
+        spec.momentum,
+        spec.weight_decay,
+    );
+    Ok(Setup {
+        train,
+        test,
+        vs,
+        net,
+        opt,
+        param_count,
+    })
+}
+
+/// Trains `spec`, calling `on_epoch` after each epoch's evaluation (also for epochs restored
+/// from a checkpoint, so the caller always sees the whole series).
+///
+/// Errors (missing data, libtorch failures) are returned; a loss that becomes NaN or infinite
+/// is not an error but an outcome with status `diverged`.
+pub fn run(
+    spec: &TrainSpec,
+    opts: &Options,
+    on_epoch: &mut dyn FnMut(&EpochMetrics),
+) -> anyhow::Result<TrainOutcome> {
+    let mut s = setup(spec, opts)?;
+    let id = spec.id();
+    let mut epochs = resume(opts, &id, &s.vs, &mut s.opt);
+    for m in &epochs {
+        on_epoch(m);
+    }
+    let outcome = |status, epochs, latency, error| TrainOutcome {
+        status,
+        device: spec_of(opts.device),
+        param_count: s.param_count,
+        epochs,
+        latency_ms_per_sample: latency,
+        error,
+    };
+    let mut train_seconds = epochs.last().map_or(0.0, |m| m.train_seconds);
+    for epoch in epochs.len() as u32 + 1..=spec.epochs {
+        tch::manual_seed(epoch_seed(spec.seed, epoch));
+        let started = Instant::now();
+        let loss_sum = step::train_epoch(&*s.net, &mut s.opt, &s.train, spec)?;
+        // Reading the loss waits for the device, so the clock stops after the last step.
+        let train_loss = loss_sum / s.train.samples() as f64;
+        train_seconds += started.elapsed().as_secs_f64();
+        if !train_loss.is_finite() {
+            let why = format!("training loss became {train_loss} in epoch {epoch}");
+            return Ok(outcome(Outcome::Diverged, epochs, None, Some(why)));
+        }
+        let (test_loss, test_accuracy) = evaluate::evaluate(&*s.net, &s.test, spec.precision)?;
+        let m = EpochMetrics {
+            epoch,
+            train_seconds,
+            train_loss,
+            test_loss,
+            test_accuracy,
+        };
+        epochs.push(m.clone());
+        if let Some(path) = &opts.checkpoint {
+            checkpoint::save(path, &id, &s.vs, &s.opt, &epochs)
+                .with_context(|| format!("writing checkpoint {}", path.display()))?;
+        }
+        on_epoch(&m);
+        if opts.abort_after_epoch == Some(epoch) {
+            tracing::error!(epoch, "WORKER_FAULT: aborting on purpose");
+            std::process::abort();
+        }
+    }
+    let latency = evaluate::latency_ms_per_sample(
+        &*s.net,
+        &s.test,
+        spec.latency_samples,
+        spec.precision,
+        opts.device,
+    )?;
+    Ok(outcome(Outcome::Succeeded, epochs, Some(latency), None))
+}
+
+/// The epochs restored from the job's checkpoint, if it has a usable one.
+fn resume(opts: &Options, id: &JobId, vs: &nn::VarStore, opt: &mut Optim) -> Vec<EpochMetrics> {
+    let Some(path) = opts.checkpoint.as_deref().filter(|p| p.is_file()) else {
+        return Vec::new();
+    };
+    match checkpoint::restore(path, id, vs, opt) {
+        Ok(done) => {
+            tracing::info!(job_id = %id, epochs_done = done.len(), "resumed from checkpoint");
+            done
+        }
+        Err(e) => {
+            tracing::warn!(job_id = %id, error = %e, path = %path.display(), "ignoring unusable checkpoint; starting over");
+            Vec::new()
+        }
+    }
+}
+
+/// A distinct, reproducible generator seed for each epoch of each run.
+fn epoch_seed(seed: u64, epoch: u32) -> i64 {
+    (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch as u64) as i64 & i64::MAX
+}

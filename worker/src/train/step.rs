@@ -1,0 +1,66 @@
+//! One training pass: shuffled mini-batches, the forward pass in the job's precision, the
+//! loss, the backward pass and the optimizer step, with the loss summed on the device.
+
+use domain::{Precision, TrainSpec};
+use tch::nn::ModuleT;
+use tch::{Device, Kind, Tensor};
+
+use super::augment::augment;
+use crate::data::DeviceSplit;
+use crate::ops::{self, AutocastDtype};
+use crate::optim::Optim;
+
+/// One pass over the shuffled training set; returns the summed (not mean) loss.
+pub fn train_epoch(
+    net: &dyn ModuleT,
+    opt: &mut Optim,
+    train: &DeviceSplit,
+    spec: &TrainSpec,
+) -> anyhow::Result<f64> {
+    let n = train.samples();
+    let device = train.device();
+    let bs = spec.batch_size as i64;
+    let perm = Tensor::randperm(n, (Kind::Int64, device));
+    let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
+    let mut start = 0;
+    while start < n {
+        let len = bs.min(n - start);
+        let idx = perm.narrow(0, start, len);
+        let mut x = train.gather(&idx)?;
+        if spec.augment {
+            x = train.in_layout(&augment(&x)?)?;
+        }
+        let y = train.labels.f_index_select(0, &idx)?;
+        let logits = forward(spec.precision, device, || net.forward_t(&x, true))?;
+        let loss = cross_entropy(&logits, &y, tch::Reduction::Mean)?;
+        opt.zero_grad()?;
+        loss.f_backward()?;
+        opt.step()?;
+        let _ = loss_sum.f_add_(&loss.detach().f_mul_scalar(len as f64)?)?;
+        start += len;
+    }
+    Ok(loss_sum.f_double_value(&[])?)
+}
+
+/// Runs `f` (a forward pass) in `precision`: as is for fp32, under bfloat16 autocast for bf16.
+/// The loss is computed outside, in float32 (log_softmax is told so), like the backward pass.
+pub fn forward<T>(
+    precision: Precision,
+    device: Device,
+    f: impl FnOnce() -> T,
+) -> Result<T, tch::TchError> {
+    match precision {
+        Precision::Fp32 => Ok(f()),
+        Precision::Bf16 => ops::with_autocast(device, AutocastDtype::BFloat16, f),
+    }
+}
+
+pub fn cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    reduction: tch::Reduction,
+) -> Result<Tensor, tch::TchError> {
+    logits
+        .f_log_softmax(-1, Kind::Float)?
+        .f_nll_loss(labels, None::<Tensor>, reduction, -100)
+}
