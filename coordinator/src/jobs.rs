@@ -3,8 +3,8 @@
 //! [`Change`] and applied here in memory; the store writes the same change to SQLite.
 
 use domain::{
-    DeviceSpec, EpochMetrics, Job, JobRecord, JobStatus, LeaseId, Outcome, RunFacts, TrainOutcome,
-    WorkerId,
+    DeviceSpec, EpochMetrics, Job, JobRecord, JobStatus, LeaseId, Outcome, RunClock, RunFacts,
+    TrainOutcome, WorkerId,
 };
 
 use crate::change::Change;
@@ -35,6 +35,8 @@ pub struct JobEntry {
     pub latency: Option<f64>,
     pub error: Option<String>,
     pub epochs: Vec<EpochMetrics>,
+    /// When the attempt that finished the job ran.
+    pub clock: Option<RunClock>,
 }
 
 impl JobEntry {
@@ -54,6 +56,7 @@ impl JobEntry {
             latency: None,
             error: None,
             epochs: Vec::new(),
+            clock: None,
         }
     }
 
@@ -163,6 +166,7 @@ impl JobEntry {
                 self.attempts = *attempt;
                 self.worker = worker_name.clone();
                 self.epochs.clear();
+                self.clock = None;
                 self.lease = Some(*lease);
             }
             Change::Epoch { metrics, .. } => {
@@ -186,6 +190,7 @@ impl JobEntry {
                 self.latency = outcome.latency_ms_per_sample;
                 self.error = outcome.error.clone();
                 self.epochs = outcome.epochs.clone();
+                self.clock = outcome.clock;
             }
             Change::Released { .. } => {
                 self.status = JobStatus::Pending;
@@ -223,6 +228,7 @@ impl JobEntry {
             epochs: self.epochs.clone(),
             latency_ms_per_sample: self.latency,
             error: self.error.clone(),
+            clock: self.clock,
         };
         JobRecord::new(&self.job, self.status, facts)
     }
@@ -250,6 +256,7 @@ mod tests {
             epochs: vec![],
             latency_ms_per_sample: None,
             error: Some("x".into()),
+            clock: None,
         }
     }
 

@@ -34,7 +34,7 @@ pub use device::DeviceSpec;
 pub use grid::{DatasetEntry, Grid, GridError, Training};
 pub use ids::{JobId, LeaseId, WorkerId};
 pub use job::{Job, JobStatus, TrainSpec};
-pub use metrics::{EpochMetrics, Summary};
+pub use metrics::{EpochClock, EpochMetrics, RunClock, Summary};
 pub use names::{Activation, Dataset, Model, Optimizer, Precision};
 pub use outcome::{Outcome, TrainOutcome};
 pub use record::{JobRecord, RunFacts};

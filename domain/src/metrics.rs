@@ -12,6 +12,40 @@ pub struct EpochMetrics {
     pub train_loss: f64,
     pub test_loss: f64,
     pub test_accuracy: f64,
+    /// When the epoch ran, by the job process's wall clock (absent in records kept before
+    /// clocks were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<EpochClock>,
+}
+
+/// Wall-clock times of one epoch in the job process, milliseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochClock {
+    /// Training of the epoch began.
+    pub start_ms: u64,
+    /// Training ended; evaluation began.
+    pub train_end_ms: u64,
+    /// Evaluation ended.
+    pub eval_end_ms: u64,
+}
+
+/// Wall-clock times of a job's run in the job process, milliseconds since the Unix epoch.
+/// A job resumed from a checkpoint keeps the start times of the attempt that began it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunClock {
+    /// The job process started (before the data is loaded and the model built).
+    pub init_start_ms: u64,
+    /// Data and model ready; training begins. Absent when the job failed before.
+    pub run_start_ms: Option<u64>,
+    /// The job ended (after the latency measurement, for a job that succeeded).
+    pub run_stop_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The DAWNBench summary of an epoch series.
@@ -49,6 +83,7 @@ mod tests {
             train_loss: 0.1,
             test_loss: 0.1,
             test_accuracy: acc,
+            clock: None,
         }
     }
 

@@ -5,7 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceSpec;
-use crate::metrics::EpochMetrics;
+use crate::metrics::{EpochMetrics, RunClock};
 
 /// The end of a job: never pending or running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -43,6 +43,9 @@ pub struct TrainOutcome {
     pub epochs: Vec<EpochMetrics>,
     pub latency_ms_per_sample: Option<f64>,
     pub error: Option<String>,
+    /// When the job ran; None where the job process never reported (it crashed first).
+    #[serde(default)]
+    pub clock: Option<RunClock>,
 }
 
 impl TrainOutcome {
@@ -55,6 +58,7 @@ impl TrainOutcome {
             epochs,
             latency_ms_per_sample: None,
             error: Some(error),
+            clock: None,
         }
     }
 }

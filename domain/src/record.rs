@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::device::DeviceSpec;
 use crate::ids::JobId;
 use crate::job::{Job, JobStatus, TrainSpec};
-use crate::metrics::{EpochMetrics, Summary};
+use crate::metrics::{EpochMetrics, RunClock, Summary};
 use crate::names::{Activation, Dataset, Model};
 use crate::outcome::TrainOutcome;
 
@@ -24,6 +24,7 @@ pub struct RunFacts {
     pub epochs: Vec<EpochMetrics>,
     pub latency_ms_per_sample: Option<f64>,
     pub error: Option<String>,
+    pub clock: Option<RunClock>,
 }
 
 impl RunFacts {
@@ -37,6 +38,7 @@ impl RunFacts {
             epochs: outcome.epochs,
             latency_ms_per_sample: outcome.latency_ms_per_sample,
             error: outcome.error,
+            clock: outcome.clock,
             ..RunFacts::default()
         }
     }
@@ -71,6 +73,10 @@ pub struct JobRecord {
     pub failed_attempts: u32,
     pub target_accuracy: f64,
     pub spec: TrainSpec,
+    /// When the job ran, by the job process's wall clock (absent in records kept before
+    /// clocks were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<RunClock>,
 }
 
 impl JobRecord {
@@ -100,6 +106,7 @@ impl JobRecord {
             failed_attempts: facts.failed_attempts,
             target_accuracy: job.target_accuracy,
             spec: job.spec.clone(),
+            clock: facts.clock,
         }
     }
 }

@@ -3,7 +3,9 @@
 //! value.
 
 use domain::names::UnknownName;
-use domain::{EpochMetrics, Outcome, Precision, TrainOutcome, TrainSpec, WorkerInfo};
+use domain::{
+    EpochClock, EpochMetrics, Outcome, Precision, RunClock, TrainOutcome, TrainSpec, WorkerInfo,
+};
 
 use crate::v1;
 
@@ -82,6 +84,9 @@ impl From<&EpochMetrics> for v1::EpochMetrics {
             train_loss: m.train_loss,
             test_loss: m.test_loss,
             test_accuracy: m.test_accuracy,
+            start_ms: m.clock.map_or(0, |c| c.start_ms),
+            train_end_ms: m.clock.map_or(0, |c| c.train_end_ms),
+            eval_end_ms: m.clock.map_or(0, |c| c.eval_end_ms),
         }
     }
 }
@@ -94,6 +99,11 @@ impl From<&v1::EpochMetrics> for EpochMetrics {
             train_loss: m.train_loss,
             test_loss: m.test_loss,
             test_accuracy: m.test_accuracy,
+            clock: (m.start_ms > 0).then_some(EpochClock {
+                start_ms: m.start_ms,
+                train_end_ms: m.train_end_ms,
+                eval_end_ms: m.eval_end_ms,
+            }),
         }
     }
 }
@@ -127,6 +137,9 @@ pub fn complete_request(o: &TrainOutcome) -> v1::CompleteJobRequest {
         epochs: o.epochs.iter().map(Into::into).collect(),
         latency_ms_per_sample: o.latency_ms_per_sample,
         error: o.error.clone().unwrap_or_default(),
+        init_start_ms: o.clock.map_or(0, |c| c.init_start_ms),
+        run_start_ms: o.clock.and_then(|c| c.run_start_ms),
+        run_stop_ms: o.clock.map_or(0, |c| c.run_stop_ms),
         ..Default::default()
     }
 }
@@ -147,6 +160,11 @@ impl TryFrom<&v1::CompleteJobRequest> for TrainOutcome {
             epochs: r.epochs.iter().map(Into::into).collect(),
             latency_ms_per_sample: r.latency_ms_per_sample,
             error: (!r.error.is_empty()).then(|| r.error.clone()),
+            clock: (r.init_start_ms > 0).then_some(RunClock {
+                init_start_ms: r.init_start_ms,
+                run_start_ms: r.run_start_ms,
+                run_stop_ms: r.run_stop_ms,
+            }),
         })
     }
 }
@@ -239,6 +257,11 @@ mod tests {
             epochs: vec![],
             latency_ms_per_sample: None,
             error: Some("nan".into()),
+            clock: Some(RunClock {
+                init_start_ms: 1,
+                run_start_ms: None,
+                run_stop_ms: 3,
+            }),
         };
         assert_eq!(TrainOutcome::try_from(&complete_request(&o)).unwrap(), o);
         let unspecified = v1::CompleteJobRequest::default();

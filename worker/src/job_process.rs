@@ -34,6 +34,7 @@ pub fn child_main(spec: &TrainSpec, opts: &train::Options) -> anyhow::Result<()>
         out.write_all(b"\n")?;
         out.flush()
     };
+    let init_start_ms = domain::metrics::now_ms();
     let result = train::run(spec, opts, &mut |m| {
         if let Err(e) = emit(&Event::Epoch(m.clone())) {
             // Nobody reads our results any more (the daemon is gone): stop training now.
@@ -41,8 +42,14 @@ pub fn child_main(spec: &TrainSpec, opts: &train::Options) -> anyhow::Result<()>
             std::process::exit(1);
         }
     });
-    let outcome = result.unwrap_or_else(|e| {
-        TrainOutcome::failed(
+    let outcome = result.unwrap_or_else(|e| TrainOutcome {
+        // Failed before training began (no data, say): the run ends where it started.
+        clock: Some(domain::RunClock {
+            init_start_ms,
+            run_start_ms: None,
+            run_stop_ms: domain::metrics::now_ms(),
+        }),
+        ..TrainOutcome::failed(
             crate::device::spec_of(opts.device),
             format!("{e:#}"),
             Vec::new(),

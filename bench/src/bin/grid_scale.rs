@@ -165,6 +165,8 @@ fn metrics(epoch: u32) -> pb::EpochMetrics {
         train_loss: 0.1,
         test_loss: 0.1,
         test_accuracy: 0.99,
+        // Fake workers keep no clock.
+        ..Default::default()
     }
 }
 
@@ -240,6 +242,7 @@ async fn slot(
                 latency_ms_per_sample: Some(0.1),
                 error: String::new(),
                 next_request_id: format!("{worker_id}/{slot}/{n}/next"),
+                ..Default::default()
             })
             .await?
             .into_inner();

@@ -79,6 +79,7 @@ fn entry(mut e: JobEntry, s: StoredJob) -> JobEntry {
     e.param_count = s.param_count;
     e.latency = s.latency;
     e.error = s.error;
+    e.clock = s.clock;
     e.epochs = s.epochs;
     e
 }

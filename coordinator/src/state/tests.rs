@@ -50,6 +50,7 @@ fn epoch(n: u32) -> EpochMetrics {
         train_loss: 1.0,
         test_loss: 1.0,
         test_accuracy: 0.95,
+        clock: None,
     }
 }
 
@@ -61,6 +62,7 @@ fn done(epochs: u32) -> TrainOutcome {
         epochs: (1..=epochs).map(epoch).collect(),
         latency_ms_per_sample: Some(0.1),
         error: None,
+        clock: None,
     }
 }
 

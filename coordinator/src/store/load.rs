@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use domain::{EpochMetrics, Grid, JobId, JobStatus, LeaseId, WorkerId, WorkerInfo};
+use domain::{
+    EpochClock, EpochMetrics, Grid, JobId, JobStatus, LeaseId, RunClock, WorkerId, WorkerInfo,
+};
 use rusqlite::{Connection, OptionalExtension};
 
 use super::{Result, StoreError};
@@ -21,6 +23,7 @@ pub struct StoredJob {
     pub param_count: Option<u64>,
     pub latency: Option<f64>,
     pub error: Option<String>,
+    pub clock: Option<RunClock>,
     pub epochs: Vec<EpochMetrics>,
 }
 
@@ -69,8 +72,8 @@ pub(super) fn load(db: &Connection) -> Result<Loaded> {
 fn jobs(db: &Connection) -> Result<HashMap<JobId, StoredJob>> {
     let mut epochs: HashMap<String, Vec<EpochMetrics>> = HashMap::new();
     let mut q = db.prepare(
-        "SELECT job_id, epoch, train_seconds, train_loss, test_loss, test_accuracy FROM epochs
-         ORDER BY job_id, epoch",
+        "SELECT job_id, epoch, train_seconds, train_loss, test_loss, test_accuracy, start_ms,
+         train_end_ms, eval_end_ms FROM epochs ORDER BY job_id, epoch",
     )?;
     let rows = q.query_map([], |r| {
         Ok((
@@ -81,6 +84,18 @@ fn jobs(db: &Connection) -> Result<HashMap<JobId, StoredJob>> {
                 train_loss: r.get(3)?,
                 test_loss: r.get(4)?,
                 test_accuracy: r.get(5)?,
+                clock: match (
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<i64>>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
+                ) {
+                    (Some(s), Some(t), Some(e)) => Some(EpochClock {
+                        start_ms: s as u64,
+                        train_end_ms: t as u64,
+                        eval_end_ms: e as u64,
+                    }),
+                    _ => None,
+                },
             },
         ))
     })?;
@@ -89,8 +104,8 @@ fn jobs(db: &Connection) -> Result<HashMap<JobId, StoredJob>> {
         epochs.entry(job).or_default().push(m);
     }
     let mut q = db.prepare(
-        "SELECT id, status, attempts, lost, finished_lease, worker, device, param_count, latency_ms, error, failures
-         FROM jobs",
+        "SELECT id, status, attempts, lost, finished_lease, worker, device, param_count, latency_ms, error, failures,
+         init_start_ms, run_start_ms, run_stop_ms FROM jobs",
     )?;
     let rows = q.query_map([], |r| {
         let id: String = r.get(0)?;
@@ -108,6 +123,14 @@ fn jobs(db: &Connection) -> Result<HashMap<JobId, StoredJob>> {
                 latency: r.get(8)?,
                 error: r.get(9)?,
                 failures: r.get(10)?,
+                clock: match (r.get::<_, Option<i64>>(11)?, r.get::<_, Option<i64>>(13)?) {
+                    (Some(init), Some(stop)) => Some(RunClock {
+                        init_start_ms: init as u64,
+                        run_start_ms: r.get::<_, Option<i64>>(12)?.map(|t| t as u64),
+                        run_stop_ms: stop as u64,
+                    }),
+                    _ => None,
+                },
                 epochs: Vec::new(),
             },
         ))

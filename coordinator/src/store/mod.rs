@@ -35,11 +35,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, spec_json TEXT NOT NULL, target_accuracy REAL NOT NULL,
     status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, lost INTEGER NOT NULL DEFAULT 0,
     failures INTEGER NOT NULL DEFAULT 0,
-    finished_lease INTEGER, worker TEXT, device TEXT, param_count INTEGER, latency_ms REAL, error TEXT);
+    finished_lease INTEGER, worker TEXT, device TEXT, param_count INTEGER, latency_ms REAL, error TEXT,
+    init_start_ms INTEGER, run_start_ms INTEGER, run_stop_ms INTEGER);
 CREATE TABLE IF NOT EXISTS epochs (
     job_id TEXT NOT NULL, epoch INTEGER NOT NULL, lease_id INTEGER NOT NULL,
     train_seconds REAL NOT NULL, train_loss REAL NOT NULL, test_loss REAL NOT NULL,
-    test_accuracy REAL NOT NULL, PRIMARY KEY (job_id, epoch));
+    test_accuracy REAL NOT NULL, start_ms INTEGER, train_end_ms INTEGER, eval_end_ms INTEGER,
+    PRIMARY KEY (job_id, epoch));
 CREATE TABLE IF NOT EXISTS attempts (
     lease_id INTEGER PRIMARY KEY, job_id TEXT NOT NULL, attempt INTEGER NOT NULL,
     worker_id TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT, outcome TEXT, error TEXT);
@@ -62,6 +64,7 @@ impl Store {
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.busy_timeout(Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
+        migrate(&db)?;
         Ok(Store { db })
     }
 
@@ -128,6 +131,30 @@ impl Store {
     pub fn load(&self) -> Result<Loaded> {
         load::load(&self.db)
     }
+}
+
+/// Columns added since the first schema, added to databases made before them.
+const ADDED_COLUMNS: [(&str, &str); 6] = [
+    ("jobs", "init_start_ms"),
+    ("jobs", "run_start_ms"),
+    ("jobs", "run_stop_ms"),
+    ("epochs", "start_ms"),
+    ("epochs", "train_end_ms"),
+    ("epochs", "eval_end_ms"),
+];
+
+fn migrate(db: &Connection) -> Result<()> {
+    for (table, column) in ADDED_COLUMNS {
+        let exists: bool = db.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+            [table, column],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} INTEGER"))?;
+        }
+    }
+    Ok(())
 }
 
 /// The SQL of one change.
@@ -231,9 +258,11 @@ fn write_finished(tx: &Transaction<'_>, change: &Change) -> Result<()> {
     }
     tx.execute(
         "UPDATE jobs SET status = ?2, finished_lease = ?3, device = ?4, param_count = ?5, latency_ms = ?6,
-         error = ?7, failures = ?8 WHERE id = ?1",
+         error = ?7, failures = ?8, init_start_ms = ?9, run_start_ms = ?10, run_stop_ms = ?11 WHERE id = ?1",
         params![job.as_str(), status.as_str(), lease.get() as i64, o.device.to_string(),
-                o.param_count as i64, o.latency_ms_per_sample, o.error, failures],
+                o.param_count as i64, o.latency_ms_per_sample, o.error, failures,
+                o.clock.map(|c| c.init_start_ms as i64), o.clock.and_then(|c| c.run_start_ms).map(|t| t as i64),
+                o.clock.map(|c| c.run_stop_ms as i64)],
     )?;
     end_attempt(tx, lease.get(), at, o.status.as_str(), o.error.as_deref())
 }
@@ -250,10 +279,12 @@ fn insert_epoch(
     m: &domain::EpochMetrics,
 ) -> Result<()> {
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO epochs (job_id, epoch, lease_id, train_seconds, train_loss, test_loss, test_accuracy)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT OR REPLACE INTO epochs (job_id, epoch, lease_id, train_seconds, train_loss, test_loss, test_accuracy,
+         start_ms, train_end_ms, eval_end_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
-    .execute(params![job, m.epoch, lease as i64, m.train_seconds, m.train_loss, m.test_loss, m.test_accuracy])?;
+    .execute(params![job, m.epoch, lease as i64, m.train_seconds, m.train_loss, m.test_loss, m.test_accuracy,
+                     m.clock.map(|c| c.start_ms as i64), m.clock.map(|c| c.train_end_ms as i64),
+                     m.clock.map(|c| c.eval_end_ms as i64)])?;
     Ok(())
 }
 

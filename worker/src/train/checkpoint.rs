@@ -6,6 +6,8 @@ use std::path::Path;
 
 use anyhow::Context;
 use domain::{EpochMetrics, JobId};
+
+use super::Started;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
@@ -16,6 +18,9 @@ struct CheckpointMeta {
     job_id: JobId,
     step: i64,
     epochs: Vec<EpochMetrics>,
+    /// When the attempt that began the job started (absent in older checkpoints).
+    #[serde(default)]
+    started: Option<Started>,
 }
 
 /// Writes the checkpoint of job `id` to `path`: the metrics are stored as JSON bytes beside
@@ -27,6 +32,7 @@ pub fn save(
     vs: &nn::VarStore,
     opt: &Optim,
     epochs: &[EpochMetrics],
+    started: Started,
 ) -> anyhow::Result<()> {
     let (mut tensors, step) = opt.state();
     for (name, t) in vs.variables() {
@@ -36,6 +42,7 @@ pub fn save(
         job_id: id.clone(),
         step,
         epochs: epochs.to_vec(),
+        started: Some(started),
     })?;
     tensors.push(("meta".into(), Tensor::from_slice(&meta)));
     if let Some(dir) = path.parent() {
@@ -47,13 +54,20 @@ pub fn save(
     Ok(())
 }
 
-/// Restores job `id` from `path` into `vs` and `opt`; returns the epochs it holds.
+/// What a checkpoint holds besides the tensors.
+pub struct Restored {
+    pub epochs: Vec<EpochMetrics>,
+    /// When the attempt that began the job started, where the checkpoint says.
+    pub started: Option<Started>,
+}
+
+/// Restores job `id` from `path` into `vs` and `opt`.
 pub fn restore(
     path: &Path,
     id: &JobId,
     vs: &nn::VarStore,
     opt: &mut Optim,
-) -> anyhow::Result<Vec<EpochMetrics>> {
+) -> anyhow::Result<Restored> {
     let saved: HashMap<String, Tensor> = Tensor::load_multi_with_device(path, vs.device())?
         .into_iter()
         .collect();
@@ -78,5 +92,8 @@ pub fn restore(
         Ok(())
     })?;
     opt.restore(&saved, meta.step).map_err(anyhow::Error::msg)?;
-    Ok(meta.epochs)
+    Ok(Restored {
+        epochs: meta.epochs,
+        started: meta.started,
+    })
 }

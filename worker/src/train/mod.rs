@@ -20,7 +20,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use domain::{EpochMetrics, JobId, Outcome, TrainOutcome, TrainSpec};
+use domain::metrics::now_ms;
+use domain::{EpochClock, EpochMetrics, JobId, Outcome, RunClock, TrainOutcome, TrainSpec};
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::Device;
 
@@ -39,6 +41,14 @@ pub struct Options {
     /// Testing hook: abort the process right after this epoch's checkpoint is written, as a
     /// crash or a kill would (`WORKER_FAULT=abort-after-epoch:N`, read by `main`).
     pub abort_after_epoch: Option<u32>,
+}
+
+/// When a job's first attempt started, by the wall clock, milliseconds since the Unix epoch:
+/// kept in its checkpoints, so a resumed job's run spans all its attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    pub init_ms: u64,
+    pub run_ms: u64,
 }
 
 /// The data, model and optimizer of one job, ready to train.
@@ -90,9 +100,15 @@ pub fn run(
     opts: &Options,
     on_epoch: &mut dyn FnMut(&EpochMetrics),
 ) -> anyhow::Result<TrainOutcome> {
+    let init_ms = now_ms();
     let mut s = setup(spec, opts)?;
     let id = spec.id();
-    let mut epochs = resume(opts, &id, &s.vs, &mut s.opt);
+    let restored = resume(opts, &id, &s.vs, &mut s.opt);
+    let started = restored.started.unwrap_or(Started {
+        init_ms,
+        run_ms: now_ms(),
+    });
+    let mut epochs = restored.epochs;
     for m in &epochs {
         on_epoch(m);
     }
@@ -103,15 +119,22 @@ pub fn run(
         epochs,
         latency_ms_per_sample: latency,
         error,
+        clock: Some(RunClock {
+            init_start_ms: started.init_ms,
+            run_start_ms: Some(started.run_ms),
+            run_stop_ms: now_ms(),
+        }),
     };
     let mut train_seconds = epochs.last().map_or(0.0, |m| m.train_seconds);
     for epoch in epochs.len() as u32 + 1..=spec.epochs {
         tch::manual_seed(epoch_seed(spec.seed, epoch));
-        let started = Instant::now();
+        let start_ms = now_ms();
+        let clock = Instant::now();
         let loss_sum = step::train_epoch(&*s.net, &mut s.opt, &s.train, spec)?;
         // Reading the loss waits for the device, so the clock stops after the last step.
         let train_loss = loss_sum / s.train.samples() as f64;
-        train_seconds += started.elapsed().as_secs_f64();
+        train_seconds += clock.elapsed().as_secs_f64();
+        let train_end_ms = now_ms();
         if !train_loss.is_finite() {
             let why = format!("training loss became {train_loss} in epoch {epoch}");
             return Ok(outcome(Outcome::Diverged, epochs, None, Some(why)));
@@ -123,10 +146,15 @@ pub fn run(
             train_loss,
             test_loss,
             test_accuracy,
+            clock: Some(EpochClock {
+                start_ms,
+                train_end_ms,
+                eval_end_ms: now_ms(),
+            }),
         };
         epochs.push(m.clone());
         if let Some(path) = &opts.checkpoint {
-            checkpoint::save(path, &id, &s.vs, &s.opt, &epochs)
+            checkpoint::save(path, &id, &s.vs, &s.opt, &epochs, started)
                 .with_context(|| format!("writing checkpoint {}", path.display()))?;
         }
         on_epoch(&m);
@@ -145,19 +173,23 @@ pub fn run(
     Ok(outcome(Outcome::Succeeded, epochs, Some(latency), None))
 }
 
-/// The epochs restored from the job's checkpoint, if it has a usable one.
-fn resume(opts: &Options, id: &JobId, vs: &nn::VarStore, opt: &mut Optim) -> Vec<EpochMetrics> {
+/// What the job's checkpoint holds, if it has a usable one.
+fn resume(opts: &Options, id: &JobId, vs: &nn::VarStore, opt: &mut Optim) -> checkpoint::Restored {
+    let nothing = checkpoint::Restored {
+        epochs: Vec::new(),
+        started: None,
+    };
     let Some(path) = opts.checkpoint.as_deref().filter(|p| p.is_file()) else {
-        return Vec::new();
+        return nothing;
     };
     match checkpoint::restore(path, id, vs, opt) {
         Ok(done) => {
-            tracing::info!(job_id = %id, epochs_done = done.len(), "resumed from checkpoint");
+            tracing::info!(job_id = %id, epochs_done = done.epochs.len(), "resumed from checkpoint");
             done
         }
         Err(e) => {
             tracing::warn!(job_id = %id, error = %e, path = %path.display(), "ignoring unusable checkpoint; starting over");
-            Vec::new()
+            nothing
         }
     }
 }
