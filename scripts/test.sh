@@ -12,5 +12,14 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get 
     (apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; } >/dev/null 2>&1) \
         || echo "==> could not install chromium; the browser test will be skipped" >&2
 fi
+# mlperf-logging and tensorboard (PyPI) for the tests that check our MLPerf logs and event
+# files with those tools' own checker and reader; once per user, like libtorch.
+PYTOOLS="$DLGRID_CACHE/pytools"
+if ! "$PYTOOLS/bin/python" -c "import mlperf_logging, tensorboard" 2>/dev/null; then
+    echo "==> installing mlperf-logging and tensorboard into $PYTOOLS (once per machine)" >&2
+    python3 -m venv "$PYTOOLS"
+    "$PYTOOLS/bin/pip" install --quiet --disable-pip-version-check mlperf-logging==4.1.68 tensorboard==2.21.0
+fi
+export DLGRID_PYTOOLS="$PYTOOLS/bin/python"
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"

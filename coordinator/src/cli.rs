@@ -130,14 +130,25 @@ pub struct Listen {
     pub http: Option<SocketAddr>,
 }
 
-/// Checks the flags into a [`Config`]; `worker_bin` is `$WORKER_BIN` where set.
-pub fn validate(a: RunArgs, worker_bin: Option<PathBuf>) -> Result<(Config, Listen), BadInput> {
+/// What the coordinator takes from its environment besides flags (read in `main`).
+pub struct Env {
+    /// `$WORKER_BIN`: the worker binary local workers run.
+    pub worker_bin: Option<PathBuf>,
+    /// `$DLGRID_AUTHOR` / `$DLGRID_AUTHOR_EMAIL`: the grid's author where grid.yaml names none.
+    pub author: Option<String>,
+    pub author_email: Option<String>,
+}
+
+/// Checks the flags into a [`Config`].
+pub fn validate(a: RunArgs, env: Env) -> Result<(Config, Listen), BadInput> {
     let Some(grid_path) = a.grid else {
         return Err(BadInput(
             "--grid GRID.yaml is required (or use `report` / `status`; see --help)".into(),
         ));
     };
-    let grid = Grid::from_file(&grid_path).map_err(|e| BadInput(e.to_string()))?;
+    let grid = Grid::from_file(&grid_path)
+        .map_err(|e| BadInput(e.to_string()))?
+        .with_author_defaults(env.author, env.author_email);
     if let Some(d) = a.data_dir.as_ref().filter(|d| !d.is_dir()) {
         return Err(BadInput(format!(
             "--data-dir: {} is not a folder",
@@ -152,7 +163,7 @@ pub fn validate(a: RunArgs, worker_bin: Option<PathBuf>) -> Result<(Config, List
         .out
         .unwrap_or_else(|| PathBuf::from("runs").join(grid.name()));
     let state = a.state.unwrap_or_else(|| out.join("state.db"));
-    let worker_bin = match worker_bin {
+    let worker_bin = match env.worker_bin {
         Some(bin) => bin,
         None => coordinator::local::worker_binary().map_err(|e| BadInput(format!("{e:#}")))?,
     };

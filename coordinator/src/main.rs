@@ -25,14 +25,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let worker_bin = std::env::var_os("WORKER_BIN").map(PathBuf::from);
+    let env = cli::Env {
+        worker_bin: std::env::var_os("WORKER_BIN").map(PathBuf::from),
+        author: std::env::var("DLGRID_AUTHOR").ok(),
+        author_email: std::env::var("DLGRID_AUTHOR_EMAIL").ok(),
+    };
     let result = match cli.cmd {
         Some(Cmd::Report { state, out }) => report(&state, &out).map_err(Err),
         Some(Cmd::Status { conn }) => rt.block_on(control::status(conn)).map_err(Err),
         Some(Cmd::Cancel { conn, jobs, all }) => {
             rt.block_on(control::cancel(conn, jobs, all)).map_err(Err)
         }
-        None => match cli::validate(cli.run, worker_bin) {
+        None => match cli::validate(cli.run, env) {
             Ok((cfg, listen)) => rt.block_on(run(cfg, listen)).map_err(Err),
             Err(bad) => Err(Ok(bad)),
         },

@@ -142,6 +142,20 @@ pub(crate) fn grid_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Er
     })
 }
 
+/// A name or e-mail address for the report: printable, at most 200 characters.
+pub(crate) fn person<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    d.deserialize_str(Check::<String> {
+        expecting: "a name or e-mail address",
+        check: |s| {
+            if s.chars().count() > 200 || s.chars().any(char::is_control) {
+                Err("must be at most 200 printable characters".into())
+            } else {
+                Ok(s)
+            }
+        },
+    })
+}
+
 pub(crate) fn epochs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     let n = d.deserialize_u64(Check::<u64> {
         expecting: "a number of epochs",

@@ -1,4 +1,8 @@
-//! DAWNBench entry files for one job: `dawnbench/<job id>/{train.json,train.tsv,inference.json}`.
+//! DAWNBench entry files for one job: `dawnbench/<job id>/{train.json,train.tsv,inference.json}`,
+//! in the format the `stanford-futuredata/dawn-bench-entries` repository's
+//! `tests/test_submissions.py` accepts: the required fields (`version` `v1.0`, `author`,
+//! `authorEmail`, `framework`, `model`, `hardware`, `timestamp` as `YYYY-MM-DD`, and `latency`
+//! for inference), and a TSV of exactly `epoch`, `hours`, `top1Accuracy`.
 
 use std::fmt::Write as _;
 
@@ -22,16 +26,21 @@ pub fn dawnbench_files(job: &JobRecord, grid: &Grid, env: &Environment) -> Vec<(
     let price = grid.cost_per_hour();
     let cost = |hours: f64| (price > 0.0).then_some(hours * price);
     let model = format!("{} ({})", job.model, job.activation);
+    let (author, email) = (grid.author(), grid.author_email());
+    let date = job
+        .clock
+        .map(|c| date_of(c.run_stop_ms))
+        .unwrap_or_else(|| env.finished_at.as_deref().unwrap_or(&env.started_at)[..10].to_string());
     let train = serde_json::json!({
         "version": "v1.0",
-        "author": "",
-        "authorEmail": "",
+        "author": author,
+        "authorEmail": email,
         "framework": framework,
         "codeURL": "",
         "model": model,
         "hardware": hardware,
         "costPerHour": (price > 0.0).then_some(price),
-        "timestamp": env.finished_at.clone().unwrap_or_else(|| env.started_at.clone()),
+        "timestamp": date,
         "misc": {
             "job_id": job.id,
             "dataset": job.dataset,
@@ -45,10 +54,12 @@ pub fn dawnbench_files(job: &JobRecord, grid: &Grid, env: &Environment) -> Vec<(
     });
     let inference = serde_json::json!({
         "version": "v1.0",
-        "author": "",
+        "author": author,
+        "authorEmail": email,
         "framework": framework,
         "model": model,
         "hardware": hardware,
+        "timestamp": date,
         "latency": job.latency_ms_per_sample,
         "top1Accuracy": job.final_test_accuracy.map(|a| 100.0 * a),
         "costPerHour": (price > 0.0).then_some(price),
@@ -61,6 +72,21 @@ pub fn dawnbench_files(job: &JobRecord, grid: &Grid, env: &Environment) -> Vec<(
         ("train.tsv".into(), train_tsv(job)),
         ("inference.json".into(), pretty(&inference)),
     ]
+}
+
+/// `YYYY-MM-DD` (UTC) of `ms` milliseconds since the Unix epoch (Howard Hinnant's
+/// civil-from-days).
+fn date_of(ms: u64) -> String {
+    let z = (ms / 86_400_000) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
 }
 
 /// One row per epoch: `epoch`, cumulative training hours, top-1 test accuracy in percent.
@@ -81,6 +107,14 @@ fn train_tsv(job: &JobRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(date_of(0), "1970-01-01");
+        // 2026-11-28T15:25:22Z
+        assert_eq!(date_of(1_795_879_522_000), "2026-11-28");
+        assert_eq!(date_of(951_782_400_000), "2000-02-29");
+    }
 
     #[test]
     fn tsv_rows_per_epoch() {

@@ -32,6 +32,7 @@ pub fn results_of(grid_yaml: &str) -> Results {
                 train_loss: loss,
                 test_loss: loss / 2.0,
                 test_accuracy: acc,
+                clock: None,
             };
             let facts = RunFacts {
                 attempts: 1,

@@ -119,16 +119,20 @@ fn table(t: &Table) -> String {
             "<tr><th>{}</th><td>{}</td>{}{}{}{}{}",
             esc(&r.activation),
             r.n,
-            cell(&r.total, b.total, fmt_hms),
-            cell(&r.latency, b.latency, |v| format!("{v:.3}")),
-            cell(&r.first_epoch, b.first_epoch, |v| format!("{v:.1}")),
-            cell(&r.to_target, b.to_target, fmt_hms),
-            cell(&r.error, b.error, |v| format!("{:.2}%", 100.0 * v)),
+            cell(&r.total, b.total, r.total.text(fmt_hms)),
+            cell(&r.latency, b.latency, r.latency.text(|v| format!("{v:.3}"))),
+            cell(&r.first_epoch, b.first_epoch, r.first_epoch.epoch_text()),
+            cell(&r.to_target, b.to_target, r.to_target.text(fmt_hms)),
+            cell(
+                &r.error,
+                b.error,
+                r.error.text(|v| format!("{:.2}%", 100.0 * v))
+            ),
         );
         if t.cost_per_hour > 0.0 {
             let usd = |v: f64| format!("{:.4}", t.cost(v));
-            h.push_str(&cell(&r.total, b.total, usd));
-            h.push_str(&cell(&r.to_target, b.to_target, usd));
+            h.push_str(&cell(&r.total, b.total, r.total.text(usd)));
+            h.push_str(&cell(&r.to_target, b.to_target, r.to_target.text(usd)));
         }
         h.push_str("</tr>");
     }
@@ -136,8 +140,8 @@ fn table(t: &Table) -> String {
     h
 }
 
-fn cell(stat: &Stat, best: Option<f64>, f: impl Fn(f64) -> String) -> String {
-    let Some(s) = stat.text(f) else {
+fn cell(stat: &Stat, best: Option<f64>, text: Option<String>) -> String {
+    let Some(s) = text else {
         return "<td>N/A</td>".into();
     };
     let mark = if stat.significantly_worse() {

@@ -9,18 +9,22 @@
 //!   value of each column and significance against it.
 //! - [`summary`]: the summary in words and the recommendation.
 //! - [`format`]: durations and escaping for each output format.
-//! - [`markdown`], [`html`] (with [`svg`] figures), [`csv`], [`dawnbench`]: the files.
+//! - [`markdown`], [`html`] (with [`svg`] figures), [`csv`]: the report's files.
+//! - [`dawnbench`], [`mllog`], [`tensorboard`]: each job in the formats other tools read
+//!   (DAWNBench entries, MLPerf Training logs, TensorBoard event files).
 
 pub mod csv;
 pub mod dawnbench;
 pub mod format;
 pub mod html;
 pub mod markdown;
+pub mod mllog;
 pub mod results;
 pub mod stats;
 pub mod summary;
 pub mod svg;
 pub mod table;
+pub mod tensorboard;
 
 pub use results::{Environment, Results, WorkerEnv};
 

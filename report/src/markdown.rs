@@ -54,17 +54,29 @@ fn table_section(table: &Table) -> String {
         let mut cells = vec![
             md_cell(&row.activation),
             row.n.to_string(),
-            render(&row.total, b.total, fmt_hms),
-            render(&row.latency, b.latency, |v| format!("{v:.3}")),
-            render(&row.first_epoch, b.first_epoch, |v| format!("{v:.1}")),
-            render(&row.to_target, b.to_target, fmt_hms),
-            render(&row.error, b.error, |v| format!("{:.2}%", 100.0 * v)),
+            render(&row.total, b.total, row.total.text(fmt_hms)),
+            render(
+                &row.latency,
+                b.latency,
+                row.latency.text(|v| format!("{v:.3}")),
+            ),
+            render(
+                &row.first_epoch,
+                b.first_epoch,
+                row.first_epoch.epoch_text(),
+            ),
+            render(&row.to_target, b.to_target, row.to_target.text(fmt_hms)),
+            render(
+                &row.error,
+                b.error,
+                row.error.text(|v| format!("{:.2}%", 100.0 * v)),
+            ),
         ];
         if table.cost_per_hour > 0.0 {
             // Cost is proportional to time: same best and same significance.
             let usd = |v: f64| format!("{:.4}", table.cost(v));
-            cells.push(render(&row.total, b.total, usd));
-            cells.push(render(&row.to_target, b.to_target, usd));
+            cells.push(render(&row.total, b.total, row.total.text(usd)));
+            cells.push(render(&row.to_target, b.to_target, row.to_target.text(usd)));
         }
         let _ = writeln!(md, "| {} |", cells.join(" | "));
     }
@@ -81,10 +93,10 @@ fn table_section(table: &Table) -> String {
     md
 }
 
-/// A cell: [`Stat::text`] or `N/A`, bold when it is the column's best, `\*` when
+/// A cell: `text` (of `stat`) or `N/A`, bold when it is the column's best, `\*` when
 /// significantly worse than it.
-fn render(stat: &Stat, best: Option<f64>, f: impl Fn(f64) -> String) -> String {
-    let Some(mut s) = stat.text(f) else {
+fn render(stat: &Stat, best: Option<f64>, text: Option<String>) -> String {
+    let Some(mut s) = text else {
         return "N/A".into();
     };
     if best == stat.mean {

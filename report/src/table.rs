@@ -56,18 +56,29 @@ impl Stat {
     /// `value` or `mean ± sd`, with how many runs had no value; None when none had one.
     pub fn text(&self, f: impl Fn(f64) -> String) -> Option<String> {
         let mean = self.mean?;
-        let mut s = match self.sd {
+        let s = match self.sd {
             Some(sd) => format!("{} ± {}", f(mean), f(sd)),
             None => f(mean),
         };
-        if self.missing > 0 {
-            s.push_str(&format!(
-                " ({} of {} N/A)",
-                self.missing,
-                self.n + self.missing
-            ));
+        Some(s + &self.missing_text())
+    }
+
+    /// For epoch numbers: one run's epoch as the integer it is; over several runs the mean
+    /// and sd with one decimal and how many runs they are of.
+    pub fn epoch_text(&self) -> Option<String> {
+        let mean = self.mean?;
+        let s = match self.sd {
+            Some(sd) => format!("{mean:.1} ± {sd:.1} (n={})", self.n),
+            None => format!("{mean:.0}"),
+        };
+        Some(s + &self.missing_text())
+    }
+
+    fn missing_text(&self) -> String {
+        if self.missing == 0 {
+            return String::new();
         }
-        Some(s)
+        format!(" ({} of {} N/A)", self.missing, self.n + self.missing)
     }
 }
 
@@ -242,6 +253,11 @@ mod tests {
         assert_eq!(s.sd, Some(1.0));
         assert_eq!((s.n, s.missing), (3, 1));
         assert_eq!(Stat::of([None]).mean, None);
+        assert_eq!(Stat::of([Some(5.0)]).epoch_text().unwrap(), "5");
+        assert_eq!(
+            Stat::of([Some(5.0), Some(6.0), None]).epoch_text().unwrap(),
+            "5.5 ± 0.7 (n=2) (1 of 3 N/A)"
+        );
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub(super) struct GridFile {
     pub cost_per_hour: f64,
     #[serde(default)]
     pub retries: u32,
+    #[serde(default, deserialize_with = "checks::person")]
+    pub author: String,
+    #[serde(default, deserialize_with = "checks::person")]
+    pub author_email: String,
 }
 
 #[derive(Deserialize)]

@@ -60,6 +60,11 @@ pub struct Grid {
     retries: u32,
     /// SHA-256 of the grid file's bytes, for the report's provenance.
     source_sha256: String,
+    /// Who ran the study, for DAWNBench entries and MLPerf logs (may be empty).
+    #[serde(default)]
+    author: String,
+    #[serde(default)]
+    author_email: String,
 }
 
 /// One model on one dataset.
@@ -125,6 +130,8 @@ impl Grid {
             cost_per_hour: file.cost_per_hour,
             retries: file.retries,
             source_sha256: hex::encode(Sha256::digest(text.as_bytes())),
+            author: file.author,
+            author_email: file.author_email,
         })
     }
 
@@ -154,6 +161,26 @@ impl Grid {
     /// SHA-256 of the grid file's bytes.
     pub fn source_sha256(&self) -> &str {
         &self.source_sha256
+    }
+
+    /// Who ran the study (grid.yaml `author`; may be empty).
+    pub fn author(&self) -> &str {
+        &self.author
+    }
+    /// grid.yaml `author_email` (may be empty).
+    pub fn author_email(&self) -> &str {
+        &self.author_email
+    }
+
+    /// Fills an author or e-mail address the file leaves empty (from the environment).
+    pub fn with_author_defaults(mut self, author: Option<String>, email: Option<String>) -> Grid {
+        if self.author.is_empty() {
+            self.author = author.unwrap_or_default();
+        }
+        if self.author_email.is_empty() {
+            self.author_email = email.unwrap_or_default();
+        }
+        self
     }
 
     /// Every job of the grid: datasets × activations × seeds, in that nesting order.

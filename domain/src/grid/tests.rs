@@ -301,6 +301,26 @@ fn requirements() {
 }
 
 #[test]
+fn author_from_the_file_or_the_environment() {
+    let g = parse(&format!("{PAPER}author: Ada Lovelace\n")).unwrap();
+    let g = g.with_author_defaults(Some("env".into()), Some("ada@example.org".into()));
+    assert_eq!(
+        (g.author(), g.author_email()),
+        ("Ada Lovelace", "ada@example.org")
+    );
+    let (msg, _, _) = err(&format!("{PAPER}author: \"a\\u0007b\"\n"));
+    assert!(msg.contains("author") && msg.contains("printable"), "{msg}");
+    // Grids stored before these fields existed still load.
+    let old: Grid = serde_json::from_str(
+        &serde_json::to_string(&parse(PAPER).unwrap())
+            .unwrap()
+            .replace(",\"author\":\"\",\"author_email\":\"\"", ""),
+    )
+    .unwrap();
+    assert_eq!(old.author(), "");
+}
+
+#[test]
 fn missing_file() {
     let e = Grid::from_file(Path::new("/nonexistent/grid.yaml")).unwrap_err();
     assert!(matches!(e, GridError::Read { .. }));

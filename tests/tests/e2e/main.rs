@@ -6,6 +6,7 @@ mod data;
 mod deploy;
 mod faults;
 mod grid;
+mod interop;
 mod report;
 mod support;
 mod training;
