@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use coordinator::local::LocalWorkers;
+use coordinator::store::Durability;
 use coordinator::Config;
 use domain::{DeviceSpec, Grid};
 
@@ -59,6 +60,10 @@ pub struct RunArgs {
     /// Address of the live HTML report (HOST:PORT, or `off` to disable).
     #[arg(long, env = "COORDINATOR_HTTP", default_value = "127.0.0.1:50052")]
     http: HttpAddr,
+    /// What an acknowledged change survives: full (also an OS crash or power loss: the
+    /// database is synced at every commit) or normal (the coordinator being killed).
+    #[arg(long, env = "COORDINATOR_DURABILITY", default_value = "full")]
+    durability: Durability,
     /// A job whose worker is silent this long is given to another worker.
     #[arg(long, env = "COORDINATOR_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(2..=3600))]
     lease_seconds: u32,
@@ -185,6 +190,7 @@ pub fn validate(a: RunArgs, env: Env) -> Result<(Config, Listen), BadInput> {
         heartbeat_seconds: (a.lease_seconds / 3).clamp(1, 2),
         rerun: a.rerun,
         max_checkpoint_mb: a.max_checkpoint_mb,
+        durability: a.durability,
     };
     let listen = Listen {
         grpc: a.listen,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use domain::{DeviceSpec, Grid};
 
 use crate::local::LocalWorkers;
+use crate::store::Durability;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -25,4 +26,6 @@ pub struct Config {
     pub rerun: bool,
     /// Largest checkpoint a worker may store with the coordinator.
     pub max_checkpoint_mb: u64,
+    /// What a commit of the state survives.
+    pub durability: Durability,
 }

@@ -1,5 +1,7 @@
 //! `coordinator status` and `coordinator cancel`: the control API from the command line.
 
+use std::io::Write as _;
+
 use anyhow::Context;
 use orchestrator_proto::client::{control_client, ControlClient};
 use orchestrator_proto::v1 as pb;
@@ -28,9 +30,13 @@ pub async fn cancel(conn: Connect, jobs: Vec<String>, all: bool) -> anyhow::Resu
 }
 
 pub async fn status(conn: Connect) -> anyhow::Result<()> {
-    let s = client(conn)
-        .await?
-        .grid_status(pb::GridStatusRequest {})
+    let mut client = client(conn).await?;
+    let page = |token: String| pb::GridStatusRequest {
+        page_size: 10_000,
+        page_token: token,
+    };
+    let mut s = client
+        .grid_status(page(String::new()))
         .await
         .context("GridStatus")?
         .into_inner();
@@ -51,14 +57,30 @@ pub async fn status(conn: Connect) -> anyhow::Result<()> {
         );
     }
     println!("\nJOB                                             STATE      ATTEMPTS  EPOCHS  ACCURACY  WORKER");
-    for j in &s.jobs {
+    loop {
+        print_jobs(&s.jobs);
+        if s.next_page_token.is_empty() {
+            return Ok(());
+        }
+        s = client
+            .grid_status(page(s.next_page_token))
+            .await
+            .context("GridStatus")?
+            .into_inner();
+    }
+}
+
+fn print_jobs(jobs: &[pb::JobStatus]) {
+    let mut out = std::io::stdout().lock();
+    for j in jobs {
         let accuracy = j
             .last_test_accuracy
             .map_or("-".into(), |a| format!("{:.2}%", 100.0 * a));
-        println!(
+        // A closed pipe (`| head`) ends the listing, not the program with a panic.
+        let _ = writeln!(
+            out,
             "{:<47} {:<10} {:>8}  {:>3}/{:<3} {:>8}  {}",
             j.job_id, j.state, j.attempts, j.epochs_done, j.epochs_total, accuracy, j.worker
         );
     }
-    Ok(())
 }

@@ -25,7 +25,10 @@ pub async fn run(shared: Shared) {
         }
         let expired = shared.lock().expire(Instant::now());
         match expired {
-            Ok(ids) if !ids.is_empty() => shared.changed.notify_waiters(),
+            Ok(ids) if !ids.is_empty() => {
+                shared.queued.notify_one();
+                shared.changed.notify_waiters();
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(error = %e, "lease expiry failed; retrying in a second");

@@ -5,7 +5,8 @@
 //! - [`config`]: what a run needs, validated by `main`.
 //! - [`change`]: a state transition as data, the unit both the store and memory apply.
 //! - [`jobs`]: the job state machine: each transition decided as a [`change::Change`].
-//! - [`store`]: the SQLite schema and every SQL statement.
+//! - [`store`]: the SQLite schema and every SQL statement; [`writer`]: group commit, the one
+//!   task that writes to it while a grid runs.
 //! - [`scheduler`]: the pending queue and cost model, the lease table ordered by expiry, the
 //!   worker registry.
 //! - [`state`]: the facade the services call: lease, report, complete, release, cancel,
@@ -33,6 +34,7 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod writer;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -62,6 +64,9 @@ pub async fn run(
     let counts = shared.lock().counts();
     tracing::info!(grid = cfg.grid.name(), jobs = counts.total(), already_done = counts.finished(), listen = %addr, state = %cfg.state.display(), "coordinator started");
 
+    let store = shared.lock().detach_store().context("the state's store")?;
+    let (stop_writer, writer_stop) = watch::channel(false);
+    let writer = tokio::spawn(writer::run(shared.clone(), store, writer_stop));
     let (stop_tx, stop_rx) = watch::channel(false);
     let grpc = tokio::spawn(server::serve(
         shared.clone(),
@@ -98,6 +103,9 @@ pub async fn run(
     if let Some(task) = http {
         task.await.context("live report task")??;
     }
+    // No request can queue a change any more: flush what is queued and stop the writer.
+    let _ = stop_writer.send(true);
+    writer.await.context("state writer task")??;
     Ok(ending)
 }
 
@@ -109,8 +117,15 @@ fn open(cfg: &Config) -> anyhow::Result<Shared> {
             .with_context(|| format!("creating {}", parent.display()))?;
     }
     let lease = Duration::from_secs(cfg.lease_seconds as u64);
-    let state = State::open(&cfg.state, &cfg.grid, &cfg.grid_file, lease, cfg.rerun)
-        .with_context(|| format!("opening state {}", cfg.state.display()))?;
+    let state = State::open(
+        &cfg.state,
+        &cfg.grid,
+        &cfg.grid_file,
+        lease,
+        cfg.rerun,
+        cfg.durability,
+    )
+    .with_context(|| format!("opening state {}", cfg.state.display()))?;
     let checkpoints = CheckpointStore {
         dir: cfg.out.join("checkpoints"),
         max_bytes: cfg.max_checkpoint_mb * (1 << 20),

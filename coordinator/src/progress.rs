@@ -53,6 +53,9 @@ pub async fn watch(
         if finished {
             return Ok(Ending::Finished(counts));
         }
+        if shared.write_failed() {
+            anyhow::bail!("the state database could not be written; see the error above");
+        }
         stuck.check(shared, Instant::now());
         if !children.is_empty() && children.all_exited() {
             anyhow::bail!(

@@ -32,14 +32,17 @@ struct Args {
     /// Epoch reports per simulated job.
     #[arg(long, default_value_t = 2)]
     epochs: u32,
-    /// Jobs queued for the memory measurement.
-    #[arg(long, default_value_t = 100_000)]
+    /// Jobs queued for the memory, start-up and status measurement.
+    #[arg(long, default_value_t = 1_000_000)]
     queued: u32,
     /// Epoch reports in the ingestion run.
     #[arg(long, default_value_t = 50_000)]
     reports: u32,
     #[arg(long, default_value = "target/release/coordinator")]
     coordinator_bin: PathBuf,
+    /// Skip the makespan figure (about two minutes per durability setting).
+    #[arg(long)]
+    skip_makespan: bool,
 }
 
 /// A port that was free a moment ago. Another process may take it before the coordinator
@@ -81,9 +84,10 @@ async fn start(
     bin: &Path,
     grid: &Path,
     out: &Path,
+    durability: &str,
 ) -> anyhow::Result<(Coordinator, WorkerServiceClient<Channel>, Duration)> {
     for _ in 0..5 {
-        if let Some(started) = start_on(bin, grid, out, free_port()).await? {
+        if let Some(started) = start_on(bin, grid, out, durability, free_port()).await? {
             return Ok(started);
         }
     }
@@ -95,6 +99,7 @@ async fn start_on(
     bin: &Path,
     grid: &Path,
     out: &Path,
+    durability: &str,
     port: u16,
 ) -> anyhow::Result<Option<(Coordinator, WorkerServiceClient<Channel>, Duration)>> {
     let started = Instant::now();
@@ -112,6 +117,7 @@ async fn start_on(
             "5",
         ])
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--durability", durability])
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null())
         .spawn()
@@ -317,33 +323,25 @@ fn epochs_persisted(db: &Path) -> anyhow::Result<u64> {
     Ok(text.matches("\"train_seconds\"").count() as u64)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let a = Args::parse();
-    let tmp = std::env::temp_dir().join(format!("dlgrid-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp)?;
-    let slots_total = a.workers * a.slots;
+/// Durability settings to measure under (`--durability` of the coordinator).
+const DURABILITIES: [&str; 2] = ["normal", "full"];
 
-    // 1. Makespan against the ideal.
-    let g = grid(&tmp, "makespan", a.jobs, a.epochs);
-    let out = tmp.join("makespan");
-    let (mut coord, client, _) = start(&a.coordinator_bin, &g, &out).await?;
+/// Figure 1: makespan of `a.jobs` jobs of `a.job_ms` against the ideal.
+async fn makespan(a: &Args, tmp: &Path, durability: &str) -> anyhow::Result<()> {
+    let slots_total = a.workers * a.slots;
+    let g = grid(tmp, "makespan", a.jobs, a.epochs);
+    let out = tmp.join(format!("makespan-{durability}"));
+    let (mut coord, client, _) = start(&a.coordinator_bin, &g, &out, durability).await?;
     let reports = Arc::new(AtomicU64::new(0));
     let (took, busiest) = drive(
-        &client,
-        &coord.url,
-        a.workers,
-        a.slots,
-        a.job_ms,
-        a.epochs,
-        reports.clone(),
+        &client, &coord.url, a.workers, a.slots, a.job_ms, a.epochs, reports,
     )
     .await?;
     let _ = coord.child.wait();
     let ideal = Duration::from_millis(a.job_ms * (a.jobs as u64).div_ceil(slots_total as u64));
     let overhead = took.as_secs_f64() / ideal.as_secs_f64() - 1.0;
     println!(
-        "makespan: {} jobs of {} ms on {} slots ({}×{}): {:.2} s against {:.2} s ideal: overhead {:+.2}% (goal ≤ 1%; Ray Tune's published run: +14%)",
+        "makespan ({durability}): {} jobs of {} ms on {} slots ({}×{}): {:.2} s against {:.2} s ideal: overhead {:+.2}% (goal ≤ 1%; Ray Tune's published run: +14%)",
         a.jobs, a.job_ms, slots_total, a.workers, a.slots, took.as_secs_f64(), ideal.as_secs_f64(), 100.0 * overhead
     );
     println!(
@@ -351,36 +349,96 @@ async fn main() -> anyhow::Result<()> {
         busiest.as_secs_f64(),
         100.0 * (took.as_secs_f64() / busiest.as_secs_f64() - 1.0)
     );
+    Ok(())
+}
 
-    // 2. Epoch-report ingestion, every report persisted.
+/// Figure 2: epoch reports ingested with 64 slots reporting as fast as they can.
+async fn ingestion(a: &Args, tmp: &Path, durability: &str) -> anyhow::Result<()> {
     let per_job = 500u32;
     let jobs = a.reports.div_ceil(per_job);
-    let g = grid(&tmp, "ingest", jobs, per_job);
-    let out = tmp.join("ingest");
-    let (mut coord, client, _) = start(&a.coordinator_bin, &g, &out).await?;
+    let g = grid(tmp, "ingest", jobs, per_job);
+    let out = tmp.join(format!("ingest-{durability}"));
+    let (mut coord, client, _) = start(&a.coordinator_bin, &g, &out, durability).await?;
     let reports = Arc::new(AtomicU64::new(0));
     let (took, _) = drive(&client, &coord.url, 4, 16, 0, per_job, reports.clone()).await?;
     let _ = coord.child.wait();
     let sent = reports.load(Ordering::Relaxed);
     let persisted = epochs_persisted(&out.join("state.db"))?;
     println!(
-        "ingestion: {sent} epoch reports in {:.2} s = {:.0} reports/s (goal ≥ 5000), {persisted} persisted",
+        "ingestion ({durability}): {sent} epoch reports in {:.2} s = {:.0} reports/s (goal ≥ 50,000), {persisted} persisted",
         took.as_secs_f64(),
         sent as f64 / took.as_secs_f64()
     );
+    Ok(())
+}
 
-    // 3. Memory with a large queue.
-    let g = grid(&tmp, "queue", a.queued, 10);
+/// Figure 3: a large queue: start-up time, memory, and `GridStatus` paged through every job.
+async fn large_queue(a: &Args, tmp: &Path) -> anyhow::Result<()> {
+    let g = grid(tmp, "queue", a.queued, 10);
     let out = tmp.join("queue");
-    let (coord, _client, startup) = start(&a.coordinator_bin, &g, &out).await?;
+    let (coord, _client, startup) = start(&a.coordinator_bin, &g, &out, "full").await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = rss_mb(coord.child.id());
+    let began = Instant::now();
+    let mut control =
+        pb::control_service_client::ControlServiceClient::connect(coord.url.clone()).await?;
+    let (mut token, mut listed, mut first) = (String::new(), 0usize, None);
+    loop {
+        let page = control
+            .grid_status(pb::GridStatusRequest {
+                page_size: 10_000,
+                page_token: token,
+            })
+            .await?
+            .into_inner();
+        first.get_or_insert(began.elapsed());
+        listed += page.jobs.len();
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
     println!(
-        "memory: {} jobs queued: coordinator RSS {:.0} MB (goal < 200 MB), ready in {:.1} s",
+        "queue: {} jobs queued: coordinator RSS {rss:.0} MB (goal < 500 MB), ready in {:.1} s (goal < 10 s); status: first page in {:.0} ms, all {listed} jobs in {:.1} s",
         a.queued,
-        rss_mb(coord.child.id()),
-        startup.as_secs_f64()
+        startup.as_secs_f64(),
+        first.unwrap_or_default().as_secs_f64() * 1000.0,
+        began.elapsed().as_secs_f64()
     );
     drop(coord);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let tmp = std::env::temp_dir().join(format!("dlgrid-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    println!(
+        "machine: {} ({} cores)",
+        cpu_model(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    if !a.skip_makespan {
+        for d in DURABILITIES {
+            makespan(&a, &tmp, d).await?;
+        }
+    }
+    for d in DURABILITIES {
+        ingestion(&a, &tmp, d).await?;
+    }
+    large_queue(&a, &tmp).await?;
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
 }

@@ -8,6 +8,11 @@ use orchestrator_proto::v1::control_service_server::ControlService;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
+
+/// Jobs per GridStatus page unless the client asks otherwise, and the most it may ask for:
+/// 10,000 jobs are about 1 MB, well under gRPC's 4 MiB default message limit.
+const DEFAULT_PAGE: usize = 1000;
+const MAX_PAGE: usize = 10_000;
 use crate::error::ServiceError;
 
 #[tonic::async_trait]
@@ -23,10 +28,9 @@ impl ControlService for Shared {
         }
         let ids: Vec<JobId> = req.job_ids.into_iter().map(JobId::from_stored).collect();
         let chosen = (!req.all).then_some(ids.as_slice());
-        let cancelled = self
-            .lock()
-            .cancel(chosen, Instant::now())
-            .map_err(ServiceError::from)?;
+        let (cancelled, seq) =
+            self.with_state(|state| Ok(state.cancel(chosen, Instant::now())?))?;
+        self.settle(seq).await?;
         tracing::warn!(cancelled, "jobs cancelled by the operator");
         self.changed.notify_waiters();
         Ok(Response::new(pb::CancelJobsResponse { cancelled }))
@@ -34,12 +38,25 @@ impl ControlService for Shared {
 
     async fn grid_status(
         &self,
-        _req: Request<pb::GridStatusRequest>,
+        req: Request<pb::GridStatusRequest>,
     ) -> Result<Response<pb::GridStatusResponse>, Status> {
+        let req = req.into_inner();
+        let size = match req.page_size {
+            0 => DEFAULT_PAGE,
+            n => (n as usize).min(MAX_PAGE),
+        };
+        let from = match req.page_token.as_str() {
+            "" => 0,
+            token => token.parse::<usize>().map_err(|_| {
+                ServiceError::InvalidArgument(format!("invalid page_token `{token}`"))
+            })?,
+        };
         let state = self.lock();
         let c = state.counts();
+        let total = state.job_count();
+        let next = from.saturating_add(size);
         let jobs = state
-            .records()
+            .records_page(from, size)
             .into_iter()
             .map(|r| pb::JobStatus {
                 job_id: r.id.to_string(),
@@ -72,6 +89,12 @@ impl ControlService for Shared {
             diverged: c.diverged,
             jobs,
             workers,
+            next_page_token: if next < total {
+                next.to_string()
+            } else {
+                String::new()
+            },
+            total_jobs: total as u32,
         }))
     }
 }

@@ -7,10 +7,20 @@ mod worker;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use orchestrator_proto::v1 as pb;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
+use tonic::Status;
 
 use crate::checkpoints::CheckpointStore;
 use crate::state::{Grant, State};
+
+/// How far the state is on disk (announced by [`crate::writer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durable {
+    /// Every batch up to this number is committed.
+    UpTo(u64),
+    /// A commit failed: nothing more will be; the coordinator stops.
+    Failed,
+}
 
 /// Shared by every handler. A std `Mutex`: critical sections are short and never await.
 #[derive(Clone)]
@@ -22,6 +32,10 @@ pub struct Shared {
     pub leases_changed: Arc<Notify>,
     pub heartbeat_seconds: u32,
     pub checkpoints: Arc<CheckpointStore>,
+    /// Woken when changes are queued for the writer ([`crate::writer`]).
+    pub queued: Arc<Notify>,
+    /// How far the queued changes are on disk.
+    pub durable: Arc<watch::Sender<Durable>>,
 }
 
 impl Shared {
@@ -32,7 +46,48 @@ impl Shared {
             leases_changed: Arc::new(Notify::new()),
             heartbeat_seconds,
             checkpoints: Arc::new(checkpoints),
+            queued: Arc::new(Notify::new()),
+            durable: Arc::new(watch::channel(Durable::UpTo(0)).0),
         }
+    }
+
+    /// Runs `f` on the state under its lock; returns its value and the batch of queued changes
+    /// an answer depending on it must wait for ([`Shared::settle`]).
+    pub fn with_state<T>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<T, crate::error::ServiceError>,
+    ) -> Result<(T, u64), crate::error::ServiceError> {
+        let mut state = self.lock();
+        let value = f(&mut state)?;
+        Ok((value, state.enqueued()))
+    }
+
+    /// Waits until batch `seq` of queued changes (see [`State::enqueued`]) is on disk, so an
+    /// answer that depends on it may be given.
+    pub async fn settle(&self, seq: u64) -> Result<(), Status> {
+        if seq == 0 {
+            return Ok(());
+        }
+        self.queued.notify_one();
+        let mut durable = self.durable.subscribe();
+        let settled = durable
+            .wait_for(|d| match d {
+                Durable::UpTo(n) => *n >= seq,
+                Durable::Failed => true,
+            })
+            .await
+            .map(|d| *d);
+        match settled {
+            Ok(Durable::UpTo(_)) => Ok(()),
+            _ => Err(Status::unavailable(
+                "the coordinator cannot write its state; see its log",
+            )),
+        }
+    }
+
+    /// Whether the writer has failed (the run must stop).
+    pub fn write_failed(&self) -> bool {
+        *self.durable.borrow() == Durable::Failed
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {

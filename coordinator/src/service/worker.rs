@@ -45,14 +45,15 @@ impl WorkerService for Shared {
             .ok_or_else(|| ServiceError::InvalidArgument("info is required".into()))?;
         let info = WorkerInfo::try_from(info).map_err(ServiceError::from)?;
         let name = info.name.clone();
-        let mut state = self.lock();
-        let worker = state
-            .register(info, Instant::now())
-            .map_err(ServiceError::from)?;
+        let ((worker, lease_seconds), seq) = self.with_state(|state| {
+            let worker = state.register(info, Instant::now())?;
+            Ok((worker, state.lease_ttl().as_secs() as u32))
+        })?;
+        self.settle(seq).await?;
         tracing::info!(worker_id = %worker, name, "worker registered");
         Ok(Response::new(pb::RegisterResponse {
             worker_id: worker.to_string(),
-            lease_seconds: state.lease_ttl().as_secs() as u32,
+            lease_seconds,
             heartbeat_seconds: self.heartbeat_seconds,
         }))
     }
@@ -63,13 +64,13 @@ impl WorkerService for Shared {
     ) -> Result<Response<pb::LeaseJobResponse>, Status> {
         let req = req.into_inner();
         let worker = WorkerId::from_stored(req.worker_id);
-        let mut state = self.lock();
-        known(&state, &worker)?;
-        let grant = state
-            .lease(&worker, &req.request_id, Instant::now())
-            .map_err(ServiceError::from)?;
-        let finished = grant.is_none() && state.tell_finished(&worker);
-        drop(state);
+        let ((grant, finished), seq) = self.with_state(|state| {
+            known(state, &worker)?;
+            let grant = state.lease(&worker, &req.request_id, Instant::now())?;
+            let finished = grant.is_none() && state.tell_finished(&worker);
+            Ok((grant, finished))
+        })?;
+        self.settle(seq).await?;
         Ok(Response::new(pb::LeaseJobResponse {
             lease: grant.map(|g| self.started(&worker, g)),
             grid_finished: finished,
@@ -88,10 +89,10 @@ impl WorkerService for Shared {
             .ok_or_else(|| ServiceError::InvalidArgument("metrics are required".into()))?;
         let (worker, job) = (WorkerId::from_stored(req.worker_id), job_id(req.job_id)?);
         let lease = LeaseId::new(req.lease_id);
-        let accepted = self
-            .lock()
-            .report_epoch(&worker, &job, lease, m.into(), Instant::now())
-            .map_err(ServiceError::from)?;
+        let (accepted, seq) = self.with_state(|state| {
+            Ok(state.report_epoch(&worker, &job, lease, m.into(), Instant::now())?)
+        })?;
+        self.settle(seq).await?;
         if accepted {
             tracing::info!(
                 job_id = %job,
@@ -117,20 +118,18 @@ impl WorkerService for Shared {
         let (worker, job) = (WorkerId::from_stored(req.worker_id), job_id(req.job_id)?);
         let lease = LeaseId::new(req.lease_id);
         let now = Instant::now();
-        let mut state = self.lock();
-        let accepted = state
-            .complete(&worker, &job, lease, outcome, now)
-            .map_err(ServiceError::from)?;
-        let counts = state.counts();
-        let next = if req.next_request_id.is_empty() || !state.knows_worker(&worker) {
-            None
-        } else {
-            state
-                .lease(&worker, &req.next_request_id, now)
-                .map_err(ServiceError::from)?
-        };
-        let grid_finished = next.is_none() && state.tell_finished(&worker);
-        drop(state);
+        let ((accepted, counts, next, grid_finished), seq) = self.with_state(|state| {
+            let accepted = state.complete(&worker, &job, lease, outcome, now)?;
+            let counts = state.counts();
+            let next = if req.next_request_id.is_empty() || !state.knows_worker(&worker) {
+                None
+            } else {
+                state.lease(&worker, &req.next_request_id, now)?
+            };
+            let grid_finished = next.is_none() && state.tell_finished(&worker);
+            Ok((accepted, counts, next, grid_finished))
+        })?;
+        self.settle(seq).await?;
         let next = next.map(|g| self.started(&worker, g));
         if accepted {
             if status != Outcome::Failed {
@@ -155,9 +154,14 @@ impl WorkerService for Shared {
         let req = req.into_inner();
         let worker = WorkerId::from_stored(req.worker_id);
         let leases: Vec<LeaseId> = req.lease_ids.into_iter().map(LeaseId::new).collect();
-        let mut state = self.lock();
-        let known_worker = state.knows_worker(&worker);
-        let revoked = state.heartbeat(&worker, &leases, Instant::now());
+        let ((known_worker, revoked), seq) = self.with_state(|state| {
+            let known_worker = state.knows_worker(&worker);
+            Ok((
+                known_worker,
+                state.heartbeat(&worker, &leases, Instant::now()),
+            ))
+        })?;
+        self.settle(seq).await?;
         Ok(Response::new(pb::HeartbeatResponse {
             revoked_lease_ids: revoked.into_iter().map(LeaseId::get).collect(),
             known_worker,
@@ -171,10 +175,9 @@ impl WorkerService for Shared {
         let req = req.into_inner();
         let (worker, job) = (WorkerId::from_stored(req.worker_id), job_id(req.job_id)?);
         let lease = LeaseId::new(req.lease_id);
-        let accepted = self
-            .lock()
-            .release(&worker, &job, lease, Instant::now())
-            .map_err(ServiceError::from)?;
+        let (accepted, seq) =
+            self.with_state(|state| Ok(state.release(&worker, &job, lease, Instant::now())?))?;
+        self.settle(seq).await?;
         if accepted {
             tracing::info!(job_id = %job, lease_id = %lease, "job handed back; queued again");
             self.changed.notify_waiters();

@@ -44,7 +44,7 @@ impl State {
             .map(|(i, e)| (e.job.id.clone(), i))
             .collect();
         let mut state = State {
-            store,
+            sink: super::Sink::Direct(store),
             grid: loaded.grid,
             grid_file: loaded.grid_file,
             started_at: loaded.started_at,
@@ -56,8 +56,10 @@ impl State {
             leases,
             workers: Registry::from_stored(loaded.workers),
             lease_ttl,
+            counts: Default::default(),
         };
         for i in 0..state.jobs.len() {
+            state.counts.add(state.jobs[i].status, 1);
             if state.jobs[i].status == JobStatus::Pending {
                 let cost = state.estimates.cost(&state.jobs[i].job);
                 state.queue.push(i, cost);

@@ -25,7 +25,7 @@ use crate::change::Change;
 use crate::clock::timestamp;
 use crate::jobs::JobEntry;
 use crate::scheduler::{Estimates, Lease, LeaseTable, Queue, Registry};
-use crate::store::{Store, StoreError};
+use crate::store::{Durability, Store, StoreError};
 pub use projection::WorkerStatus;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -49,6 +49,18 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Counts one more job in `status` (`n` = 1) or one fewer (`n` = -1).
+    fn add(&mut self, status: JobStatus, n: i32) {
+        let c = match status {
+            JobStatus::Pending => &mut self.pending,
+            JobStatus::Running => &mut self.running,
+            JobStatus::Succeeded => &mut self.succeeded,
+            JobStatus::Failed => &mut self.failed,
+            JobStatus::Diverged => &mut self.diverged,
+        };
+        *c = c.saturating_add_signed(n);
+    }
+
     pub fn finished(&self) -> u32 {
         self.succeeded + self.failed + self.diverged
     }
@@ -57,8 +69,17 @@ impl Counts {
     }
 }
 
+/// Where committed changes go.
+enum Sink {
+    /// Written before [`State::commit`] returns (tests, `coordinator report`).
+    Direct(Store),
+    /// Queued for the writer task ([`crate::writer`]), which commits them in batches: the
+    /// caller answers its RPC only once [`State::enqueued`] at its answer is durable.
+    Queued { pending: Vec<Change>, seq: u64 },
+}
+
 pub struct State {
-    store: Store,
+    sink: Sink,
     grid: Grid,
     grid_file: String,
     started_at: String,
@@ -70,6 +91,9 @@ pub struct State {
     leases: LeaseTable,
     workers: Registry,
     lease_ttl: Duration,
+    /// Jobs by status, kept as statuses change: asked after every change, and a scan of a
+    /// million jobs each time would be what the coordinator spends its time on.
+    counts: Counts,
 }
 
 impl State {
@@ -84,8 +108,9 @@ impl State {
         grid_file: &str,
         lease_ttl: Duration,
         rerun: bool,
+        durability: Durability,
     ) -> Result<State> {
-        let mut store = Store::open(path)?;
+        let mut store = Store::open(path, durability)?;
         store.begin_run(grid, grid_file, &timestamp(), rerun)?;
         State::load(store, lease_ttl, Instant::now())
     }
@@ -96,7 +121,8 @@ impl State {
             let why = format!("{} does not exist", path.display());
             return Err(StoreError::Corrupt(why));
         }
-        State::load(Store::open(path)?, Duration::from_secs(30), Instant::now())
+        let store = Store::open(path, Durability::Normal)?;
+        State::load(store, Duration::from_secs(30), Instant::now())
     }
 
     pub fn grid(&self) -> &Grid {
@@ -107,13 +133,53 @@ impl State {
         self.lease_ttl
     }
 
-    /// Stores `changes` in one transaction, then applies them in memory.
+    /// Stores `changes` in one transaction (or queues them for the writer), and applies them
+    /// in memory.
     fn commit(&mut self, changes: Vec<Change>, now: Instant) -> Result<()> {
-        self.store.commit(&changes)?;
+        match &mut self.sink {
+            Sink::Direct(store) => store.commit(&changes)?,
+            Sink::Queued { pending, seq } => {
+                pending.extend(changes.iter().cloned());
+                *seq += 1;
+            }
+        }
         for c in &changes {
             self.apply(c, now);
         }
         Ok(())
+    }
+
+    /// Hands the store to a writer task: from now on changes are queued, in memory at once and
+    /// on disk when the writer commits them. None if it was handed over already.
+    pub fn detach_store(&mut self) -> Option<Store> {
+        let queued = Sink::Queued {
+            pending: Vec::new(),
+            seq: 0,
+        };
+        match std::mem::replace(&mut self.sink, queued) {
+            Sink::Direct(store) => Some(store),
+            q @ Sink::Queued { .. } => {
+                self.sink = q;
+                None
+            }
+        }
+    }
+
+    /// The number of the latest queued batch of changes: what an answer given now depends on,
+    /// at most (0 when nothing was ever queued or the store is written directly).
+    pub fn enqueued(&self) -> u64 {
+        match &self.sink {
+            Sink::Direct(_) => 0,
+            Sink::Queued { seq, .. } => *seq,
+        }
+    }
+
+    /// The changes queued since the last call, and the number of the latest batch among them.
+    pub fn take_pending(&mut self) -> (Vec<Change>, u64) {
+        match &mut self.sink {
+            Sink::Direct(_) => (Vec::new(), 0),
+            Sink::Queued { pending, seq } => (std::mem::take(pending), *seq),
+        }
     }
 
     fn apply(&mut self, change: &Change, now: Instant) {
@@ -126,8 +192,10 @@ impl State {
                 let Some(&i) = change.job().and_then(|id| self.index.get(id)) else {
                     return;
                 };
-                let held = self.jobs[i].lease;
+                let (held, before) = (self.jobs[i].lease, self.jobs[i].status);
                 self.jobs[i].apply(change);
+                self.counts.add(before, -1);
+                self.counts.add(self.jobs[i].status, 1);
                 self.reindex(i, held, change, now);
             }
         }
@@ -366,21 +434,11 @@ impl State {
     }
 
     pub fn counts(&self) -> Counts {
-        let mut c = Counts::default();
-        for e in &self.jobs {
-            match e.status {
-                JobStatus::Pending => c.pending += 1,
-                JobStatus::Running => c.running += 1,
-                JobStatus::Succeeded => c.succeeded += 1,
-                JobStatus::Failed => c.failed += 1,
-                JobStatus::Diverged => c.diverged += 1,
-            }
-        }
-        c
+        self.counts
     }
 
     pub fn is_finished(&self) -> bool {
-        self.jobs.iter().all(|e| e.status.is_terminal())
+        self.counts.pending == 0 && self.counts.running == 0
     }
 
     /// Records when the grid finished, once every job has.

@@ -24,6 +24,16 @@ impl State {
         self.jobs.iter().map(|e| e.record()).collect()
     }
 
+    /// The records of jobs `from..from + count` in grid order (fewer at the end).
+    pub fn records_page(&self, from: usize, count: usize) -> Vec<JobRecord> {
+        let jobs = self.jobs.iter().skip(from).take(count);
+        jobs.map(|e| e.record()).collect()
+    }
+
+    pub fn job_count(&self) -> usize {
+        self.jobs.len()
+    }
+
     /// Registered workers, by id.
     pub fn worker_statuses(&self, now: Instant) -> Vec<WorkerStatus> {
         let mut out: Vec<WorkerStatus> = self

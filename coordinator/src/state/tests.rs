@@ -21,6 +21,7 @@ fn fresh(dir: &Path, g: &Grid) -> State {
         "g.yaml",
         Duration::from_secs(10),
         false,
+        crate::store::Durability::Normal,
     )
     .unwrap()
 }
@@ -313,4 +314,44 @@ fn longest_job_first() {
     let w = worker(&mut s, t0);
     let first = s.lease(&w, "1", t0).unwrap().unwrap();
     assert_eq!(first.job.spec.model, domain::Model::Vgg11Bn);
+}
+
+/// The counts kept as statuses change agree with a count of every job, through every kind of
+/// transition.
+#[test]
+fn counts_follow_every_transition() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let mut s = fresh(dir.path(), &grid(&format!("{G}retries: 1\n")));
+    let scan = |s: &State| {
+        let mut c = Counts::default();
+        for r in s.records() {
+            c.add(r.status, 1);
+        }
+        c
+    };
+    let w = worker(&mut s, t0);
+    let a = s.lease(&w, "1", t0).unwrap().unwrap();
+    assert_eq!(s.counts(), scan(&s));
+    let fail = TrainOutcome {
+        status: Outcome::Failed,
+        ..done(0)
+    };
+    s.complete(&w, &a.job.id, a.lease, fail, t0).unwrap();
+    assert_eq!(s.counts(), scan(&s));
+    let b = s.lease(&w, "2", t0).unwrap().unwrap();
+    s.release(&w, &b.job.id, b.lease, t0).unwrap();
+    assert_eq!(s.counts(), scan(&s));
+    let c = s.lease(&w, "3", t0).unwrap().unwrap();
+    s.expire(t0 + Duration::from_secs(11)).unwrap();
+    assert_eq!(s.counts(), scan(&s));
+    s.lease(&w, "4", t0).unwrap().unwrap();
+    s.complete(&w, &c.job.id, c.lease, done(2), t0).unwrap();
+    s.cancel(None, t0).unwrap();
+    assert_eq!(s.counts(), scan(&s));
+    assert!(s.is_finished());
+    // And after loading again.
+    drop(s);
+    let s = fresh(dir.path(), &grid(&format!("{G}retries: 1\n")));
+    assert_eq!(s.counts(), scan(&s));
 }

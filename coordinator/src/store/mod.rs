@@ -51,6 +51,28 @@ CREATE TABLE IF NOT EXISTS workers (
     registered_at TEXT NOT NULL, memory_mb INTEGER NOT NULL DEFAULT 0);
 ";
 
+/// How much a commit survives, as SQLite's `synchronous` setting under WAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: the WAL is synced at every commit, so a committed (and so an
+    /// acknowledged) change survives an OS crash or power loss.
+    Full,
+    /// `synchronous=NORMAL`: synced only at checkpoints; a committed change survives the
+    /// process being killed, but an OS crash or power loss may lose the last commits.
+    Normal,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "full" => Ok(Durability::Full),
+            "normal" => Ok(Durability::Normal),
+            other => Err(format!("expected `full` or `normal`, got `{other}`")),
+        }
+    }
+}
+
 /// The open database.
 pub struct Store {
     db: Connection,
@@ -58,10 +80,14 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the database at `path`.
-    pub fn open(path: &Path) -> Result<Store> {
+    pub fn open(path: &Path, durability: Durability) -> Result<Store> {
         let db = Connection::open(path)?;
         db.pragma_update(None, "journal_mode", "WAL")?;
-        db.pragma_update(None, "synchronous", "NORMAL")?;
+        let synchronous = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        db.pragma_update(None, "synchronous", synchronous)?;
         db.busy_timeout(Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
         migrate(&db)?;

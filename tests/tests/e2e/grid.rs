@@ -4,7 +4,9 @@ use std::process::Command;
 
 use integration_tests::{bin, output};
 
-use crate::support::{coordinator, fixture, jobs, read_json, EPOCH_FIELDS, JOB_FIELDS};
+use crate::support::{
+    bound_ports, coordinator, fixture, jobs, read_json, EPOCH_FIELDS, JOB_FIELDS,
+};
 
 #[test]
 fn grid_runs_end_to_end_resumes_and_rerenders() {
@@ -274,4 +276,59 @@ fn extended_grid_runs_only_new_cells() {
         1,
         "only tanh ran: {stderr}"
     );
+}
+
+/// `coordinator status` pages through a grid larger than one GridStatus page (1,000 jobs by
+/// default, at most 10,000): every job is listed once.
+#[test]
+fn status_lists_every_job_of_a_large_grid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seeds: Vec<String> = (0..12_500).map(|s| s.to_string()).collect();
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        format!("name: big\nactivations: [relu]\ndatasets:\n  - {{dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.5}}\nseeds: [{}]\n", seeds.join(", ")),
+    )
+    .unwrap();
+    let log = tmp.path().join("coordinator.log");
+    let mut coord = Command::new(bin("coordinator"))
+        .arg("--grid")
+        .arg(&grid)
+        .arg("--out")
+        .arg(tmp.path().join("out"))
+        .args([
+            "--local-workers",
+            "0",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "off",
+        ])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let (port, _) = bound_ports(&log, 0, false);
+    let (status, stdout, stderr) = output(Command::new(bin("coordinator")).args([
+        "status",
+        "--connect",
+        &format!("http://127.0.0.1:{port}"),
+    ]));
+    let _ = coord.kill();
+    let _ = coord.wait();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stdout.starts_with("grid big: 12500 pending, 0 running"),
+        "{}",
+        &stdout[..200]
+    );
+    let listed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("mnist-paper-cnn-relu-s"))
+        .collect();
+    assert_eq!(listed.len(), 12_500);
+    let unique: std::collections::HashSet<&str> = listed
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(unique.len(), 12_500, "each job once");
 }
