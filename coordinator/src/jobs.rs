@@ -27,6 +27,15 @@ pub struct JobEntry {
     pub failures: u32,
     /// The current attempt's lease, while running.
     pub lease: Option<LeaseId>,
+    /// What its attempts produced; None for a job never started, as are most jobs of a large
+    /// queue (kept out of line: a million queued jobs would otherwise carry ~150 MB of empty
+    /// fields).
+    pub result: Option<Box<JobResult>>,
+}
+
+/// What a job's attempts produced.
+#[derive(Debug, Clone, Default)]
+pub struct JobResult {
     /// The lease that produced the terminal status, so a retried completion is acknowledged.
     pub finished_lease: Option<LeaseId>,
     pub worker: Option<String>,
@@ -49,15 +58,23 @@ impl JobEntry {
             lost: 0,
             failures: 0,
             lease: None,
-            finished_lease: None,
-            worker: None,
-            device: None,
-            param_count: None,
-            latency: None,
-            error: None,
-            epochs: Vec::new(),
-            clock: None,
+            result: None,
         }
+    }
+
+    /// The result, made when first written.
+    pub fn result_mut(&mut self) -> &mut JobResult {
+        self.result.get_or_insert_with(Default::default)
+    }
+
+    /// The epochs of the current (or last) attempt.
+    pub fn epochs(&self) -> &[EpochMetrics] {
+        self.result.as_ref().map_or(&[], |r| &r.epochs)
+    }
+
+    /// The lease whose completion finished the job, if it has finished.
+    pub fn finished_lease(&self) -> Option<LeaseId> {
+        self.result.as_ref().and_then(|r| r.finished_lease)
     }
 
     /// Whether `lease` is this job's current attempt.
@@ -164,15 +181,17 @@ impl JobEntry {
             } => {
                 self.status = JobStatus::Running;
                 self.attempts = *attempt;
-                self.worker = worker_name.clone();
-                self.epochs.clear();
-                self.clock = None;
                 self.lease = Some(*lease);
+                let r = self.result_mut();
+                r.worker = worker_name.clone();
+                r.epochs.clear();
+                r.clock = None;
             }
             Change::Epoch { metrics, .. } => {
-                self.epochs.retain(|x| x.epoch != metrics.epoch);
-                self.epochs.push(metrics.clone());
-                self.epochs.sort_by_key(|x| x.epoch);
+                let epochs = &mut self.result_mut().epochs;
+                epochs.retain(|x| x.epoch != metrics.epoch);
+                epochs.push(metrics.clone());
+                epochs.sort_by_key(|x| x.epoch);
             }
             Change::Finished {
                 lease,
@@ -184,13 +203,14 @@ impl JobEntry {
                 self.status = *status;
                 self.failures = *failures;
                 self.lease = None;
-                self.finished_lease = Some(*lease);
-                self.device = Some(outcome.device);
-                self.param_count = Some(outcome.param_count);
-                self.latency = outcome.latency_ms_per_sample;
-                self.error = outcome.error.clone();
-                self.epochs = outcome.epochs.clone();
-                self.clock = outcome.clock;
+                let r = self.result_mut();
+                r.finished_lease = Some(*lease);
+                r.device = Some(outcome.device);
+                r.param_count = Some(outcome.param_count);
+                r.latency = outcome.latency_ms_per_sample;
+                r.error = outcome.error.clone();
+                r.epochs = outcome.epochs.clone();
+                r.clock = outcome.clock;
             }
             Change::Released { .. } => {
                 self.status = JobStatus::Pending;
@@ -204,12 +224,14 @@ impl JobEntry {
             } => {
                 self.lost = *lost;
                 self.status = *status;
-                self.error = error.clone();
                 self.lease = None;
+                if error.is_some() || self.result.is_some() {
+                    self.result_mut().error = error.clone();
+                }
             }
             Change::Cancelled { error, .. } => {
                 self.status = JobStatus::Failed;
-                self.error = Some(error.clone());
+                self.result_mut().error = Some(error.clone());
                 self.lease = None;
             }
             Change::WorkerRegistered { .. } | Change::GridFinished { .. } => {}
@@ -218,17 +240,19 @@ impl JobEntry {
 
     /// This job as `results.json` records it.
     pub fn record(&self) -> JobRecord {
+        let none = JobResult::default();
+        let r = self.result.as_deref().unwrap_or(&none);
         let facts = RunFacts {
             attempts: self.attempts,
             lost_attempts: self.lost,
             failed_attempts: self.failures,
-            worker: self.worker.clone(),
-            device: self.device,
-            param_count: self.param_count,
-            epochs: self.epochs.clone(),
-            latency_ms_per_sample: self.latency,
-            error: self.error.clone(),
-            clock: self.clock,
+            worker: r.worker.clone(),
+            device: r.device,
+            param_count: r.param_count,
+            epochs: r.epochs.clone(),
+            latency_ms_per_sample: r.latency,
+            error: r.error.clone(),
+            clock: r.clock,
         };
         JobRecord::new(&self.job, self.status, facts)
     }
@@ -290,11 +314,8 @@ mod tests {
             e.apply(&e.lose(lease, "t".into()));
         }
         assert_eq!(e.status, JobStatus::Failed);
-        assert!(e
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("lost its worker 5 times"));
+        let error = e.result.as_ref().and_then(|r| r.error.clone()).unwrap();
+        assert!(error.contains("lost its worker 5 times"), "{error}");
         assert!(!e.holds(LeaseId::new(5)));
     }
 }

@@ -126,6 +126,13 @@ fn open(cfg: &Config) -> anyhow::Result<Shared> {
         cfg.durability,
     )
     .with_context(|| format!("opening state {}", cfg.state.display()))?;
+    // Opening a large grid allocates and frees several copies of its jobs (the expansion, the
+    // stored rows); glibc keeps freed memory for reuse. Handed back, RSS is what the state holds.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let checkpoints = CheckpointStore {
         dir: cfg.out.join("checkpoints"),
         max_bytes: cfg.max_checkpoint_mb * (1 << 20),

@@ -1,48 +1,67 @@
 //! Rebuilding the state in memory from the store.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use domain::JobStatus;
+use domain::{Job, JobStatus};
 
 use super::{Result, State};
-use crate::jobs::JobEntry;
+use crate::jobs::{JobEntry, JobResult};
 use crate::scheduler::{Estimates, Lease, LeaseTable, Queue, Registry};
 use crate::store::{Store, StoreError, StoredJob};
 
 impl State {
-    /// The state stored in `store`. Jobs that were running keep their lease for one more lease
-    /// time from `now`; a running job without an open attempt is pending again.
-    pub(super) fn load(store: Store, lease_ttl: Duration, now: Instant) -> Result<State> {
-        let mut loaded = store.load()?;
-        let mut leases = LeaseTable::new(loaded.next_lease);
-        let mut jobs = Vec::new();
-        for job in loaded.grid.jobs() {
-            let stored = loaded.jobs.remove(&job.id).ok_or_else(|| {
-                StoreError::Corrupt(format!("job {} of the grid is not stored", job.id))
-            })?;
-            let mut entry = entry(JobEntry::new(job), stored);
-            if entry.status == JobStatus::Running {
-                match loaded.open_attempts.remove(&entry.job.id) {
-                    Some((id, worker)) => {
-                        let lease = Lease {
-                            job: jobs.len(),
-                            worker,
-                            expires: now + lease_ttl,
-                        };
-                        leases.insert(id, lease);
-                        entry.lease = Some(id);
-                    }
-                    None => entry.status = JobStatus::Pending,
-                }
+    /// The state stored in `store`, whose grid's jobs are `grid_jobs` when the caller has them
+    /// expanded already (a million jobs take seconds to expand). Jobs that were running keep
+    /// their lease for one more lease time from `now`; a running job without an open attempt
+    /// is pending again.
+    pub(super) fn load(
+        store: Store,
+        grid_jobs: Option<Vec<Job>>,
+        lease_ttl: Duration,
+        now: Instant,
+    ) -> Result<State> {
+        let loaded = store.load()?;
+        let grid_jobs = grid_jobs.unwrap_or_else(|| loaded.grid.jobs());
+        let mut jobs: Vec<JobEntry> = grid_jobs.into_iter().map(JobEntry::new).collect();
+        let mut by_id: Vec<u32> = (0..jobs.len() as u32).collect();
+        by_id.sort_unstable_by(|&a, &b| jobs[a as usize].job.id.cmp(&jobs[b as usize].job.id));
+        // Both in id order (SQLite's default collation compares bytes, as `str` does): one
+        // merge pass, no hashing of a million ids. The store may hold more jobs, of earlier
+        // grids in the same state.
+        let mut rows = loaded.jobs.into_iter().peekable();
+        for &i in &by_id {
+            let e = &mut jobs[i as usize];
+            while rows.peek().is_some_and(|(id, _)| *id < e.job.id) {
+                rows.next();
             }
-            jobs.push(entry);
+            let Some((_, stored)) = rows.next_if(|(id, _)| *id == e.job.id) else {
+                let why = format!("job {} of the grid is not stored", e.job.id);
+                return Err(StoreError::Corrupt(why));
+            };
+            fill(e, stored);
         }
-        let index: HashMap<_, _> = jobs
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.job.id.clone(), i))
-            .collect();
+        let mut open_attempts = loaded.open_attempts;
+        let mut leases = LeaseTable::new(loaded.next_lease);
+        for (i, e) in jobs.iter_mut().enumerate() {
+            if e.status != JobStatus::Running {
+                continue;
+            }
+            match open_attempts.remove(&e.job.id) {
+                Some((id, worker)) => {
+                    let expires = now + lease_ttl;
+                    leases.insert(
+                        id,
+                        Lease {
+                            job: i,
+                            worker,
+                            expires,
+                        },
+                    );
+                    e.lease = Some(id);
+                }
+                None => e.status = JobStatus::Pending,
+            }
+        }
         let mut state = State {
             sink: super::Sink::Direct(store),
             grid: loaded.grid,
@@ -50,7 +69,7 @@ impl State {
             started_at: loaded.started_at,
             finished_at: loaded.finished_at,
             jobs,
-            index,
+            by_id,
             queue: Queue::default(),
             estimates: Estimates::default(),
             leases,
@@ -69,19 +88,23 @@ impl State {
     }
 }
 
-/// A job's entry with what the store holds about it.
-fn entry(mut e: JobEntry, s: StoredJob) -> JobEntry {
+/// Fills a job's entry with what the store holds about it.
+fn fill(e: &mut JobEntry, s: StoredJob) {
     e.status = s.status;
     e.attempts = s.attempts;
     e.lost = s.lost;
     e.failures = s.failures;
-    e.finished_lease = s.finished_lease;
-    e.worker = s.worker;
-    e.device = s.device.and_then(|d| d.parse().ok());
-    e.param_count = s.param_count;
-    e.latency = s.latency;
-    e.error = s.error;
-    e.clock = s.clock;
-    e.epochs = s.epochs;
-    e
+    let started = s.attempts > 0 || s.error.is_some() || !s.epochs.is_empty();
+    if started {
+        e.result = Some(Box::new(JobResult {
+            finished_lease: s.finished_lease,
+            worker: s.worker,
+            device: s.device.and_then(|d| d.parse().ok()),
+            param_count: s.param_count,
+            latency: s.latency,
+            error: s.error,
+            epochs: s.epochs,
+            clock: s.clock,
+        }));
+    }
 }

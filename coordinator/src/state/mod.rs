@@ -12,7 +12,6 @@ mod projection;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -85,7 +84,9 @@ pub struct State {
     started_at: String,
     finished_at: Option<String>,
     jobs: Vec<JobEntry>,
-    index: HashMap<JobId, usize>,
+    /// Job indexes sorted by job id, for finding a job by id (4 bytes a job, where a map of
+    /// ids would hold a second copy of every id).
+    by_id: Vec<u32>,
     queue: Queue,
     estimates: Estimates,
     leases: LeaseTable,
@@ -111,8 +112,9 @@ impl State {
         durability: Durability,
     ) -> Result<State> {
         let mut store = Store::open(path, durability)?;
-        store.begin_run(grid, grid_file, &timestamp(), rerun)?;
-        State::load(store, lease_ttl, Instant::now())
+        let jobs = grid.jobs();
+        store.begin_run(grid, &jobs, grid_file, &timestamp(), rerun)?;
+        State::load(store, Some(jobs), lease_ttl, Instant::now())
     }
 
     /// Opens existing state without changing it (for `coordinator report`).
@@ -122,7 +124,7 @@ impl State {
             return Err(StoreError::Corrupt(why));
         }
         let store = Store::open(path, Durability::Normal)?;
-        State::load(store, Duration::from_secs(30), Instant::now())
+        State::load(store, None, Duration::from_secs(30), Instant::now())
     }
 
     pub fn grid(&self) -> &Grid {
@@ -189,7 +191,7 @@ impl State {
             }
             Change::GridFinished { at } => self.finished_at = Some(at.clone()),
             _ => {
-                let Some(&i) = change.job().and_then(|id| self.index.get(id)) else {
+                let Some(i) = change.job().and_then(|id| self.find(id)) else {
                     return;
                 };
                 let (held, before) = (self.jobs[i].lease, self.jobs[i].status);
@@ -281,6 +283,15 @@ impl State {
         }))
     }
 
+    /// The index of the job with id `id`.
+    fn find(&self, id: &JobId) -> Option<usize> {
+        let k = self
+            .by_id
+            .binary_search_by(|&i| self.jobs[i as usize].job.id.cmp(id))
+            .ok()?;
+        Some(self.by_id[k] as usize)
+    }
+
     /// The index of `job` if `lease` is its current lease.
     fn current(&self, job: &JobId, lease: LeaseId) -> Option<usize> {
         let l = self.leases.get(lease)?;
@@ -307,7 +318,7 @@ impl State {
             return Ok(false);
         };
         let previous = self.jobs[i]
-            .epochs
+            .epochs()
             .iter()
             .find(|x| x.epoch + 1 == m.epoch)
             .map_or(0.0, |x| x.train_seconds);
@@ -341,8 +352,8 @@ impl State {
     ) -> Result<bool> {
         self.workers.touch(worker, now);
         let Some(i) = self.current(job, lease) else {
-            let already = self.index.get(job);
-            return Ok(already.is_some_and(|&i| self.jobs[i].finished_lease == Some(lease)));
+            let already = self.find(job);
+            return Ok(already.is_some_and(|i| self.jobs[i].finished_lease() == Some(lease)));
         };
         let change = self.jobs[i].finish(lease, outcome, self.grid.retries(), timestamp());
         self.commit(vec![change], now)?;

@@ -58,7 +58,7 @@ impl State {
         let used: HashSet<&str> = self
             .jobs
             .iter()
-            .filter_map(|e| e.worker.as_deref())
+            .filter_map(|e| e.result.as_ref().and_then(|r| r.worker.as_deref()))
             .collect();
         let mut workers: Vec<WorkerEnv> = self
             .workers

@@ -33,7 +33,8 @@ pub struct Loaded {
     pub grid_file: String,
     pub started_at: String,
     pub finished_at: Option<String>,
-    pub jobs: HashMap<JobId, StoredJob>,
+    /// Every job stored (also of earlier grids in this state), sorted by id.
+    pub jobs: Vec<(JobId, StoredJob)>,
     pub workers: Vec<(WorkerId, WorkerInfo)>,
     /// The latest attempt of each job that has not ended: its lease and worker.
     pub open_attempts: HashMap<JobId, (LeaseId, WorkerId)>,
@@ -69,7 +70,7 @@ pub(super) fn load(db: &Connection) -> Result<Loaded> {
     })
 }
 
-fn jobs(db: &Connection) -> Result<HashMap<JobId, StoredJob>> {
+fn jobs(db: &Connection) -> Result<Vec<(JobId, StoredJob)>> {
     let mut epochs: HashMap<String, Vec<EpochMetrics>> = HashMap::new();
     let mut q = db.prepare(
         "SELECT job_id, epoch, train_seconds, train_loss, test_loss, test_accuracy, start_ms,
@@ -105,7 +106,7 @@ fn jobs(db: &Connection) -> Result<HashMap<JobId, StoredJob>> {
     }
     let mut q = db.prepare(
         "SELECT id, status, attempts, lost, finished_lease, worker, device, param_count, latency_ms, error, failures,
-         init_start_ms, run_start_ms, run_stop_ms FROM jobs",
+         init_start_ms, run_start_ms, run_stop_ms FROM jobs ORDER BY id",
     )?;
     let rows = q.query_map([], |r| {
         let id: String = r.get(0)?;
@@ -135,11 +136,11 @@ fn jobs(db: &Connection) -> Result<HashMap<JobId, StoredJob>> {
             },
         ))
     })?;
-    let mut out = HashMap::new();
+    let mut out = Vec::new();
     for row in rows {
         let (id, mut job) = row?;
         job.epochs = epochs.remove(&id).unwrap_or_default();
-        out.insert(JobId::from_stored(id), job);
+        out.push((JobId::from_stored(id), job));
     }
     Ok(out)
 }

@@ -9,7 +9,7 @@ mod load;
 use std::path::Path;
 use std::time::Duration;
 
-use domain::Grid;
+use domain::{Grid, Job};
 use rusqlite::{params, Connection, Transaction};
 
 use crate::change::Change;
@@ -98,7 +98,14 @@ impl Store {
     /// their results; the target may change), every job is reset to run again with `rerun`,
     /// failed ones are reset to run again, and attempts of jobs no longer running are closed
     /// as interrupted.
-    pub fn begin_run(&mut self, grid: &Grid, grid_file: &str, at: &str, rerun: bool) -> Result<()> {
+    pub fn begin_run(
+        &mut self,
+        grid: &Grid,
+        jobs: &[Job],
+        grid_file: &str,
+        at: &str,
+        rerun: bool,
+    ) -> Result<()> {
         // A grid always serializes: strings, numbers and lists only.
         let spec_json = serde_json::to_string(grid).expect("a grid always serializes");
         let tx = self.db.transaction()?;
@@ -116,7 +123,7 @@ impl Store {
             let mut reset = tx.prepare(
                 "UPDATE jobs SET status = 'failed' WHERE id = ?1 AND status != 'running'",
             )?;
-            for job in grid.jobs() {
+            for job in jobs {
                 let spec = serde_json::to_string(&job.spec).expect("a spec always serializes");
                 insert.execute(params![job.id.as_str(), spec, job.target_accuracy])?;
                 if rerun {

@@ -185,7 +185,8 @@ impl Grid {
 
     /// Every job of the grid: datasets × activations × seeds, in that nesting order.
     pub fn jobs(&self) -> Vec<Job> {
-        let mut jobs = Vec::new();
+        let n = self.datasets.len() * self.activations.len() * self.seeds.len();
+        let mut jobs = Vec::with_capacity(n);
         for entry in &self.datasets {
             for &activation in &self.activations {
                 for &seed in &self.seeds {
