@@ -46,13 +46,16 @@ datasets:
   - {dataset: mnist, model: paper-cnn, epochs: 12, target_accuracy: 0.5, latency_samples: 5}
 YAML
 export WORKER_DATASET_MIRRORS=http://127.0.0.1:9
+# The hosts share a network: the coordinator refuses to serve it without a token.
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/token")
 ip netns exec "${ns}c" "$bin/coordinator" --grid "$work/grid.yaml" --out "$work/out" \
     --listen 10.77.0.1:50051 --http 10.77.0.1:50052 --local-workers 0 --lease-seconds 3 \
-    2>"$work/coordinator.log" &
+    --token-file "$work/token" 2>"$work/coordinator.log" &
 coord=$!
 worker() { # name netns
     ip netns exec "$ns$2" "$bin/worker" --coordinator http://10.77.0.1:50051 --device cpu \
-        --name "$1" --data-dir "$data" --checkpoint-dir "$work/$1-ckpt" 2>"$work/$1.log" &
+        --name "$1" --data-dir "$data" --checkpoint-dir "$work/$1-ckpt" --token-file "$work/token" \
+        2>"$work/$1.log" &
 }
 worker a a
 epochs() {

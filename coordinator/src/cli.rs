@@ -51,6 +51,10 @@ pub struct RunArgs {
     /// Bearer token workers must present (first line of the file).
     #[arg(long, env = "COORDINATOR_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// Serve on a non-loopback address without --token-file anyway (refused otherwise: anyone
+    /// who can reach the port could take and report jobs).
+    #[arg(long, env = "COORDINATOR_INSECURE")]
+    insecure: bool,
     /// Run every job of the grid again, even those already finished in the state.
     #[arg(long, env = "COORDINATOR_RERUN")]
     rerun: bool,
@@ -144,9 +148,37 @@ pub struct Env {
     pub author_email: Option<String>,
 }
 
+/// Refuses to serve on an address other machines can reach without a token, unless told to
+/// with `--insecure` (then warns).
+fn exposure(a: &RunArgs, token: bool) -> Result<(), BadInput> {
+    let listening = [
+        Some(("--listen", a.listen)),
+        a.http.0.map(|h| ("--http", h)),
+    ];
+    let exposed: Vec<String> = listening
+        .into_iter()
+        .flatten()
+        .filter(|(_, addr)| !addr.ip().is_loopback())
+        .map(|(flag, addr)| format!("{flag} {addr}"))
+        .collect();
+    if exposed.is_empty() || token {
+        return Ok(());
+    }
+    let what = exposed.join(" and ");
+    if a.insecure {
+        tracing::warn!("{what}: serving without a token (--insecure): anyone who can reach it can take, report and cancel jobs");
+        return Ok(());
+    }
+    Err(BadInput(format!(
+        "{what} can be reached from other machines, and no --token-file is given: anyone who \
+         can reach it could take, report and cancel jobs. Give --token-file FILE (a private file \
+         holding a secret; see README: Security), or --insecure to serve without one anyway"
+    )))
+}
+
 /// Checks the flags into a [`Config`].
 pub fn validate(a: RunArgs, env: Env) -> Result<(Config, Listen), BadInput> {
-    let Some(grid_path) = a.grid else {
+    let Some(grid_path) = a.grid.clone() else {
         return Err(BadInput(
             "--grid GRID.yaml is required (or use `report` / `status`; see --help)".into(),
         ));
@@ -164,6 +196,7 @@ pub fn validate(a: RunArgs, env: Env) -> Result<(Config, Listen), BadInput> {
         Some(p) => Some(orchestrator_proto::read_token_file(p).map_err(BadInput)?),
         None => None,
     };
+    exposure(&a, token.is_some())?;
     let out = a
         .out
         .unwrap_or_else(|| PathBuf::from("runs").join(grid.name()));

@@ -18,6 +18,51 @@ pub struct EpochMetrics {
     pub clock: Option<EpochClock>,
 }
 
+impl EpochMetrics {
+    /// Whether these metrics can be true of epoch `epoch` of a job of `epochs` epochs: every
+    /// number finite, times and losses not negative, accuracy a fraction. (Metrics come from
+    /// workers over the network; they drive the report and its recommendation.)
+    pub fn check(&self, epochs: u32) -> Result<(), String> {
+        if self.epoch == 0 || self.epoch > epochs {
+            return Err(format!("epoch {} is not in 1..={epochs}", self.epoch));
+        }
+        let e = self.epoch;
+        for (name, v) in [
+            ("train_seconds", self.train_seconds),
+            ("train_loss", self.train_loss),
+            ("test_loss", self.test_loss),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!(
+                    "epoch {e}: {name} must be a finite number >= 0, got {v}"
+                ));
+            }
+        }
+        let a = self.test_accuracy;
+        if !(0.0..=1.0).contains(&a) {
+            return Err(format!(
+                "epoch {e}: test_accuracy must be in [0, 1], got {a}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`EpochMetrics::check`] for a whole series, which must be epochs 1, 2, ... in order
+    /// with cumulative training time that never goes back.
+    pub fn check_series(series: &[EpochMetrics], epochs: u32) -> Result<(), String> {
+        for (i, m) in series.iter().enumerate() {
+            m.check(epochs)?;
+            if m.epoch as usize != i + 1 {
+                return Err(format!("epoch {} where epoch {} belongs", m.epoch, i + 1));
+            }
+            if i > 0 && m.train_seconds < series[i - 1].train_seconds {
+                return Err(format!("epoch {}: train_seconds went back", m.epoch));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Wall-clock times of one epoch in the job process, milliseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochClock {
@@ -112,6 +157,46 @@ mod tests {
             Summary::of(&[epoch(1, 5.0, 0.98)], 0.98).first_epoch_at_target,
             Some(1)
         );
+    }
+
+    #[test]
+    fn metrics_from_outside_are_checked() {
+        assert!(epoch(1, 1.0, 0.5).check(3).is_ok());
+        for (bad, why) in [
+            (epoch(0, 1.0, 0.5), "not in 1..=3"),
+            (epoch(4, 1.0, 0.5), "not in 1..=3"),
+            (epoch(1, 1.0, 1e300), "test_accuracy"),
+            (epoch(1, 1.0, -0.5), "test_accuracy"),
+            (epoch(1, f64::NEG_INFINITY, 0.5), "train_seconds"),
+            (epoch(1, 1.0, f64::NAN), "test_accuracy"),
+            (
+                EpochMetrics {
+                    train_loss: f64::NAN,
+                    ..epoch(1, 1.0, 0.5)
+                },
+                "train_loss",
+            ),
+            (
+                EpochMetrics {
+                    test_loss: -1.0,
+                    ..epoch(1, 1.0, 0.5)
+                },
+                "test_loss",
+            ),
+        ] {
+            let e = bad.check(3).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+        let series = [epoch(1, 1.0, 0.5), epoch(2, 2.0, 0.6)];
+        assert!(EpochMetrics::check_series(&series, 2).is_ok());
+        let repeated = [epoch(1, 1.0, 0.5), epoch(1, 2.0, 0.6)];
+        assert!(EpochMetrics::check_series(&repeated, 2)
+            .unwrap_err()
+            .contains("epoch 1 where epoch 2"));
+        let back = [epoch(1, 2.0, 0.5), epoch(2, 1.0, 0.6)];
+        assert!(EpochMetrics::check_series(&back, 2)
+            .unwrap_err()
+            .contains("went back"));
     }
 
     #[test]

@@ -49,6 +49,26 @@ pub struct TrainOutcome {
 }
 
 impl TrainOutcome {
+    /// Whether this can be the outcome of a job of `epochs` epochs: its epochs a checked
+    /// series ([`EpochMetrics::check_series`]), all of them for a job that succeeded, and a
+    /// latency, where given, finite and not negative.
+    pub fn check(&self, epochs: u32) -> Result<(), String> {
+        EpochMetrics::check_series(&self.epochs, epochs)?;
+        if self.status == Outcome::Succeeded && self.epochs.len() != epochs as usize {
+            let n = self.epochs.len();
+            return Err(format!("a job of {epochs} epochs succeeded after {n}"));
+        }
+        if let Some(l) = self
+            .latency_ms_per_sample
+            .filter(|l| !(l.is_finite() && *l >= 0.0))
+        {
+            return Err(format!(
+                "latency_ms_per_sample must be a finite number >= 0, got {l}"
+            ));
+        }
+        Ok(())
+    }
+
     /// A job that failed with `error` after the epochs in `epochs`.
     pub fn failed(device: DeviceSpec, error: String, epochs: Vec<EpochMetrics>) -> TrainOutcome {
         TrainOutcome {

@@ -5,8 +5,24 @@ use std::sync::Arc;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Status};
 
-/// Reads a token file: the first line, trimmed. An empty token is an error.
+/// Reads a token file: the first line, trimmed. An empty token is an error, and so is a file
+/// that group or others may read (as SLURM refuses a MUNGE key with loose permissions): a
+/// token others can read authenticates them too.
 pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| format!("{}: cannot read token file: {e}", path.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{}: token file is readable by group or others (mode {mode:03o}); make it private with `chmod 600 {}`",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read token file: {e}", path.display()))?;
     let token = text.lines().next().unwrap_or("").trim().to_string();
@@ -109,9 +125,16 @@ mod tests {
 
     #[test]
     fn token_files() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t");
         std::fs::write(&p, "  abc \nignored\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_token_file(&p).unwrap_err();
+        assert!(e.contains("mode 644") && e.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(read_token_file(&p).is_err(), "group-readable");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_token_file(&p).unwrap(), "abc");
         std::fs::write(&p, "\n").unwrap();
         assert!(read_token_file(&p).unwrap_err().contains("empty"));

@@ -4,7 +4,7 @@
 use std::pin::Pin;
 use std::time::Instant;
 
-use domain::{JobId, LeaseId, Outcome, TrainOutcome, WorkerId, WorkerInfo};
+use domain::{EpochMetrics, JobId, LeaseId, Outcome, TrainOutcome, WorkerId, WorkerInfo};
 use orchestrator_proto::v1 as pb;
 use orchestrator_proto::v1::worker_service_server::WorkerService;
 use tokio_stream::Stream;
@@ -29,6 +29,12 @@ fn job_id(s: String) -> Result<JobId, ServiceError> {
         return Err(ServiceError::InvalidArgument("invalid job id".into()));
     }
     Ok(JobId::from_stored(s))
+}
+
+/// Metrics that cannot be true, refused (and logged: a worker with a bug, or someone else).
+fn invalid(job: &JobId, why: String) -> ServiceError {
+    tracing::warn!(job_id = %job, why, "invalid metrics refused");
+    ServiceError::InvalidArgument(format!("job {job}: {why}"))
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::CheckpointChunk, Status>> + Send>>;
@@ -89,8 +95,12 @@ impl WorkerService for Shared {
             .ok_or_else(|| ServiceError::InvalidArgument("metrics are required".into()))?;
         let (worker, job) = (WorkerId::from_stored(req.worker_id), job_id(req.job_id)?);
         let lease = LeaseId::new(req.lease_id);
+        let metrics: EpochMetrics = m.into();
         let (accepted, seq) = self.with_state(|state| {
-            Ok(state.report_epoch(&worker, &job, lease, m.into(), Instant::now())?)
+            state
+                .check_epoch(&job, lease, &metrics)
+                .map_err(|why| invalid(&job, why))?;
+            Ok(state.report_epoch(&worker, &job, lease, metrics.clone(), Instant::now())?)
         })?;
         self.settle(seq).await?;
         if accepted {
@@ -119,6 +129,9 @@ impl WorkerService for Shared {
         let lease = LeaseId::new(req.lease_id);
         let now = Instant::now();
         let ((accepted, counts, next, grid_finished), seq) = self.with_state(|state| {
+            state
+                .check_outcome(&job, lease, &outcome)
+                .map_err(|why| invalid(&job, why))?;
             let accepted = state.complete(&worker, &job, lease, outcome, now)?;
             let counts = state.counts();
             let next = if req.next_request_id.is_empty() || !state.knows_worker(&worker) {

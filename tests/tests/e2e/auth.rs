@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use integration_tests::{bin, output, wait_exit};
 
-use crate::support::{bound_ports, fixture, jobs, read_json};
+use crate::support::{bound_ports, fixture, jobs, private_file, read_json};
 
 #[test]
 fn external_worker_with_token() {
@@ -19,9 +19,9 @@ fn external_worker_with_token() {
     )
     .unwrap();
     let token = tmp.path().join("token");
-    std::fs::write(&token, "s3cret\n").unwrap();
+    private_file(&token, "s3cret\n");
     let wrong = tmp.path().join("wrong");
-    std::fs::write(&wrong, "nope\n").unwrap();
+    private_file(&wrong, "nope\n");
     let out = tmp.path().join("out");
     let log = tmp.path().join("coordinator.log");
     let mut coord = Command::new(bin("coordinator"))

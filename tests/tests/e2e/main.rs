@@ -8,5 +8,6 @@ mod faults;
 mod grid;
 mod interop;
 mod report;
+mod security;
 mod support;
 mod training;

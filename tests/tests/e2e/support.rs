@@ -153,6 +153,13 @@ pub fn assert_complete_series(job: &Value, epochs: usize) {
     );
 }
 
+/// Writes `text` to `path`, readable by its owner only (as a token file must be).
+pub fn private_file(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// The value of `key=` in a log line (up to the next space).
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let at = line.find(key)? + key.len();
