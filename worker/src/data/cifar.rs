@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use tch::{Kind, Tensor};
 
+use domain::DatasetInfo;
+
 use super::error::{corrupt, DataError};
 use super::{read_all, Split};
 
@@ -11,12 +13,19 @@ const IMAGE: usize = 3 * 32 * 32;
 
 /// One split from `files`, whose records start with `label_bytes` label bytes (the class is
 /// the last one: CIFAR-100's fine label); labels must be below `classes`.
-pub fn split(files: &[PathBuf], label_bytes: usize, classes: usize) -> Result<Split, DataError> {
+pub fn split(
+    files: &[PathBuf],
+    label_bytes: usize,
+    info: &DatasetInfo,
+) -> Result<Split, DataError> {
+    let classes = info.shape.classes;
     let record = label_bytes + IMAGE;
+    // No file holds more records than the training set.
+    let max = info.train_images.max(info.test_images) * record as u64;
     let mut images = Vec::new();
     let mut labels = Vec::new();
     for path in files {
-        let bytes = read_all(path)?;
+        let bytes = read_all(path, max)?;
         if bytes.is_empty() || bytes.len() % record != 0 {
             let why = format!(
                 "{} bytes is not a whole number of {record}-byte records",

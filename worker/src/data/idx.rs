@@ -5,6 +5,8 @@ use std::path::Path;
 
 use tch::{Kind, Tensor};
 
+use domain::DatasetInfo;
+
 use super::error::{corrupt, DataError};
 use super::{read_all, Split};
 
@@ -12,9 +14,10 @@ fn be_u32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Parses one IDX file of `want_dims` dimensions; returns the dimensions and the payload.
-fn parse(path: &Path, want_dims: usize) -> Result<(Vec<usize>, Vec<u8>), DataError> {
-    let bytes = read_all(path)?;
+/// Parses one IDX file of `want_dims` dimensions, of at most `max` bytes; returns the
+/// dimensions and the payload.
+fn parse(path: &Path, want_dims: usize, max: u64) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    let bytes = read_all(path, max)?;
     if bytes.len() < 4 {
         return Err(corrupt(path, "shorter than the 4-byte IDX header"));
     }
@@ -35,7 +38,10 @@ fn parse(path: &Path, want_dims: usize) -> Result<(Vec<usize>, Vec<u8>), DataErr
     let shape: Vec<usize> = (0..want_dims)
         .map(|i| be_u32(&bytes, 4 + 4 * i) as usize)
         .collect();
-    let expected: usize = shape.iter().product();
+    let expected = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| corrupt(path, format!("header dimensions {shape:?} overflow")))?;
     let payload = bytes.len() - header;
     if payload != expected {
         return Err(corrupt(
@@ -46,10 +52,20 @@ fn parse(path: &Path, want_dims: usize) -> Result<(Vec<usize>, Vec<u8>), DataErr
     Ok((shape, bytes[header..].to_vec()))
 }
 
-/// One split from its image and label files; labels must be below `classes`.
-pub fn split(images: &Path, labels: &Path, classes: usize) -> Result<Split, DataError> {
-    let (ishape, ibytes) = parse(images, 3)?;
-    let (lshape, lbytes) = parse(labels, 1)?;
+/// One split from its image and label files, of the geometry and classes `info` gives.
+pub fn split(images: &Path, labels: &Path, info: &DatasetInfo) -> Result<Split, DataError> {
+    let (h, w, classes) = (info.shape.height, info.shape.width, info.shape.classes);
+    // No split is larger than the dataset's training set.
+    let most = info.train_images.max(info.test_images);
+    let (ishape, ibytes) = parse(images, 3, 16 + most * (h * w) as u64)?;
+    if ishape[1..] != [h, w] {
+        let why = format!("images are {}x{}, expected {h}x{w}", ishape[1], ishape[2]);
+        return Err(corrupt(images, why));
+    }
+    if ishape[0] == 0 {
+        return Err(corrupt(images, "the file holds no images"));
+    }
+    let (lshape, lbytes) = parse(labels, 1, 8 + most)?;
     if ishape[0] != lshape[0] {
         return Err(corrupt(
             labels,

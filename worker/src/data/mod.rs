@@ -75,21 +75,36 @@ fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
     gz.is_file().then_some(gz)
 }
 
-/// A file's content, gunzipped when its name ends in `.gz`.
-fn read_all(path: &Path) -> Result<Vec<u8>, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+/// A file's content, gunzipped when its name ends in `.gz`; more than `max` bytes (raw or
+/// once decompressed) is an error, so a small file that inflates to gigabytes never does.
+fn read_all(path: &Path, max: u64) -> Result<Vec<u8>, DataError> {
+    let io = |source| DataError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::with_capacity(bytes.len() * 4);
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_end(&mut out)
-            .map_err(|e| error::corrupt(path, format!("gzip: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(bytes)
+    };
+    let too_big = || error::corrupt(path, format!("more than the {max} bytes such a file holds"));
+    let file = std::fs::File::open(path).map_err(io)?;
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    let size = file.metadata().map_err(io)?.len();
+    if !gz && size > max {
+        return Err(too_big());
     }
+    let mut out = Vec::new();
+    let read = if gz {
+        flate2::read::GzDecoder::new(file)
+            .take(max + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| error::corrupt(path, format!("gzip: {e}")))?
+    } else {
+        std::io::BufReader::new(file)
+            .take(max + 1)
+            .read_to_end(&mut out)
+            .map_err(io)?
+    };
+    if read as u64 > max {
+        return Err(too_big());
+    }
+    Ok(out)
 }
 
 /// Loads a dataset's files from `source.dir`, downloading missing ones first.
@@ -129,18 +144,17 @@ pub fn load(dataset: Dataset, source: &DataSource) -> Result<RawDataset, DataErr
             find_file(&folder, n).expect("every file exists: checked, or fetched and checked again")
         })
         .collect();
-    let classes = info.shape.classes;
     match info.format {
         Format::Idx => Ok(RawDataset {
-            train: idx::split(&paths[0], &paths[1], classes)?,
-            test: idx::split(&paths[2], &paths[3], classes)?,
+            train: idx::split(&paths[0], &paths[1], info)?,
+            test: idx::split(&paths[2], &paths[3], info)?,
         }),
         Format::CifarBinary { label_bytes } => {
             // The last file is the test split.
             let (test, train) = paths.split_last().expect("the table lists every file");
             Ok(RawDataset {
-                train: cifar::split(train, label_bytes, classes)?,
-                test: cifar::split(std::slice::from_ref(test), label_bytes, classes)?,
+                train: cifar::split(train, label_bytes, info)?,
+                test: cifar::split(std::slice::from_ref(test), label_bytes, info)?,
             })
         }
     }

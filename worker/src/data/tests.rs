@@ -127,3 +127,39 @@ fn cifar_records() {
         .to_string();
     assert!(err.contains("whole number"), "{err}");
 }
+
+/// Headers that lie are errors naming the file, never a panic: dimensions whose product
+/// overflows, images of another size, no images at all, and a small `.gz` that inflates past
+/// what such a file can hold.
+#[test]
+fn hostile_headers_and_bombs_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mnist");
+    std::fs::create_dir(&dir).unwrap();
+    let load_err = || {
+        load(Dataset::Mnist, &source(tmp.path()))
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    fixture(&dir, 20);
+    write_idx(&dir, IDX_FILES[0], &[u32::MAX, u32::MAX, u32::MAX], &[]);
+    let e = load_err();
+    assert!(e.contains("overflow") && e.contains("train-images"), "{e}");
+    write_idx(&dir, IDX_FILES[0], &[20, 32, 32], &vec![0u8; 20 * 32 * 32]);
+    let e = load_err();
+    assert!(e.contains("32x32, expected 28x28"), "{e}");
+    write_idx(&dir, IDX_FILES[0], &[0, 28, 28], &[]);
+    write_idx(&dir, IDX_FILES[1], &[0], &[]);
+    let e = load_err();
+    assert!(e.contains("no images"), "{e}");
+    fixture(&dir, 20);
+    std::fs::remove_file(dir.join(IDX_FILES[1])).unwrap();
+    // 4 KB of gzip that inflates to 4 MB, where a label file holds at most 60,008 bytes.
+    let f = std::fs::File::create(dir.join(format!("{}.gz", IDX_FILES[1]))).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, &vec![0u8; 4 << 20]).unwrap();
+    gz.finish().unwrap();
+    let e = load_err();
+    assert!(e.contains("more than the 60008 bytes"), "{e}");
+}
