@@ -131,15 +131,7 @@ mod tests {
 
     #[test]
     fn a_target_reached_by_some_seeds_only_does_not_win() {
-        let mut r = results();
-        for j in r.jobs.iter_mut() {
-            let relu = j.activation == domain::Activation::Relu;
-            (j.first_epoch_at_target, j.seconds_to_target) = match (relu, j.seed) {
-                (true, 0) => (Some(1), Some(5.0)),
-                (true, _) => (None, None),
-                (false, _) => (Some(2), Some(30.0)),
-            };
-        }
+        let r = crate::fixtures::relu_reaches_the_target_once();
         let lines = summary(&tables(&r)[0]);
         assert!(
             lines[0].contains("Fastest to the 90.00% target on mnist: tanh"),

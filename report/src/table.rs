@@ -277,16 +277,7 @@ mod tests {
 
     #[test]
     fn a_target_reached_by_some_seeds_only_does_not_win() {
-        let mut r = results();
-        // relu: seed 0 reaches the target fast, seed 1 never; tanh: both seeds, slower.
-        for j in r.jobs.iter_mut() {
-            let relu = j.activation == domain::Activation::Relu;
-            (j.first_epoch_at_target, j.seconds_to_target) = match (relu, j.seed) {
-                (true, 0) => (Some(1), Some(5.0)),
-                (true, _) => (None, None),
-                (false, _) => (Some(2), Some(30.0)),
-            };
-        }
+        let r = crate::fixtures::relu_reaches_the_target_once();
         let t = &tables(&r)[0];
         assert_eq!(t.best.to_target, Some(30.0), "tanh reached it every time");
         assert_eq!(t.headers().len(), 7, "no cost columns without a price");

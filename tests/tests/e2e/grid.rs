@@ -5,7 +5,7 @@ use std::process::Command;
 use integration_tests::{bin, output};
 
 use crate::support::{
-    bound_ports, coordinator, fixture, jobs, read_json, EPOCH_FIELDS, JOB_FIELDS,
+    coordinator, fixture, jobs, read_json, waiting_coordinator, EPOCH_FIELDS, JOB_FIELDS,
 };
 
 #[test]
@@ -290,24 +290,7 @@ fn status_lists_every_job_of_a_large_grid() {
         format!("name: big\nactivations: [relu]\ndatasets:\n  - {{dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.5}}\nseeds: [{}]\n", seeds.join(", ")),
     )
     .unwrap();
-    let log = tmp.path().join("coordinator.log");
-    let mut coord = Command::new(bin("coordinator"))
-        .arg("--grid")
-        .arg(&grid)
-        .arg("--out")
-        .arg(tmp.path().join("out"))
-        .args([
-            "--local-workers",
-            "0",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "off",
-        ])
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let (port, _) = bound_ports(&log, 0, false);
+    let (mut coord, port) = waiting_coordinator(&grid, tmp.path());
     let (status, stdout, stderr) = output(Command::new(bin("coordinator")).args([
         "status",
         "--connect",

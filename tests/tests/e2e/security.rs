@@ -7,7 +7,7 @@ use integration_tests::bin;
 use orchestrator_proto::client::worker_client;
 use orchestrator_proto::v1 as pb;
 
-use crate::support::bound_ports;
+use crate::support::waiting_coordinator;
 
 fn metrics(epoch: u32, secs: f64, acc: f64) -> pb::EpochMetrics {
     pb::EpochMetrics {
@@ -32,24 +32,7 @@ fn malformed_metrics_are_refused() {
         "name: hostile\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.5}\n",
     )
     .unwrap();
-    let log = tmp.path().join("coordinator.log");
-    let mut coord = Command::new(bin("coordinator"))
-        .arg("--grid")
-        .arg(&grid)
-        .arg("--out")
-        .arg(tmp.path().join("out"))
-        .args([
-            "--local-workers",
-            "0",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "off",
-        ])
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let (port, _) = bound_ports(&log, 0, false);
+    let (mut coord, port) = waiting_coordinator(&grid, tmp.path());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut c = worker_client(&format!("http://127.0.0.1:{port}"), None).unwrap();
@@ -146,7 +129,7 @@ fn malformed_metrics_are_refused() {
     });
     let _ = coord.kill();
     let _ = coord.wait();
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = std::fs::read_to_string(tmp.path().join("coordinator.log")).unwrap();
     assert!(text.contains("invalid metrics refused"), "{text}");
 }
 

@@ -200,6 +200,29 @@ pub fn bound_ports(log: &Path, from: usize, http: bool) -> (u16, Option<u16>) {
     ports.expect("found")
 }
 
+/// A coordinator for `grid` that starts no workers of its own (external ones may connect),
+/// logging to `dir/coordinator.log`, with its output in `dir/out`; and its gRPC port.
+pub fn waiting_coordinator(grid: &Path, dir: &Path) -> (std::process::Child, u16) {
+    let log = dir.join("coordinator.log");
+    let child = Command::new(bin("coordinator"))
+        .arg("--grid")
+        .arg(grid)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .args([
+            "--local-workers",
+            "0",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "off",
+        ])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    (child, bound_ports(&log, 0, false).0)
+}
+
 /// A coordinator and external workers, each logging to a file in a temporary folder.
 pub struct Cluster {
     pub tmp: tempfile::TempDir,
