@@ -50,7 +50,14 @@ pub fn write_all(results: &Results, out: &Path) -> anyhow::Result<()> {
         let dir = out.join("tensorboard").join(job.id.as_str());
         create_dir(&dir)?;
         let (name, events) = report::tensorboard::event_file(job);
-        write_atomic(&dir.join(name), &events)?;
+        write_atomic(&dir.join(&name), &events)?;
+        // A job run again starts a new file; the old run's would show beside it.
+        for old in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let old = old?.file_name();
+            if old != name.as_str() && old.to_string_lossy().starts_with("events.out.tfevents.") {
+                let _ = std::fs::remove_file(dir.join(old));
+            }
+        }
     }
     Ok(())
 }

@@ -30,7 +30,11 @@ pub fn dawnbench_files(job: &JobRecord, grid: &Grid, env: &Environment) -> Vec<(
     let date = job
         .clock
         .map(|c| date_of(c.run_stop_ms))
-        .unwrap_or_else(|| env.finished_at.as_deref().unwrap_or(&env.started_at)[..10].to_string());
+        .unwrap_or_else(|| {
+            // An RFC 3339 instant starts with its date (a record from before job clocks).
+            let at = env.finished_at.as_deref().unwrap_or(&env.started_at);
+            at.get(..10).unwrap_or(at).to_string()
+        });
     let train = serde_json::json!({
         "version": "v1.0",
         "author": author,
