@@ -184,6 +184,22 @@ impl From<&WorkerInfo> for v1::WorkerInfo {
     }
 }
 
+/// A string a worker declares about itself: at most 200 characters, none of them control
+/// characters (it is printed to terminals, logs and reports).
+fn printable(field: &'static str, s: String) -> Result<String, WireError> {
+    let invalid = |why: &str| WireError::Invalid {
+        field,
+        why: why.to_string(),
+    };
+    if s.chars().count() > 200 {
+        return Err(invalid("longer than 200 characters"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(invalid("holds control characters"));
+    }
+    Ok(s)
+}
+
 impl TryFrom<v1::WorkerInfo> for WorkerInfo {
     type Error = WireError;
 
@@ -196,11 +212,11 @@ impl TryFrom<v1::WorkerInfo> for WorkerInfo {
                     why: e.to_string(),
                 })?;
         Ok(WorkerInfo {
-            name: w.name,
-            hostname: w.hostname,
+            name: printable("info.name", w.name)?,
+            hostname: printable("info.hostname", w.hostname)?,
             device,
-            device_name: w.device_name,
-            libtorch_version: w.libtorch_version,
+            device_name: printable("info.device_name", w.device_name)?,
+            libtorch_version: printable("info.libtorch_version", w.libtorch_version)?,
             slots: w.slots.max(1),
             memory_mb: w.memory_mb,
         })
@@ -289,5 +305,15 @@ mod tests {
         let mut wire = v1::WorkerInfo::from(&info);
         wire.device = "tpu".into();
         assert!(WorkerInfo::try_from(wire).is_err());
+        let mut wire = v1::WorkerInfo::from(&info);
+        wire.name = "\u{1b}[2J\u{1b}[31mowned".into();
+        let e = WorkerInfo::try_from(wire).unwrap_err().to_string();
+        assert!(e.contains("info.name") && e.contains("control"), "{e}");
+        let mut wire = v1::WorkerInfo::from(&info);
+        wire.hostname = "h".repeat(201);
+        assert!(WorkerInfo::try_from(wire)
+            .unwrap_err()
+            .to_string()
+            .contains("200"));
     }
 }

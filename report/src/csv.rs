@@ -1,5 +1,6 @@
 //! `results.csv`: one row per job with the summary fields.
 
+use crate::format::csv_text;
 use crate::results::Results;
 
 const HEADER: [&str; 18] = [
@@ -38,7 +39,7 @@ impl Results {
                 j.seed.to_string(),
                 j.status.to_string(),
                 j.attempts.to_string(),
-                j.worker.clone().unwrap_or_default(),
+                csv_text(j.worker.as_deref().unwrap_or_default()),
                 j.device.map(|d| d.to_string()).unwrap_or_default(),
                 j.param_count.map(|p| p.to_string()).unwrap_or_default(),
                 j.epochs.len().to_string(),
@@ -50,7 +51,7 @@ impl Results {
                 opt(j.final_test_accuracy),
                 opt(j.error_rate),
                 opt(j.latency_ms_per_sample),
-                j.error.clone().unwrap_or_default(),
+                csv_text(j.error.as_deref().unwrap_or_default()),
             ]);
         }
         String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()

@@ -22,9 +22,36 @@ pub fn html_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Text for one Markdown table cell: no pipe or line break can end the cell early.
+/// Text from outside (a worker's name, an error message) for Markdown: shown as written, never
+/// as HTML, a link or code, and unable to end a table cell early.
 pub fn md_cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\\' | '|' | '[' | ']' | '`' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text from outside for a CSV cell: a cell that a spreadsheet would read as a formula
+/// (starting with `=`, `+`, `-`, `@`, a tab or a carriage return) is prefixed with `'`, as
+/// OWASP advises against CSV injection.
+pub fn csv_text(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -41,5 +68,15 @@ mod tests {
     fn escapes() {
         assert_eq!(html_escape("<a&\"b\">"), "&lt;a&amp;&quot;b&quot;&gt;");
         assert_eq!(md_cell("a|b\nc"), "a\\|b c");
+        assert_eq!(
+            md_cell("<script>[x](http://e) `c`\u{1b}[31m"),
+            "&lt;script&gt;\\[x\\](http://e) \\`c\\`\\[31m"
+        );
+        assert_eq!(
+            csv_text("=HYPERLINK(\"http://e\")"),
+            "'=HYPERLINK(\"http://e\")"
+        );
+        assert_eq!(csv_text("-1+2"), "'-1+2");
+        assert_eq!(csv_text("local-0/cpu"), "local-0/cpu");
     }
 }

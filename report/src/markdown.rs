@@ -134,20 +134,25 @@ fn environment(r: &Results) -> String {
     let mut md = String::from("## Environment\n\n");
     let _ = writeln!(
         md,
-        "- Grid file: `{}` (SHA-256 `{}`)\n- Started: {}; finished: {}\n- Coordinator: {} on {}",
-        env.grid_file,
+        "- Grid file: {} (SHA-256 `{}`)\n- Started: {}; finished: {}\n- Coordinator: {} on {}",
+        md_cell(&env.grid_file),
         env.grid_sha256,
         env.started_at,
         env.finished_at.as_deref().unwrap_or("(still running)"),
         env.coordinator_version,
-        env.coordinator_host
+        md_cell(&env.coordinator_host)
     );
     for w in &env.workers {
         let w = &w.info;
         let _ = writeln!(
             md,
-            "- Worker `{}` on {}: {} ({}), libtorch {}, {} slot(s)",
-            w.name, w.hostname, w.device, w.device_name, w.libtorch_version, w.slots
+            "- Worker {} on {}: {} ({}), libtorch {}, {} slot(s)",
+            md_cell(&w.name),
+            md_cell(&w.hostname),
+            w.device,
+            md_cell(&w.device_name),
+            md_cell(&w.libtorch_version),
+            w.slots
         );
     }
     md

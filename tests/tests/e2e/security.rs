@@ -36,17 +36,19 @@ fn malformed_metrics_are_refused() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut c = worker_client(&format!("http://127.0.0.1:{port}"), None).unwrap();
-        let info = pb::WorkerInfo {
-            name: "hostile".into(),
-            device: "cpu".into(),
-            slots: 1,
-            ..Default::default()
+        let register = |name: &str| pb::RegisterRequest {
+            info: Some(pb::WorkerInfo {
+                name: name.into(),
+                device: "cpu".into(),
+                slots: 1,
+                ..Default::default()
+            }),
         };
-        let reg = c
-            .register(pb::RegisterRequest { info: Some(info) })
-            .await
-            .unwrap()
-            .into_inner();
+        // Control characters would reach terminals and logs: refused.
+        let s = c.register(register("\u{1b}[2Jowned")).await.unwrap_err();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+        // Printable but hostile where printed: escaped in the report and the CSV (below).
+        let reg = c.register(register(HOSTILE)).await.unwrap().into_inner();
         let req = pb::LeaseJobRequest {
             worker_id: reg.worker_id.clone(),
             request_id: "1".into(),
@@ -131,7 +133,30 @@ fn malformed_metrics_are_refused() {
     let _ = coord.wait();
     let text = std::fs::read_to_string(tmp.path().join("coordinator.log")).unwrap();
     assert!(text.contains("invalid metrics refused"), "{text}");
+    // The worker's name, as printed: no formula in the CSV, no HTML or link in the Markdown.
+    let out = tmp.path().join("rendered");
+    let (status, _, stderr) = integration_tests::output(
+        Command::new(bin("coordinator"))
+            .args(["report", "--state"])
+            .arg(tmp.path().join("out").join("state.db"))
+            .arg("--out")
+            .arg(&out),
+    );
+    assert!(status.success(), "{stderr}");
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(
+        csv.contains("'=HYPERLINK(") && !csv.contains(",=HYPERLINK("),
+        "{csv}"
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("&lt;img") && !md.contains("<img") && !md.contains("[x]("),
+        "{md}"
+    );
 }
+
+/// A worker name that is printable and still hostile wherever it is printed.
+const HOSTILE: &str = "=HYPERLINK(\"http://127.0.0.1:9/\") <img src=x> [x](http://127.0.0.1:9/)";
 
 /// Serving where other machines can reach it needs a token (or `--insecure`, said out loud),
 /// and a token file others can read is refused, naming the fix. Nothing starts then.
