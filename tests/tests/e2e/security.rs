@@ -145,7 +145,9 @@ fn malformed_metrics_are_refused() {
     assert!(status.success(), "{stderr}");
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert!(
-        csv.contains("'=HYPERLINK(") && !csv.contains(",=HYPERLINK("),
+        csv.contains("'=HYPERLINK(")
+            && !csv.contains(",=HYPERLINK(")
+            && !csv.contains("\"=HYPERLINK("),
         "{csv}"
     );
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
