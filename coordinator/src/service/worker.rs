@@ -100,7 +100,7 @@ impl WorkerService for Shared {
             state
                 .check_epoch(&job, lease, &metrics)
                 .map_err(|why| invalid(&job, why))?;
-            Ok(state.report_epoch(&worker, &job, lease, metrics.clone(), Instant::now())?)
+            Ok(state.report_epoch(&worker, &job, lease, metrics, Instant::now())?)
         })?;
         self.settle(seq).await?;
         if accepted {

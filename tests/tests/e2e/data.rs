@@ -1,11 +1,9 @@
 //! Datasets fetched from a (loopback) mirror and verified.
 
-use std::path::Path;
-
 use integration_tests::{output, serve_dir};
 use serde_json::Value;
 
-use crate::support::train;
+use crate::support::{real_datasets, train};
 
 /// Missing files are fetched from a mirror, checked against the canonical SHA-256 and cached;
 /// a file whose checksum is wrong is refused with a message naming the folder and the files.
@@ -49,10 +47,9 @@ fn missing_dataset_is_downloaded_and_verified() {
     );
 
     // The real files (where available) download, verify and train.
-    let Some(real) = std::env::var_os("DATASETS_DIR") else {
+    let Some(real) = real_datasets("downloading the real files from a mirror") else {
         return;
     };
-    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(real);
     let (url, _server) = serve_dir(&real);
     let (status, stdout, stderr) = output(
         train(

@@ -3,16 +3,14 @@
 //! exists, and the worker, the Service and the coordinator agree on one port. No cluster is
 //! needed; skipped, with a note, where kubectl is not installed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use integration_tests::{bin, output};
+
+use crate::support::repo;
 use serde::Deserialize;
 use serde_yaml::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// The rendered objects of a kustomization, or None without kubectl.
 fn render(dir: &str) -> Option<Vec<Value>> {

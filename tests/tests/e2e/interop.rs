@@ -11,7 +11,7 @@ use std::process::Command;
 use integration_tests::{bin, output};
 use serde_json::Value;
 
-use crate::support::{coordinator, fixture, jobs, read_json};
+use crate::support::{coordinator, fixture, jobs, read_json, repo};
 
 /// The format checks of `tests/test_submissions.py` in stanford-futuredata/dawn-bench-entries
 /// (the version with `VERSIONS = ('v1.0', )`), re-implemented for one entry folder:
@@ -125,13 +125,10 @@ fn pytools() -> Option<PathBuf> {
     python
 }
 
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
 /// mlperf-logging's compliance checker on one log, under the project's shipped config.
 fn mlperf_compliant(python: &Path, log: &Path) -> Result<(), String> {
-    let config = std::path::absolute(repo("report/mlperf/training_4.1.0_custom.yaml")).unwrap();
+    let config =
+        std::path::absolute(repo().join("report/mlperf/training_4.1.0_custom.yaml")).unwrap();
     let (status, stdout, stderr) = output(
         Command::new(python)
             .args([
@@ -157,7 +154,7 @@ fn mlperf_compliant(python: &Path, log: &Path) -> Result<(), String> {
 fn tensorboard_scalars(python: &Path, dir: &Path) -> (BTreeMap<String, Vec<(u64, f64)>>, Value) {
     let (status, stdout, stderr) = output(
         Command::new(python)
-            .arg(repo("tests/py/tensorboard_read.py"))
+            .arg(repo().join("tests/py/tensorboard_read.py"))
             .arg(dir),
     );
     assert!(status.success(), "{stderr}");

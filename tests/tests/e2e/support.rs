@@ -153,6 +153,23 @@ pub fn assert_complete_series(job: &Value, epochs: usize) {
     );
 }
 
+/// The workspace root (this crate lives in `tests/`).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The real datasets where `DATASETS_DIR` names them (relative to the workspace root, as CI's
+/// `../shared/datasets`); elsewhere None, with a note that `what` is skipped.
+pub fn real_datasets(what: &str) -> Option<PathBuf> {
+    match std::env::var_os("DATASETS_DIR") {
+        Some(dir) => Some(repo().join(dir)),
+        None => {
+            eprintln!("DATASETS_DIR not set; skipping {what}");
+            None
+        }
+    }
+}
+
 /// Writes `text` to `path`, readable by its owner only (as a token file must be).
 pub fn private_file(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;

@@ -1,13 +1,14 @@
 //! The training engine through `worker train` and the daemon: the job record, real data,
 //! determinism and exact resume, bf16, divergence, crashes.
 
-use std::path::Path;
 use std::process::Command;
 
 use integration_tests::{bin, output};
 use serde_json::Value;
 
-use crate::support::{coordinator, curves, fixture, jobs, read_json, train, JOB_FIELDS};
+use crate::support::{
+    coordinator, curves, fixture, jobs, read_json, real_datasets, train, JOB_FIELDS,
+};
 
 #[test]
 fn worker_train_json_prints_one_job_record() {
@@ -50,12 +51,9 @@ fn worker_train_json_prints_one_job_record() {
 /// Where the real datasets are available (CI sets DATASETS_DIR): real MNIST, paper settings.
 #[test]
 fn real_mnist_reaches_97_percent_in_two_epochs() {
-    let Some(dir) = std::env::var_os("DATASETS_DIR") else {
-        eprintln!("DATASETS_DIR not set; skipping the real-MNIST run");
+    let Some(dir) = real_datasets("the real-MNIST run") else {
         return;
     };
-    // Relative to the workspace root (CI: ../shared/datasets), not to this crate.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
     let (status, stdout, stderr) = output(
         Command::new(bin("worker"))
             .args([
@@ -254,11 +252,9 @@ fn a_crashing_job_fails_and_the_daemon_lives_on() {
 /// on the CPU, well above the 10% of chance after one short epoch.
 #[test]
 fn real_cifar10_vgg11_bn_learns() {
-    let Some(dir) = std::env::var_os("DATASETS_DIR") else {
-        eprintln!("DATASETS_DIR not set; skipping the real CIFAR-10 run");
+    let Some(dir) = real_datasets("the real CIFAR-10 run") else {
         return;
     };
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
     let (status, stdout, stderr) = output(
         Command::new(bin("worker"))
             .args([
