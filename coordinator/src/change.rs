@@ -13,6 +13,8 @@ pub enum Change {
     WorkerRegistered {
         id: WorkerId,
         info: WorkerInfo,
+        /// SHA-256 of the worker's session secret (the secret itself is never stored).
+        session: [u8; 32],
         at: String,
     },
     /// A job was leased: a new attempt under a new fencing token; its old epochs are dropped.

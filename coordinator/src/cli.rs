@@ -55,6 +55,19 @@ pub struct RunArgs {
     /// who can reach the port could take and report jobs).
     #[arg(long, env = "COORDINATOR_INSECURE")]
     insecure: bool,
+    /// Serve TLS on both ports with this certificate (PEM, with its chain).
+    #[arg(long, env = "COORDINATOR_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "COORDINATOR_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Close a connection (either port) that sends nothing for this long. Workers heartbeat
+    /// every few seconds, so only idle or dead peers are closed.
+    #[arg(long, env = "COORDINATOR_IDLE_SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=86400))]
+    idle_seconds: u32,
+    /// Require gRPC clients to present a certificate issued by this CA (PEM): mutual TLS.
+    #[arg(long, env = "COORDINATOR_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// Run every job of the grid again, even those already finished in the state.
     #[arg(long, env = "COORDINATOR_RERUN")]
     rerun: bool,
@@ -92,7 +105,7 @@ impl std::str::FromStr for HttpAddr {
 
 #[derive(Args)]
 pub struct Connect {
-    /// Coordinator URL.
+    /// Coordinator URL (https:// for a coordinator serving TLS).
     #[arg(
         long,
         env = "COORDINATOR_URL",
@@ -101,6 +114,26 @@ pub struct Connect {
     pub connect: String,
     #[arg(long, env = "COORDINATOR_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) the coordinator's certificate must chain to; default: the
+    /// system's roots.
+    #[arg(long, env = "COORDINATOR_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for a coordinator requiring one (mutual TLS).
+    #[arg(long, env = "COORDINATOR_CLIENT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "COORDINATOR_CLIENT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Connect {
+    pub fn tls(&self) -> orchestrator_proto::client::ClientTls {
+        orchestrator_proto::client::ClientTls {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -161,10 +194,16 @@ fn exposure(a: &RunArgs, token: bool) -> Result<(), BadInput> {
         .filter(|(_, addr)| !addr.ip().is_loopback())
         .map(|(flag, addr)| format!("{flag} {addr}"))
         .collect();
-    if exposed.is_empty() || token {
+    let what = exposed.join(" and ");
+    if exposed.is_empty() {
         return Ok(());
     }
-    let what = exposed.join(" and ");
+    if token {
+        if a.tls_cert.is_none() {
+            tracing::warn!("{what}: without --tls-cert the token and all traffic travel in clear (see README: Security)");
+        }
+        return Ok(());
+    }
     if a.insecure {
         tracing::warn!("{what}: serving without a token (--insecure): anyone who can reach it can take, report and cancel jobs");
         return Ok(());
@@ -197,6 +236,13 @@ pub fn validate(a: RunArgs, env: Env) -> Result<(Config, Listen), BadInput> {
         None => None,
     };
     exposure(&a, token.is_some())?;
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(std::sync::Arc::new(
+            coordinator::tls::ServerTls::load(cert, key, a.tls_client_ca.as_deref())
+                .map_err(BadInput)?,
+        )),
+        _ => None,
+    };
     let out = a
         .out
         .unwrap_or_else(|| PathBuf::from("runs").join(grid.name()));
@@ -216,6 +262,8 @@ pub fn validate(a: RunArgs, env: Env) -> Result<(Config, Listen), BadInput> {
         data_dir: a.data_dir.map(absolute),
         token,
         token_file: a.token_file.map(absolute),
+        tls,
+        idle: std::time::Duration::from_secs(a.idle_seconds as u64),
         worker_bin,
         worker_slots: a.worker_slots,
         lease_seconds: a.lease_seconds,

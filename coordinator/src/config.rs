@@ -1,11 +1,13 @@
 //! What [`crate::run`] needs, already validated (by the binary's flag parsing).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use domain::{DeviceSpec, Grid};
 
 use crate::local::LocalWorkers;
 use crate::store::Durability;
+use crate::tls::ServerTls;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -18,6 +20,10 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// TLS for both ports (`--tls-cert`, `--tls-key`, `--tls-client-ca`); None: plaintext.
+    pub tls: Option<Arc<ServerTls>>,
+    /// A connection (either port) that sends nothing this long is closed.
+    pub idle: std::time::Duration,
     pub worker_bin: PathBuf,
     pub worker_slots: u32,
     pub lease_seconds: u32,

@@ -15,7 +15,7 @@ async fn client(conn: Connect) -> anyhow::Result<ControlClient> {
         .map(orchestrator_proto::read_token_file)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    Ok(control_client(&conn.connect, token.as_deref()).await?)
+    Ok(control_client(&conn.connect, &conn.tls(), token.as_deref()).await?)
 }
 
 pub async fn cancel(conn: Connect, jobs: Vec<String>, all: bool) -> anyhow::Result<()> {
@@ -44,6 +44,12 @@ pub async fn status(conn: Connect) -> anyhow::Result<()> {
         "grid {}: {} pending, {} running, {} succeeded, {} failed, {} diverged",
         s.grid_name, s.pending, s.running, s.succeeded, s.failed, s.diverged
     );
+    if s.denied_calls > 0 {
+        println!(
+            "{} worker call(s) refused: wrong session or another worker's lease (see the coordinator's log)",
+            s.denied_calls
+        );
+    }
     println!("\nWORKER      NAME                          DEVICE    SLOTS  RUNNING  LAST SEEN");
     for w in &s.workers {
         let seen = if w.seconds_since_seen < 0.0 {

@@ -2,7 +2,7 @@
 //! Internal failures are logged in full and answered with a generic message: no database or
 //! file-system detail ever reaches a client.
 
-use domain::{JobId, WorkerId};
+use domain::JobId;
 use orchestrator_proto::convert::WireError;
 use tonic::Status;
 
@@ -10,8 +10,6 @@ use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    #[error("unknown worker `{0}`: register first")]
-    UnknownWorker(WorkerId),
     #[error("{0}")]
     InvalidArgument(String),
     #[error("not the job's current lease")]
@@ -47,7 +45,6 @@ impl From<WireError> for ServiceError {
 impl From<ServiceError> for Status {
     fn from(e: ServiceError) -> Status {
         match e {
-            ServiceError::UnknownWorker(_) => Status::failed_precondition(e.to_string()),
             ServiceError::InvalidArgument(_) => Status::invalid_argument(e.to_string()),
             ServiceError::NotCurrentLease => Status::permission_denied(e.to_string()),
             ServiceError::NoCheckpoint => Status::not_found(e.to_string()),
@@ -70,8 +67,8 @@ mod tests {
         let status = Status::from(e);
         assert_eq!(status.code(), tonic::Code::Internal);
         assert!(!status.message().contains("secret"), "{status:?}");
-        let status = Status::from(ServiceError::UnknownWorker(WorkerId::nth(3)));
-        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
-        assert!(status.message().contains("w3"));
+        let status = Status::from(ServiceError::InvalidArgument("epoch 0".into()));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("epoch 0"));
     }
 }

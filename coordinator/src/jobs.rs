@@ -293,8 +293,8 @@ mod tests {
         let c = e.finish(lease, outcome(Outcome::Failed), 1, "t".into());
         e.apply(&c);
         assert_eq!((e.status, e.failures), (JobStatus::Pending, 1));
-        e.apply(&e.start(lease.next(), &WorkerId::nth(1), None, "t".into()));
-        e.apply(&e.finish(lease.next(), outcome(Outcome::Failed), 1, "t".into()));
+        e.apply(&e.start(LeaseId::new(2), &WorkerId::nth(1), None, "t".into()));
+        e.apply(&e.finish(LeaseId::new(2), outcome(Outcome::Failed), 1, "t".into()));
         assert_eq!(
             (e.status, e.failures, e.attempts),
             (JobStatus::Failed, 1, 2)

@@ -25,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod expiry;
 pub mod jobs;
+pub mod limits;
 pub mod live;
 pub mod local;
 pub mod output;
@@ -34,10 +35,10 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod writer;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -68,20 +69,34 @@ pub async fn run(
     let (stop_writer, writer_stop) = watch::channel(false);
     let writer = tokio::spawn(writer::run(shared.clone(), store, writer_stop));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (socket, local) = server::LocalSocket::bind()?;
     let grpc = tokio::spawn(server::serve(
         shared.clone(),
         listener,
+        Some(local),
         cfg.token.clone(),
+        cfg.tls.clone(),
+        cfg.idle,
         stop_rx.clone(),
     ));
     let http = match http {
         Some(l) => {
-            tracing::info!("live report at http://{}/", l.local_addr()?);
-            Some(tokio::spawn(live::serve(shared.clone(), l, stop_rx)))
+            let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+            tracing::info!("live report at {scheme}://{}/", l.local_addr()?);
+            let auth = live::PageAuth::new(cfg.token.as_deref(), cfg.tls.is_some());
+            let tls = cfg.tls.as_ref().map(|t| t.acceptor());
+            Some(tokio::spawn(live::serve(
+                shared.clone(),
+                l,
+                tls,
+                auth,
+                cfg.idle,
+                stop_rx,
+            )))
         }
         None => None,
     };
-    let mut children = start_local_workers(&cfg, &shared, addr)?;
+    let mut children = start_local_workers(&cfg, &shared, &socket.url())?;
     let expiry = tokio::spawn(expiry::run(shared.clone()));
 
     tokio::pin!(shutdown);
@@ -140,24 +155,20 @@ fn open(cfg: &Config) -> anyhow::Result<Shared> {
     Ok(Shared::new(state, cfg.heartbeat_seconds, checkpoints))
 }
 
-/// Starts the local workers `cfg` asks for, unless the grid is already finished.
-fn start_local_workers(
-    cfg: &Config,
-    shared: &Shared,
-    addr: SocketAddr,
-) -> anyhow::Result<Processes> {
-    let url = connect_url(addr);
+/// Starts the local workers `cfg` asks for, connecting to `url`, unless the grid is already
+/// finished.
+fn start_local_workers(cfg: &Config, shared: &Shared, url: &str) -> anyhow::Result<Processes> {
     let gpus = orchestrator_proto::host::gpus().len() as u32;
     let devices = local::plan(cfg.local_workers, cfg.device, gpus);
     if devices.is_empty() {
-        tracing::info!(url, "waiting for external workers");
+        tracing::info!("waiting for external workers");
     }
     if shared.lock().is_finished() {
         return Ok(Processes::default());
     }
     let spawn = local::Spawn {
         binary: &cfg.worker_bin,
-        coordinator_url: &url,
+        coordinator_url: url,
         data_dir: cfg.data_dir.as_deref(),
         token_file: cfg.token_file.as_deref(),
         log_dir: &cfg.out.join("logs"),
@@ -165,15 +176,4 @@ fn start_local_workers(
         slots: cfg.worker_slots,
     };
     Processes::spawn(&spawn, &devices)
-}
-
-/// The URL local workers use to reach a server bound to `addr`.
-pub fn connect_url(addr: SocketAddr) -> String {
-    let host = match addr.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
-        ip if ip.is_unspecified() => "[::1]".to_string(),
-        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-        ip => ip.to_string(),
-    };
-    format!("http://{host}:{}", addr.port())
 }

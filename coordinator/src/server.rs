@@ -1,39 +1,107 @@
 //! The gRPC server: the health service (no token, for Kubernetes probes), the worker protocol
 //! and the control API (both behind the bearer token).
+//!
+//! It serves on the `--listen` port (TLS when configured; connections capped and closed when
+//! idle, see [`crate::limits`]) and on a Unix socket in a private folder for the workers the
+//! coordinator starts itself, which so need no certificate.
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use orchestrator_proto::v1::control_service_server::ControlServiceServer;
 use orchestrator_proto::v1::worker_service_server::WorkerServiceServer;
 use orchestrator_proto::RequireToken;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
+use tonic::transport::server::Router;
 
+use crate::limits::{self, Connections};
 use crate::service::Shared;
+use crate::tls::ServerTls;
 
-/// Serves on `listener` until `stop` turns true.
-pub async fn serve(
-    shared: Shared,
-    listener: TcpListener,
+/// Concurrent calls on one connection: a worker with 64 slots makes about two per slot.
+const STREAMS_PER_CONNECTION: u32 = 256;
+
+/// The services, on a server with the limits every listener shares.
+async fn router(
+    shared: &Shared,
     token: Option<String>,
-    mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+    tls: Option<&ServerTls>,
+) -> anyhow::Result<Router> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WorkerServiceServer<Shared>>().await;
     let auth = RequireToken::new(token);
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .max_concurrent_streams(STREAMS_PER_CONNECTION)
+        .concurrency_limit_per_connection(STREAMS_PER_CONNECTION as usize)
+        .http2_max_header_list_size(64 * 1024)
+        .http2_max_pending_accept_reset_streams(Some(64));
+    if let Some(tls) = tls {
+        server = server.tls_config(tls.grpc()).context("TLS configuration")?;
+    }
+    Ok(server
         .add_service(health_service)
         .add_service(WorkerServiceServer::with_interceptor(
             shared.clone(),
             auth.clone(),
         ))
-        .add_service(ControlServiceServer::with_interceptor(shared, auth))
+        .add_service(ControlServiceServer::with_interceptor(shared.clone(), auth)))
+}
+
+/// Serves on `listener` (and `local`, for local workers) until `stop` turns true.
+pub async fn serve(
+    shared: Shared,
+    listener: TcpListener,
+    local: Option<UnixListener>,
+    token: Option<String>,
+    tls: Option<Arc<ServerTls>>,
+    idle: std::time::Duration,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let stopped = |mut stop: watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let tcp = router(&shared, token.clone(), tls.as_deref())
+        .await?
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        )
-        .await
-        .context("gRPC server")
+            limits::incoming(listener, Connections::new(limits::grpc(idle))),
+            stopped(stop.clone()),
+        );
+    let Some(local) = local else {
+        return tcp.await.context("gRPC server");
+    };
+    let uds = router(&shared, token, None)
+        .await?
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(local),
+            stopped(stop),
+        );
+    let (a, b) = tokio::join!(tcp, uds);
+    a.context("gRPC server")?;
+    b.context("gRPC server (local socket)")?;
+    Ok(())
+}
+
+/// A private folder (mode 700) holding the local workers' socket; removed when dropped.
+pub struct LocalSocket {
+    dir: tempfile::TempDir,
+}
+
+impl LocalSocket {
+    pub fn bind() -> anyhow::Result<(LocalSocket, UnixListener)> {
+        let dir = tempfile::Builder::new()
+            .prefix("dlgrid-coordinator-")
+            .tempdir()
+            .context("creating the local workers' socket folder")?;
+        let path = dir.path().join("grpc.sock");
+        let listener = UnixListener::bind(&path)
+            .with_context(|| format!("listening on {}", path.display()))?;
+        Ok((LocalSocket { dir }, listener))
+    }
+
+    /// The URL local workers connect to.
+    pub fn url(&self) -> String {
+        format!("unix:{}", self.dir.path().join("grpc.sock").display())
+    }
 }

@@ -56,7 +56,9 @@ impl fmt::Display for WorkerId {
     }
 }
 
-/// The fencing token of one attempt at a job. Never reused, also across coordinator restarts.
+/// The fencing token of one attempt at a job. Never reused, also across coordinator restarts:
+/// a sequence number in the high bits (so tokens increase), 32 random bits in the low ones (so
+/// nobody can guess the token of a lease they were not given).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct LeaseId(u64);
@@ -70,9 +72,15 @@ impl LeaseId {
         self.0
     }
 
-    /// The next token after this one.
-    pub const fn next(self) -> LeaseId {
-        LeaseId(self.0 + 1)
+    /// The token of the `seq`-th lease, with `nonce` as its random part. `seq` stays below
+    /// 2^31, so tokens fit SQLite's signed integers.
+    pub const fn compose(seq: u64, nonce: u32) -> LeaseId {
+        LeaseId((seq << 32) | nonce as u64)
+    }
+
+    /// The sequence number of this token.
+    pub const fn seq(self) -> u64 {
+        self.0 >> 32
     }
 }
 

@@ -1,4 +1,5 @@
-//! The bearer token: `authorization: Bearer <token>` on every call but the health service's.
+//! The bearer token: `authorization: Bearer <token>` on every call but the health service's;
+//! and a registered worker's session secret, `x-worker-session`, on its every later call.
 
 use std::sync::Arc;
 
@@ -32,10 +33,15 @@ pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
     Ok(token)
 }
 
-/// Client side: adds `authorization: Bearer <token>` to every request when a token is set.
+/// The metadata header a registered worker sends its session secret in.
+pub const SESSION_HEADER: &str = "x-worker-session";
+
+/// Client side: adds `authorization: Bearer <token>` to every request when a token is set,
+/// and the worker's session once it has one.
 #[derive(Clone, Default)]
 pub struct BearerAuth {
     header: Option<MetadataValue<Ascii>>,
+    session: Option<MetadataValue<Ascii>>,
 }
 
 impl BearerAuth {
@@ -46,7 +52,21 @@ impl BearerAuth {
                 "the token contains characters not allowed in a header".to_string()
             })?),
         };
-        Ok(BearerAuth { header })
+        Ok(BearerAuth {
+            header,
+            session: None,
+        })
+    }
+
+    /// The same, also sending `session` (from RegisterResponse) with every call.
+    pub fn with_session(&self, session: &str) -> Result<BearerAuth, String> {
+        let session = session
+            .parse()
+            .map_err(|_| "the coordinator sent a session that is not a valid header".to_string())?;
+        Ok(BearerAuth {
+            header: self.header.clone(),
+            session: Some(session),
+        })
     }
 }
 
@@ -55,8 +75,16 @@ impl tonic::service::Interceptor for BearerAuth {
         if let Some(h) = &self.header {
             req.metadata_mut().insert("authorization", h.clone());
         }
+        if let Some(s) = &self.session {
+            req.metadata_mut().insert(SESSION_HEADER, s.clone());
+        }
         Ok(req)
     }
+}
+
+/// The session a request carries, if any.
+pub fn session_of<T>(req: &Request<T>) -> Option<&str> {
+    req.metadata().get(SESSION_HEADER)?.to_str().ok()
 }
 
 /// Server side: refuses calls without the token (none required when no token is set). The
@@ -92,7 +120,7 @@ impl tonic::service::Interceptor for RequireToken {
 
 /// Compares in time independent of where the first difference is, so the token cannot be
 /// guessed byte by byte from response times.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

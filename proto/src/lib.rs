@@ -20,7 +20,7 @@ pub mod host;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use auth::{read_token_file, BearerAuth, RequireToken};
+pub use auth::{read_token_file, session_of, BearerAuth, RequireToken, SESSION_HEADER};
 
 /// Bytes per checkpoint chunk on the wire (both directions), well under gRPC's 4 MiB default
 /// message limit.

@@ -20,7 +20,7 @@ pub struct Cli {
 
 #[derive(Args)]
 pub struct DaemonArgs {
-    /// Coordinator URL, e.g. http://10.0.0.5:50051.
+    /// Coordinator URL, e.g. https://10.0.0.5:50051 (TLS) or http://10.0.0.5:50051.
     #[arg(long, env = "WORKER_COORDINATOR")]
     pub coordinator: Option<String>,
     #[command(flatten)]
@@ -34,6 +34,16 @@ pub struct DaemonArgs {
     /// File holding the bearer token the coordinator expects.
     #[arg(long, env = "WORKER_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) the coordinator's certificate must chain to (https:// URLs);
+    /// default: the system's roots.
+    #[arg(long, env = "WORKER_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This worker's certificate (PEM), for a coordinator requiring one (mutual TLS).
+    #[arg(long, env = "WORKER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The worker certificate's private key (PEM).
+    #[arg(long, env = "WORKER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// libtorch threads per job; 0 = the machine's cores divided by --slots.
     #[arg(long, env = "WORKER_THREADS", default_value_t = 0)]
     pub threads: usize,

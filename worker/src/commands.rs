@@ -159,9 +159,15 @@ pub fn daemon(a: DaemonArgs, env: &Env) -> anyhow::Result<ExitCode> {
         }
         (t, _) => t,
     };
+    let tls = orchestrator_proto::client::ClientTls {
+        ca: a.tls_ca,
+        cert: a.tls_cert,
+        key: a.tls_key,
+    };
     let cfg = daemon::Config {
         coordinator,
         token,
+        tls,
         info: WorkerInfo {
             name: a
                 .name

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use orchestrator_proto::v1::worker_service_client::WorkerServiceClient;
+use orchestrator_proto::client::{worker_client, WorkerClient};
 use orchestrator_proto::v1::{self as pb};
-use tonic::transport::Channel;
+use orchestrator_proto::BearerAuth;
 
 #[derive(Parser)]
 struct Args {
@@ -85,7 +85,7 @@ async fn start(
     grid: &Path,
     out: &Path,
     durability: &str,
-) -> anyhow::Result<(Coordinator, WorkerServiceClient<Channel>, Duration)> {
+) -> anyhow::Result<(Coordinator, WorkerClient, Duration)> {
     for _ in 0..5 {
         if let Some(started) = start_on(bin, grid, out, durability, free_port()).await? {
             return Ok(started);
@@ -101,7 +101,7 @@ async fn start_on(
     out: &Path,
     durability: &str,
     port: u16,
-) -> anyhow::Result<Option<(Coordinator, WorkerServiceClient<Channel>, Duration)>> {
+) -> anyhow::Result<Option<(Coordinator, WorkerClient, Duration)>> {
     let started = Instant::now();
     let child = Command::new(bin)
         .arg("--grid")
@@ -129,7 +129,11 @@ async fn start_on(
     };
     loop {
         // Ready once it answers: the state is loaded before the services run.
-        if let Ok(mut client) = WorkerServiceClient::connect(url.clone()).await {
+        if let Ok(channel) = tonic::transport::Endpoint::from_shared(url.clone())?
+            .connect()
+            .await
+        {
+            let mut client = worker_client(channel, BearerAuth::default());
             if register(&mut client, "probe".into(), 1).await.is_ok() {
                 return Ok(Some((c, client, started.elapsed())));
             }
@@ -146,10 +150,10 @@ async fn start_on(
 }
 
 async fn register(
-    client: &mut WorkerServiceClient<Channel>,
+    client: &mut WorkerClient,
     name: String,
     slots: u32,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, String)> {
     let info = pb::WorkerInfo {
         name,
         device: "cpu".into(),
@@ -157,11 +161,11 @@ async fn register(
         slots,
         ..Default::default()
     };
-    Ok(client
+    let r = client
         .register(pb::RegisterRequest { info: Some(info) })
         .await?
-        .into_inner()
-        .worker_id)
+        .into_inner();
+    Ok((r.worker_id, r.session))
 }
 
 fn metrics(epoch: u32) -> pb::EpochMetrics {
@@ -179,7 +183,7 @@ fn metrics(epoch: u32) -> pb::EpochMetrics {
 /// One slot: lease, simulate the job (sleeping `job_ms`, reporting `epochs` epochs), complete;
 /// until the grid is finished. With `job_ms` 0 it reports as fast as it can.
 async fn slot(
-    mut client: WorkerServiceClient<Channel>,
+    mut client: WorkerClient,
     worker_id: String,
     slot: u32,
     job_ms: u64,
@@ -262,7 +266,7 @@ async fn slot(
 /// Runs `workers × slots` fake slots until the grid is done; returns the wall time and the
 /// largest simulated work of one slot (what the timer really slept).
 async fn drive(
-    client: &WorkerServiceClient<Channel>,
+    client: &WorkerClient,
     url: &str,
     workers: u32,
     slots: u32,
@@ -278,8 +282,12 @@ async fn drive(
             .tcp_nodelay(true)
             .connect()
             .await?;
-        let mut c = WorkerServiceClient::new(channel);
-        ids.push((register(&mut c, format!("fake-{w}"), slots).await?, c));
+        let mut c = worker_client(channel.clone(), BearerAuth::default());
+        let (id, session) = register(&mut c, format!("fake-{w}"), slots).await?;
+        let auth = BearerAuth::default()
+            .with_session(&session)
+            .map_err(anyhow::Error::msg)?;
+        ids.push((id, worker_client(channel, auth)));
     }
     let _ = client;
     let started = Instant::now();

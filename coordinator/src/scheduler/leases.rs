@@ -21,33 +21,37 @@ pub struct LeaseTable {
     by_expiry: BTreeSet<(Instant, LeaseId)>,
     /// LeaseJob request id → the lease it was granted, so a retried request gets it back.
     requests: HashMap<String, LeaseId>,
-    next: LeaseId,
+    /// The sequence number of the next new lease.
+    next_seq: u64,
 }
 
 impl LeaseTable {
-    /// An empty table whose first new lease will be `next`.
-    pub fn new(next: LeaseId) -> LeaseTable {
+    /// An empty table whose first new lease will have sequence number `next_seq`.
+    pub fn new(next_seq: u64) -> LeaseTable {
         LeaseTable {
             active: HashMap::new(),
             by_expiry: BTreeSet::new(),
             requests: HashMap::new(),
-            next,
+            next_seq: next_seq.max(1),
         }
     }
 
-    /// The fencing token the next lease gets (taken by [`LeaseTable::insert`]).
-    pub fn next_id(&self) -> LeaseId {
-        self.next
+    /// A fencing token never given before: the next sequence number, and 32 random bits.
+    pub fn fresh_id(&mut self) -> LeaseId {
+        let mut nonce = [0u8; 4];
+        // The OS's random source failing is not recoverable in any useful way.
+        getrandom::fill(&mut nonce).expect("the OS random source");
+        let id = LeaseId::compose(self.next_seq, u32::from_le_bytes(nonce));
+        self.next_seq += 1;
+        id
     }
 
-    /// Adds a lease; ids at or after the next one are taken, so no id is given twice.
+    /// Adds a lease; sequence numbers up to its own are taken, so no id is given twice.
     pub fn insert(&mut self, id: LeaseId, lease: Lease) {
         self.remove(id);
         self.by_expiry.insert((lease.expires, id));
         self.active.insert(id, lease);
-        if id >= self.next {
-            self.next = id.next();
-        }
+        self.next_seq = self.next_seq.max(id.seq() + 1);
     }
 
     pub fn get(&self, id: LeaseId) -> Option<&Lease> {
@@ -110,17 +114,18 @@ mod tests {
     fn expiry_follows_renewals_and_ids_never_repeat() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let mut t = LeaseTable::new(LeaseId::new(7));
+        let mut t = LeaseTable::new(7);
         let w = WorkerId::nth(1);
         let lease = |job, at| Lease {
             job,
             worker: w.clone(),
             expires: at,
         };
-        let a = t.next_id();
+        let a = t.fresh_id();
         t.insert(a, lease(0, t0 + s(10)));
-        let b = t.next_id();
-        assert_eq!((a.get(), b.get()), (7, 8));
+        let b = t.fresh_id();
+        assert_eq!((a.seq(), b.seq()), (7, 8));
+        assert!(b > a);
         t.insert(b, lease(1, t0 + s(5)));
         assert_eq!(t.next_expiry(), Some(t0 + s(5)));
         assert_eq!(t.expired(t0 + s(6)), vec![b]);
@@ -135,6 +140,11 @@ mod tests {
         assert_eq!(t.for_request("r").map(|(id, _)| id), Some(b));
         t.remove(b);
         assert!(t.for_request("r").is_none());
-        assert_eq!(t.next_id().get(), 9);
+        t.insert(LeaseId::compose(20, 0), lease(2, t0));
+        assert_eq!(
+            t.fresh_id().seq(),
+            21,
+            "a loaded lease's number is never given again"
+        );
     }
 }

@@ -10,4 +10,4 @@ pub mod workers;
 pub use estimates::Estimates;
 pub use leases::{Lease, LeaseTable};
 pub use queue::Queue;
-pub use workers::{Registry, WorkerEntry};
+pub use workers::{new_session, Identity, Registry, WorkerEntry};

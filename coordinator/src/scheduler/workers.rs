@@ -1,17 +1,47 @@
-//! The workers that have registered, and when each was last heard from.
+//! The workers that have registered, their sessions, and when each was last heard from.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use domain::{WorkerId, WorkerInfo};
+use sha2::{Digest, Sha256};
+
+use crate::store::StoredWorker;
 
 /// A worker as registered.
 #[derive(Debug, Clone)]
 pub struct WorkerEntry {
     pub id: WorkerId,
     pub info: WorkerInfo,
+    /// SHA-256 of its session secret; None for a worker stored before sessions existed.
+    session: Option<[u8; 32]>,
     /// None for workers of an earlier run, loaded from the database.
     pub last_seen: Option<Instant>,
+}
+
+/// A new session secret (128 random bits, hex) and its digest, the only form stored.
+pub fn new_session() -> (String, [u8; 32]) {
+    let mut bytes = [0u8; 16];
+    // The OS's random source failing is not recoverable in any useful way.
+    getrandom::fill(&mut bytes).expect("the OS random source");
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let digest = session_digest(&secret);
+    (secret, digest)
+}
+
+pub fn session_digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Whether a call claiming to be a worker may act as it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// The session is the worker's.
+    Verified,
+    /// No worker has this id.
+    Unknown,
+    /// The id is known, and the session missing or not its own.
+    Denied,
 }
 
 impl WorkerEntry {
@@ -31,16 +61,17 @@ pub struct Registry {
 
 impl Registry {
     /// The workers of earlier runs, not heard from in this one.
-    pub fn from_stored(workers: Vec<(WorkerId, WorkerInfo)>) -> Registry {
+    pub fn from_stored(workers: Vec<StoredWorker>) -> Registry {
         let workers = workers
             .into_iter()
-            .map(|(id, info)| {
+            .map(|w| {
                 let entry = WorkerEntry {
-                    id: id.clone(),
-                    info,
+                    id: w.id.clone(),
+                    info: w.info,
+                    session: w.session,
                     last_seen: None,
                 };
-                (id, entry)
+                (w.id, entry)
             })
             .collect();
         Registry {
@@ -56,13 +87,38 @@ impl Registry {
         WorkerId::nth(self.workers.len() + 1)
     }
 
-    pub fn insert(&mut self, id: WorkerId, info: WorkerInfo, now: Option<Instant>) {
+    pub fn insert(
+        &mut self,
+        id: WorkerId,
+        info: WorkerInfo,
+        session: [u8; 32],
+        now: Option<Instant>,
+    ) {
         let entry = WorkerEntry {
             id: id.clone(),
             info,
+            session: Some(session),
             last_seen: now,
         };
         self.workers.insert(id, entry);
+    }
+
+    /// Whether `session` (from the call's `x-worker-session` header) is worker `id`'s.
+    pub fn identify(&self, id: &WorkerId, session: Option<&str>) -> Identity {
+        let Some(w) = self.workers.get(id) else {
+            return Identity::Unknown;
+        };
+        match (w.session, session) {
+            (Some(want), Some(given)) => {
+                let given = session_digest(given);
+                if orchestrator_proto::auth::constant_time_eq(&want, &given) {
+                    Identity::Verified
+                } else {
+                    Identity::Denied
+                }
+            }
+            _ => Identity::Denied,
+        }
     }
 
     pub fn get(&self, id: &WorkerId) -> Option<&WorkerEntry> {

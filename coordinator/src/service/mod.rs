@@ -4,6 +4,7 @@
 mod control;
 mod worker;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use orchestrator_proto::v1 as pb;
@@ -11,6 +12,7 @@ use tokio::sync::{watch, Notify};
 use tonic::Status;
 
 use crate::checkpoints::CheckpointStore;
+use crate::limits::Registrations;
 use crate::state::{Grant, State};
 
 /// How far the state is on disk (announced by [`crate::writer`]).
@@ -36,6 +38,10 @@ pub struct Shared {
     pub queued: Arc<Notify>,
     /// How far the queued changes are on disk.
     pub durable: Arc<watch::Sender<Durable>>,
+    /// Worker calls refused since start (wrong session, another worker's lease).
+    pub denied: Arc<AtomicU64>,
+    /// Registrations allowed per peer address.
+    pub registrations: Arc<Registrations>,
 }
 
 impl Shared {
@@ -48,6 +54,8 @@ impl Shared {
             checkpoints: Arc::new(checkpoints),
             queued: Arc::new(Notify::new()),
             durable: Arc::new(watch::channel(Durable::UpTo(0)).0),
+            denied: Arc::default(),
+            registrations: Arc::new(Registrations::default()),
         }
     }
 

@@ -1,7 +1,12 @@
 //! The worker protocol: register, lease, report, complete, heartbeat, hand back, and move
 //! checkpoints. Every call is idempotent (see `orchestrator.proto`).
+//!
+//! Every call after Register must carry the worker's session (`x-worker-session`), and may
+//! act only on leases that worker holds: anything else is PERMISSION_DENIED, logged with the
+//! peer's address and counted ([`Shared::denied`]).
 
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use domain::{EpochMetrics, JobId, LeaseId, Outcome, TrainOutcome, WorkerId, WorkerInfo};
@@ -12,14 +17,61 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
 use crate::error::ServiceError;
-use crate::state::State;
+use crate::scheduler::Identity;
 
-/// Refuses calls from a worker id the coordinator never issued.
-fn known(state: &State, worker: &WorkerId) -> Result<(), ServiceError> {
-    if state.knows_worker(worker) {
-        Ok(())
-    } else {
-        Err(ServiceError::UnknownWorker(worker.clone()))
+impl Shared {
+    /// Refuses a call: PERMISSION_DENIED, logged with who asked, counted.
+    fn deny<T>(&self, req: &Request<T>, worker: &WorkerId, why: String) -> Status {
+        self.denied.fetch_add(1, Ordering::Relaxed);
+        let peer = req.remote_addr().map(|a| a.to_string());
+        tracing::warn!(peer = peer.as_deref().unwrap_or("local"), worker_id = ?worker.as_str(), why, "worker call refused");
+        Status::permission_denied(why)
+    }
+
+    /// Whether the call's session is `worker`'s; refuses it otherwise. `Unknown` is returned
+    /// (not refused) only where `unknown_ok`.
+    fn verify<T>(
+        &self,
+        req: &Request<T>,
+        worker: &WorkerId,
+        unknown_ok: bool,
+    ) -> Result<Identity, Status> {
+        let id = self
+            .lock()
+            .identify(worker, orchestrator_proto::session_of(req));
+        match id {
+            Identity::Verified => Ok(id),
+            Identity::Unknown if unknown_ok => Ok(id),
+            Identity::Unknown => Err(self.deny(
+                req,
+                worker,
+                format!("unknown worker {:?}: register first", worker.as_str()),
+            )),
+            Identity::Denied => Err(self.deny(
+                req,
+                worker,
+                format!("the call does not carry worker {worker}'s session"),
+            )),
+        }
+    }
+
+    /// [`Shared::verify`], then that `lease` is not another worker's.
+    fn verify_lease<T>(
+        &self,
+        req: &Request<T>,
+        worker: &WorkerId,
+        lease: LeaseId,
+    ) -> Result<(), Status> {
+        self.verify(req, worker, false)?;
+        if self.lock().may_act_on(worker, lease) {
+            Ok(())
+        } else {
+            Err(self.deny(
+                req,
+                worker,
+                format!("lease {lease} is held by another worker"),
+            ))
+        }
     }
 }
 
@@ -45,15 +97,23 @@ impl WorkerService for Shared {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        if let Some(ip) = req.remote_addr().map(|a| a.ip()) {
+            if !self.registrations.admit(ip) {
+                tracing::warn!(peer = %ip, "registration refused: too many from this address");
+                return Err(Status::resource_exhausted(
+                    "too many registrations from this address; retry later",
+                ));
+            }
+        }
         let info = req
             .into_inner()
             .info
             .ok_or_else(|| ServiceError::InvalidArgument("info is required".into()))?;
         let info = WorkerInfo::try_from(info).map_err(ServiceError::from)?;
         let name = info.name.clone();
-        let ((worker, lease_seconds), seq) = self.with_state(|state| {
-            let worker = state.register(info, Instant::now())?;
-            Ok((worker, state.lease_ttl().as_secs() as u32))
+        let (((worker, session), lease_seconds), seq) = self.with_state(|state| {
+            let registered = state.register(info, Instant::now())?;
+            Ok((registered, state.lease_ttl().as_secs() as u32))
         })?;
         self.settle(seq).await?;
         tracing::info!(worker_id = %worker, name, "worker registered");
@@ -61,6 +121,7 @@ impl WorkerService for Shared {
             worker_id: worker.to_string(),
             lease_seconds,
             heartbeat_seconds: self.heartbeat_seconds,
+            session,
         }))
     }
 
@@ -68,10 +129,10 @@ impl WorkerService for Shared {
         &self,
         req: Request<pb::LeaseJobRequest>,
     ) -> Result<Response<pb::LeaseJobResponse>, Status> {
+        let worker = WorkerId::from_stored(req.get_ref().worker_id.clone());
+        self.verify(&req, &worker, false)?;
         let req = req.into_inner();
-        let worker = WorkerId::from_stored(req.worker_id);
         let ((grant, finished), seq) = self.with_state(|state| {
-            known(state, &worker)?;
             let grant = state.lease(&worker, &req.request_id, Instant::now())?;
             let finished = grant.is_none() && state.tell_finished(&worker);
             Ok((grant, finished))
@@ -88,13 +149,15 @@ impl WorkerService for Shared {
         &self,
         req: Request<pb::ReportEpochRequest>,
     ) -> Result<Response<pb::ReportEpochResponse>, Status> {
+        let worker = WorkerId::from_stored(req.get_ref().worker_id.clone());
+        let lease = LeaseId::new(req.get_ref().lease_id);
+        self.verify_lease(&req, &worker, lease)?;
         let req = req.into_inner();
         let m = req
             .metrics
             .as_ref()
             .ok_or_else(|| ServiceError::InvalidArgument("metrics are required".into()))?;
-        let (worker, job) = (WorkerId::from_stored(req.worker_id), job_id(req.job_id)?);
-        let lease = LeaseId::new(req.lease_id);
+        let job = job_id(req.job_id)?;
         let metrics: EpochMetrics = m.into();
         let (accepted, seq) = self.with_state(|state| {
             state
@@ -122,11 +185,13 @@ impl WorkerService for Shared {
         &self,
         req: Request<pb::CompleteJobRequest>,
     ) -> Result<Response<pb::CompleteJobResponse>, Status> {
+        let worker = WorkerId::from_stored(req.get_ref().worker_id.clone());
+        let lease = LeaseId::new(req.get_ref().lease_id);
+        self.verify_lease(&req, &worker, lease)?;
         let req = req.into_inner();
         let outcome = TrainOutcome::try_from(&req).map_err(ServiceError::from)?;
         let status = outcome.status;
-        let (worker, job) = (WorkerId::from_stored(req.worker_id), job_id(req.job_id)?);
-        let lease = LeaseId::new(req.lease_id);
+        let job = job_id(req.job_id)?;
         let now = Instant::now();
         let ((accepted, counts, next, grid_finished), seq) = self.with_state(|state| {
             state
@@ -134,7 +199,7 @@ impl WorkerService for Shared {
                 .map_err(|why| invalid(&job, why))?;
             let accepted = state.complete(&worker, &job, lease, outcome, now)?;
             let counts = state.counts();
-            let next = if req.next_request_id.is_empty() || !state.knows_worker(&worker) {
+            let next = if req.next_request_id.is_empty() {
                 None
             } else {
                 state.lease(&worker, &req.next_request_id, now)?
@@ -164,16 +229,18 @@ impl WorkerService for Shared {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let req = req.into_inner();
-        let worker = WorkerId::from_stored(req.worker_id);
-        let leases: Vec<LeaseId> = req.lease_ids.into_iter().map(LeaseId::new).collect();
-        let ((known_worker, revoked), seq) = self.with_state(|state| {
-            let known_worker = state.knows_worker(&worker);
-            Ok((
-                known_worker,
-                state.heartbeat(&worker, &leases, Instant::now()),
-            ))
-        })?;
+        let worker = WorkerId::from_stored(req.get_ref().worker_id.clone());
+        // An unknown worker (the coordinator's state was lost) is told so, to register again;
+        // every lease it names is revoked.
+        let known_worker = self.verify(&req, &worker, true)? == Identity::Verified;
+        let leases: Vec<LeaseId> = req
+            .into_inner()
+            .lease_ids
+            .into_iter()
+            .map(LeaseId::new)
+            .collect();
+        let (revoked, seq) =
+            self.with_state(|state| Ok(state.heartbeat(&worker, &leases, Instant::now())))?;
         self.settle(seq).await?;
         Ok(Response::new(pb::HeartbeatResponse {
             revoked_lease_ids: revoked.into_iter().map(LeaseId::get).collect(),
@@ -185,9 +252,11 @@ impl WorkerService for Shared {
         &self,
         req: Request<pb::ReleaseJobRequest>,
     ) -> Result<Response<pb::ReleaseJobResponse>, Status> {
+        let worker = WorkerId::from_stored(req.get_ref().worker_id.clone());
+        let lease = LeaseId::new(req.get_ref().lease_id);
+        self.verify_lease(&req, &worker, lease)?;
         let req = req.into_inner();
-        let (worker, job) = (WorkerId::from_stored(req.worker_id), job_id(req.job_id)?);
-        let lease = LeaseId::new(req.lease_id);
+        let job = job_id(req.job_id)?;
         let (accepted, seq) =
             self.with_state(|state| Ok(state.release(&worker, &job, lease, Instant::now())?))?;
         self.settle(seq).await?;
@@ -202,7 +271,7 @@ impl WorkerService for Shared {
         &self,
         req: Request<Streaming<pb::CheckpointChunk>>,
     ) -> Result<Response<pb::UploadCheckpointResponse>, Status> {
-        let mut stream = req.into_inner();
+        let (meta, ext, mut stream) = req.into_parts();
         let first = stream
             .message()
             .await?
@@ -212,6 +281,8 @@ impl WorkerService for Shared {
             LeaseId::new(first.lease_id),
             first.epoch,
         );
+        let worker = WorkerId::from_stored(first.worker_id.clone());
+        self.verify_lease(&Request::from_parts(meta, ext, ()), &worker, lease)?;
         if !self.lock().is_current(&job, lease) {
             return Ok(Response::new(pb::UploadCheckpointResponse {
                 accepted: false,
@@ -236,8 +307,10 @@ impl WorkerService for Shared {
         &self,
         req: Request<pb::DownloadCheckpointRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
-        let req = req.into_inner();
-        let (job, lease) = (job_id(req.job_id)?, LeaseId::new(req.lease_id));
+        let worker = WorkerId::from_stored(req.get_ref().worker_id.clone());
+        let lease = LeaseId::new(req.get_ref().lease_id);
+        self.verify_lease(&req, &worker, lease)?;
+        let job = job_id(req.into_inner().job_id)?;
         if !self.lock().is_current(&job, lease) {
             return Err(ServiceError::NotCurrentLease.into());
         }

@@ -41,7 +41,7 @@ impl State {
             fill(e, stored);
         }
         let mut open_attempts = loaded.open_attempts;
-        let mut leases = LeaseTable::new(loaded.next_lease);
+        let mut leases = LeaseTable::new(loaded.next_lease_seq);
         for (i, e) in jobs.iter_mut().enumerate() {
             if e.status != JobStatus::Running {
                 continue;

@@ -23,7 +23,7 @@ use domain::{
 use crate::change::Change;
 use crate::clock::timestamp;
 use crate::jobs::JobEntry;
-use crate::scheduler::{Estimates, Lease, LeaseTable, Queue, Registry};
+use crate::scheduler::{new_session, Estimates, Identity, Lease, LeaseTable, Queue, Registry};
 use crate::store::{Durability, Store, StoreError};
 pub use projection::WorkerStatus;
 
@@ -186,9 +186,11 @@ impl State {
 
     fn apply(&mut self, change: &Change, now: Instant) {
         match change {
-            Change::WorkerRegistered { id, info, .. } => {
-                self.workers.insert(id.clone(), info.clone(), Some(now))
-            }
+            Change::WorkerRegistered {
+                id, info, session, ..
+            } => self
+                .workers
+                .insert(id.clone(), info.clone(), *session, Some(now)),
             Change::GridFinished { at } => self.finished_at = Some(at.clone()),
             _ => {
                 let Some(i) = change.job().and_then(|id| self.find(id)) else {
@@ -227,20 +229,33 @@ impl State {
         }
     }
 
-    /// Registers a worker under a new id.
-    pub fn register(&mut self, info: WorkerInfo, now: Instant) -> Result<WorkerId> {
+    /// Registers a worker under a new id; returns the id and its session secret.
+    pub fn register(&mut self, info: WorkerInfo, now: Instant) -> Result<(WorkerId, String)> {
         let id = self.workers.next_id();
+        let (secret, session) = new_session();
         let change = Change::WorkerRegistered {
             id: id.clone(),
             info,
+            session,
             at: timestamp(),
         };
         self.commit(vec![change], now)?;
-        Ok(id)
+        Ok((id, secret))
     }
 
     pub fn knows_worker(&self, worker: &WorkerId) -> bool {
         self.workers.knows(worker)
+    }
+
+    /// Whether a call carrying `session` may act as `worker`.
+    pub fn identify(&self, worker: &WorkerId, session: Option<&str>) -> Identity {
+        self.workers.identify(worker, session)
+    }
+
+    /// False when `lease` is live and held by a worker other than `worker`: acting on it is
+    /// refused. (A lease that is not live is stale, and answered as such.)
+    pub fn may_act_on(&self, worker: &WorkerId, lease: LeaseId) -> bool {
+        self.leases.get(lease).is_none_or(|l| &l.worker == worker)
     }
 
     /// Grants the pending job expected to run longest that `worker` can run (so the grid's
@@ -270,7 +285,7 @@ impl State {
         }) else {
             return Ok(None);
         };
-        let lease = self.leases.next_id();
+        let lease = self.leases.fresh_id();
         let name = self.workers.get(worker).map(|w| w.info.name.clone());
         let change = self.jobs[i].start(lease, worker, name, timestamp());
         self.commit(vec![change], now)?;

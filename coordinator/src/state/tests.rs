@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use domain::{
-    DeviceSpec, EpochMetrics, Grid, JobStatus, LeaseId, Outcome, TrainOutcome, WorkerId, WorkerInfo,
+    DeviceSpec, EpochMetrics, Grid, JobStatus, Outcome, TrainOutcome, WorkerId, WorkerInfo,
 };
 
 use super::*;
@@ -41,7 +41,7 @@ fn info(device: DeviceSpec) -> WorkerInfo {
 }
 
 fn worker(s: &mut State, now: Instant) -> WorkerId {
-    s.register(info(DeviceSpec::Cpu), now).unwrap()
+    s.register(info(DeviceSpec::Cpu), now).unwrap().0
 }
 
 fn epoch(n: u32) -> EpochMetrics {
@@ -127,6 +127,7 @@ fn restart_keeps_finished_jobs_and_requeues_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let t0 = Instant::now();
     let first_id;
+    let l2;
     {
         let mut s = fresh(dir.path(), &grid(G));
         let w = worker(&mut s, t0);
@@ -134,6 +135,7 @@ fn restart_keeps_finished_jobs_and_requeues_the_rest() {
         s.complete(&w, &g.job.id, g.lease, done(2), t0).unwrap();
         first_id = g.job.id;
         let g2 = s.lease(&w, "2", t0).unwrap().unwrap();
+        l2 = g2.lease;
         s.report_epoch(&w, &g2.job.id, g2.lease, epoch(1), t0)
             .unwrap();
         // Dropped here mid-job, as by kill -9.
@@ -146,9 +148,9 @@ fn restart_keeps_finished_jobs_and_requeues_the_rest() {
     assert_eq!(rec.epochs.len(), 2);
     let running = s.records().into_iter().find(|r| r.id != first_id).unwrap();
     assert_eq!(running.epochs.len(), 1);
-    // Its worker reconnects and carries on: its lease (id 2) is still valid.
+    // Its worker reconnects and carries on: its lease is still valid.
     let t1 = Instant::now();
-    let (w1, l2) = (WorkerId::nth(1), LeaseId::new(2));
+    let w1 = WorkerId::nth(1);
     assert!(s.heartbeat(&w1, &[l2], t1).is_empty());
     assert!(s.report_epoch(&w1, &running.id, l2, epoch(2), t1).unwrap());
     // Had it not come back, the lease would expire and the job would be leased anew,
@@ -162,7 +164,7 @@ fn restart_keeps_finished_jobs_and_requeues_the_rest() {
     let g = s.lease(&w, "3", t1).unwrap().unwrap();
     assert_eq!(g.job.id, running.id);
     assert!(
-        g.lease.get() >= 3,
+        g.lease.seq() > l2.seq(),
         "fencing tokens never repeat across restarts"
     );
 }
@@ -175,7 +177,7 @@ fn edited_grid_runs_only_new_cells() {
         let mut s = fresh(dir.path(), &grid(G));
         let w = worker(&mut s, t0);
         while let Some(g) = s
-            .lease(&w, &format!("{t0:?}{}", s.leases.next_id()), t0)
+            .lease(&w, &format!("{t0:?}{}", s.counts().finished()), t0)
             .unwrap()
         {
             s.complete(&w, &g.job.id, g.lease, done(2), t0).unwrap();
@@ -265,7 +267,7 @@ fn jobs_go_only_to_workers_that_meet_their_requirements() {
     assert_eq!(stuck.len(), 1, "{stuck:?}");
     assert!(stuck[0].0.gpu && stuck[0].1 == 1, "{stuck:?}");
     assert_eq!(stuck[0].0.to_string(), "a CUDA device");
-    let gpu = s.register(info(DeviceSpec::Cuda(Some(0))), t0).unwrap();
+    let gpu = s.register(info(DeviceSpec::Cuda(Some(0))), t0).unwrap().0;
     assert!(s.unplaceable(t0).is_empty(), "a GPU worker is connected");
     assert_eq!(
         s.lease(&gpu, "3", t0).unwrap().unwrap().job.spec.model,
@@ -282,7 +284,7 @@ fn observed_epoch_times_reorder_the_queue() {
     let t0 = Instant::now();
     let mut s = fresh(dir.path(), &g);
     let cpu = worker(&mut s, t0);
-    let gpu = s.register(info(DeviceSpec::Cuda(Some(0))), t0).unwrap();
+    let gpu = s.register(info(DeviceSpec::Cuda(Some(0))), t0).unwrap().0;
     let big = s.lease(&gpu, "1", t0).unwrap().unwrap();
     assert_eq!(big.job.spec.train_limit, 9000);
     let small = s.lease(&cpu, "2", t0).unwrap().unwrap();
@@ -354,4 +356,39 @@ fn counts_follow_every_transition() {
     drop(s);
     let s = fresh(dir.path(), &grid(&format!("{G}retries: 1\n")));
     assert_eq!(s.counts(), scan(&s));
+}
+
+#[test]
+fn sessions_bind_workers_and_their_leases_across_restarts() {
+    use crate::scheduler::Identity;
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let (a, secret, lease);
+    {
+        let mut s = fresh(dir.path(), &grid(G));
+        (a, secret) = s.register(info(DeviceSpec::Cpu), t0).unwrap();
+        let (b, other) = s.register(info(DeviceSpec::Cpu), t0).unwrap();
+        assert_eq!(secret.len(), 32, "128 bits, hex");
+        assert_ne!(secret, other);
+        assert_eq!(s.identify(&a, Some(&secret)), Identity::Verified);
+        assert_eq!(s.identify(&a, Some(&other)), Identity::Denied);
+        assert_eq!(s.identify(&a, None), Identity::Denied);
+        assert_eq!(
+            s.identify(&WorkerId::nth(9), Some(&secret)),
+            Identity::Unknown
+        );
+        lease = s.lease(&a, "1", t0).unwrap().unwrap().lease;
+        assert!(s.may_act_on(&a, lease) && !s.may_act_on(&b, lease));
+    }
+    // Only the digest is stored, and it survives a restart: the worker carries on.
+    for file in ["s.db", "s.db-wal"] {
+        let bytes = std::fs::read(dir.path().join(file)).unwrap_or_default();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{file}"
+        );
+    }
+    let s = fresh(dir.path(), &grid(G));
+    assert_eq!(s.identify(&a, Some(&secret)), Identity::Verified);
+    assert!(!s.may_act_on(&WorkerId::nth(2), lease));
 }

@@ -27,6 +27,13 @@ pub struct StoredJob {
     pub epochs: Vec<EpochMetrics>,
 }
 
+/// A worker of an earlier run: its id, what it declared, and the digest of its session.
+pub struct StoredWorker {
+    pub id: WorkerId,
+    pub info: WorkerInfo,
+    pub session: Option<[u8; 32]>,
+}
+
 /// Everything stored.
 pub struct Loaded {
     pub grid: Grid,
@@ -35,11 +42,11 @@ pub struct Loaded {
     pub finished_at: Option<String>,
     /// Every job stored (also of earlier grids in this state), sorted by id.
     pub jobs: Vec<(JobId, StoredJob)>,
-    pub workers: Vec<(WorkerId, WorkerInfo)>,
+    pub workers: Vec<StoredWorker>,
     /// The latest attempt of each job that has not ended: its lease and worker.
     pub open_attempts: HashMap<JobId, (LeaseId, WorkerId)>,
-    /// The first fencing token never used.
-    pub next_lease: LeaseId,
+    /// The sequence number of the next fencing token (see [`LeaseId::compose`]).
+    pub next_lease_seq: u64,
 }
 
 pub(super) fn load(db: &Connection) -> Result<Loaded> {
@@ -53,8 +60,8 @@ pub(super) fn load(db: &Connection) -> Result<Loaded> {
         .ok_or_else(|| StoreError::Corrupt("no grid has been run with this state".into()))?;
     let grid: Grid = serde_json::from_str(&spec_json)
         .map_err(|e| StoreError::Corrupt(format!("grid spec: {e}")))?;
-    let next_lease: i64 = db.query_row(
-        "SELECT COALESCE(MAX(lease_id), 0) + 1 FROM attempts",
+    let next_lease_seq: i64 = db.query_row(
+        "SELECT (COALESCE(MAX(lease_id), 0) >> 32) + 1 FROM attempts",
         [],
         |r| r.get(0),
     )?;
@@ -66,7 +73,7 @@ pub(super) fn load(db: &Connection) -> Result<Loaded> {
         jobs: jobs(db)?,
         workers: workers(db)?,
         open_attempts: open_attempts(db)?,
-        next_lease: LeaseId::new(next_lease as u64),
+        next_lease_seq: next_lease_seq as u64,
     })
 }
 
@@ -145,9 +152,9 @@ fn jobs(db: &Connection) -> Result<Vec<(JobId, StoredJob)>> {
     Ok(out)
 }
 
-fn workers(db: &Connection) -> Result<Vec<(WorkerId, WorkerInfo)>> {
+fn workers(db: &Connection) -> Result<Vec<StoredWorker>> {
     let mut q = db.prepare(
-        "SELECT id, name, hostname, device, device_name, libtorch_version, slots, memory_mb FROM workers",
+        "SELECT id, name, hostname, device, device_name, libtorch_version, slots, memory_mb, session_sha256 FROM workers",
     )?;
     let rows = q.query_map([], |r| {
         Ok((
@@ -162,15 +169,23 @@ fn workers(db: &Connection) -> Result<Vec<(WorkerId, WorkerInfo)>> {
                 slots: r.get(6)?,
                 memory_mb: r.get::<_, i64>(7)? as u64,
             },
+            r.get::<_, Option<Vec<u8>>>(8)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, device, mut info) = row?;
+        let (id, device, mut info, session) = row?;
         info.device = device
             .parse()
             .map_err(|e| StoreError::Corrupt(format!("worker {id}: device {e}")))?;
-        out.push((WorkerId::from_stored(id), info));
+        // Workers registered before sessions existed have none: they cannot act until they
+        // register again.
+        let session = session.and_then(|s| <[u8; 32]>::try_from(s).ok());
+        out.push(StoredWorker {
+            id: WorkerId::from_stored(id),
+            info,
+            session,
+        });
     }
     Ok(out)
 }

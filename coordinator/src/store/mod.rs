@@ -13,7 +13,7 @@ use domain::{Grid, Job};
 use rusqlite::{params, Connection, Transaction};
 
 use crate::change::Change;
-pub use load::{Loaded, StoredJob};
+pub use load::{Loaded, StoredJob, StoredWorker};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, hostname TEXT NOT NULL, device TEXT NOT NULL,
     device_name TEXT NOT NULL, libtorch_version TEXT NOT NULL, slots INTEGER NOT NULL,
-    registered_at TEXT NOT NULL, memory_mb INTEGER NOT NULL DEFAULT 0);
+    registered_at TEXT NOT NULL, memory_mb INTEGER NOT NULL DEFAULT 0, session_sha256 BLOB);
 ";
 
 /// How much a commit survives, as SQLite's `synchronous` setting under WAL.
@@ -167,24 +167,25 @@ impl Store {
 }
 
 /// Columns added since the first schema, added to databases made before them.
-const ADDED_COLUMNS: [(&str, &str); 6] = [
-    ("jobs", "init_start_ms"),
-    ("jobs", "run_start_ms"),
-    ("jobs", "run_stop_ms"),
-    ("epochs", "start_ms"),
-    ("epochs", "train_end_ms"),
-    ("epochs", "eval_end_ms"),
+const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
+    ("jobs", "init_start_ms", "INTEGER"),
+    ("jobs", "run_start_ms", "INTEGER"),
+    ("jobs", "run_stop_ms", "INTEGER"),
+    ("epochs", "start_ms", "INTEGER"),
+    ("epochs", "train_end_ms", "INTEGER"),
+    ("epochs", "eval_end_ms", "INTEGER"),
+    ("workers", "session_sha256", "BLOB"),
 ];
 
 fn migrate(db: &Connection) -> Result<()> {
-    for (table, column) in ADDED_COLUMNS {
+    for (table, column, kind) in ADDED_COLUMNS {
         let exists: bool = db.query_row(
             "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
             [table, column],
             |r| r.get(0),
         )?;
         if !exists {
-            db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} INTEGER"))?;
+            db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
         }
     }
     Ok(())
@@ -193,12 +194,17 @@ fn migrate(db: &Connection) -> Result<()> {
 /// The SQL of one change.
 fn write(tx: &Transaction<'_>, change: &Change) -> Result<()> {
     match change {
-        Change::WorkerRegistered { id, info, at } => {
+        Change::WorkerRegistered {
+            id,
+            info,
+            session,
+            at,
+        } => {
             tx.execute(
-                "INSERT OR REPLACE INTO workers (id, name, hostname, device, device_name, libtorch_version, slots, registered_at, memory_mb)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT OR REPLACE INTO workers (id, name, hostname, device, device_name, libtorch_version, slots, registered_at, memory_mb, session_sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![id.as_str(), info.name, info.hostname, info.device.to_string(), info.device_name,
-                        info.libtorch_version, info.slots, at, info.memory_mb as i64],
+                        info.libtorch_version, info.slots, at, info.memory_mb as i64, &session[..]],
             )?;
         }
         Change::Started { .. } => write_started(tx, change)?,

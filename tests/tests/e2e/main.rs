@@ -10,4 +10,5 @@ mod interop;
 mod report;
 mod security;
 mod support;
+mod tls;
 mod training;

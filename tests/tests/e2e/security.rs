@@ -4,10 +4,30 @@
 use std::process::Command;
 
 use integration_tests::bin;
-use orchestrator_proto::client::worker_client;
+use orchestrator_proto::client::{unregistered_worker, worker_client, ClientTls, WorkerClient};
 use orchestrator_proto::v1 as pb;
 
 use crate::support::waiting_coordinator;
+
+/// A worker's client with no session yet (for Register), and the same with `session`.
+fn client(url: &str, session: Option<&str>) -> WorkerClient {
+    let (channel, auth, c) = unregistered_worker(url, &ClientTls::default(), None).unwrap();
+    match session {
+        None => c,
+        Some(s) => worker_client(channel, auth.with_session(s).unwrap()),
+    }
+}
+
+fn register(name: &str) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        info: Some(pb::WorkerInfo {
+            name: name.into(),
+            device: "cpu".into(),
+            slots: 1,
+            ..Default::default()
+        }),
+    }
+}
 
 fn metrics(epoch: u32, secs: f64, acc: f64) -> pb::EpochMetrics {
     pb::EpochMetrics {
@@ -35,20 +55,14 @@ fn malformed_metrics_are_refused() {
     let (mut coord, port) = waiting_coordinator(&grid, tmp.path());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut c = worker_client(&format!("http://127.0.0.1:{port}"), None).unwrap();
-        let register = |name: &str| pb::RegisterRequest {
-            info: Some(pb::WorkerInfo {
-                name: name.into(),
-                device: "cpu".into(),
-                slots: 1,
-                ..Default::default()
-            }),
-        };
+        let url = format!("http://127.0.0.1:{port}");
+        let mut c = client(&url, None);
         // Control characters would reach terminals and logs: refused.
         let s = c.register(register("\u{1b}[2Jowned")).await.unwrap_err();
         assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
         // Printable but hostile where printed: escaped in the report and the CSV (below).
         let reg = c.register(register(HOSTILE)).await.unwrap().into_inner();
+        let mut c = client(&url, Some(&reg.session));
         let req = pb::LeaseJobRequest {
             worker_id: reg.worker_id.clone(),
             request_id: "1".into(),
@@ -222,4 +236,368 @@ fn no_silent_exposure_and_private_token_files() {
         "{stderr}"
     );
     assert!(!out.exists(), "nothing started");
+}
+
+/// A lease is its worker's: another registered worker, a call without the session or with
+/// someone else's, and an id never registered are all refused (PERMISSION_DENIED), logged and
+/// counted, whatever they try (report, upload, download, complete, hand back); lease ids are
+/// not guessable from one another; the honest worker's job is untouched and completes.
+#[test]
+fn leases_are_bound_to_their_worker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        "name: bound\nactivations: [relu, tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.5}\n",
+    )
+    .unwrap();
+    let (mut coord, port) = waiting_coordinator(&grid, tmp.path());
+    let url = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let denied = rt.block_on(async {
+        let honest = client(&url, None)
+            .register(register("honest"))
+            .await
+            .unwrap()
+            .into_inner();
+        let thief = client(&url, None)
+            .register(register("thief"))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut a = client(&url, Some(&honest.session));
+        let mut b = client(&url, Some(&thief.session));
+        let lease_req = |w: &pb::RegisterResponse, r: &str| pb::LeaseJobRequest {
+            worker_id: w.worker_id.clone(),
+            request_id: r.into(),
+        };
+        let la = a
+            .lease_job(lease_req(&honest, "a1"))
+            .await
+            .unwrap()
+            .into_inner()
+            .lease
+            .unwrap();
+        let lb = b
+            .lease_job(lease_req(&thief, "b1"))
+            .await
+            .unwrap()
+            .into_inner()
+            .lease
+            .unwrap();
+        // Unguessable: the low 32 bits are random, so one lease id says nothing of the next.
+        assert!(la.lease_id > u64::from(u32::MAX) && lb.lease_id > la.lease_id);
+        assert_ne!((lb.lease_id as u32).wrapping_sub(la.lease_id as u32), 1);
+        let job = la.job.as_ref().unwrap().job_id.clone();
+        let epoch = |worker: &str| pb::ReportEpochRequest {
+            worker_id: worker.into(),
+            job_id: job.clone(),
+            lease_id: la.lease_id,
+            metrics: Some(metrics(1, 1.0, 1.0)),
+        };
+        let mut refusals = 0;
+        let mut refused = |s: tonic::Status, what: &str| {
+            assert_eq!(s.code(), tonic::Code::PermissionDenied, "{what}: {s:?}");
+            refusals += 1;
+        };
+        // Another worker, with its own valid session, on the honest worker's lease.
+        refused(
+            b.report_epoch(epoch(&thief.worker_id)).await.unwrap_err(),
+            "report",
+        );
+        let complete = pb::CompleteJobRequest {
+            worker_id: thief.worker_id.clone(),
+            job_id: job.clone(),
+            lease_id: la.lease_id,
+            outcome: pb::Outcome::Succeeded as i32,
+            device: "cpu".into(),
+            epochs: vec![metrics(1, 1.0, 1.0)],
+            latency_ms_per_sample: Some(0.1),
+            ..Default::default()
+        };
+        refused(
+            b.complete_job(complete.clone()).await.unwrap_err(),
+            "complete",
+        );
+        let release = pb::ReleaseJobRequest {
+            worker_id: thief.worker_id.clone(),
+            job_id: job.clone(),
+            lease_id: la.lease_id,
+        };
+        refused(b.release_job(release).await.unwrap_err(), "release");
+        let chunk = pb::CheckpointChunk {
+            worker_id: thief.worker_id.clone(),
+            job_id: job.clone(),
+            lease_id: la.lease_id,
+            epoch: 1,
+            data: b"forged".to_vec(),
+        };
+        let upload = b.upload_checkpoint(tokio_stream::iter(vec![chunk])).await;
+        refused(upload.unwrap_err(), "upload");
+        let download = pb::DownloadCheckpointRequest {
+            worker_id: thief.worker_id.clone(),
+            job_id: job.clone(),
+            lease_id: la.lease_id,
+        };
+        refused(
+            b.download_checkpoint(download).await.unwrap_err(),
+            "download",
+        );
+        // The honest worker's id with the thief's session, with none, and an id never issued.
+        refused(
+            b.report_epoch(epoch(&honest.worker_id)).await.unwrap_err(),
+            "borrowed id",
+        );
+        let mut none = client(&url, None);
+        refused(
+            none.report_epoch(epoch(&honest.worker_id))
+                .await
+                .unwrap_err(),
+            "no session",
+        );
+        refused(
+            none.report_epoch(epoch("w99")).await.unwrap_err(),
+            "unregistered",
+        );
+        refused(
+            none.lease_job(lease_req(&honest, "x")).await.unwrap_err(),
+            "lease as another",
+        );
+        let beat = pb::HeartbeatRequest {
+            worker_id: honest.worker_id.clone(),
+            lease_ids: vec![la.lease_id],
+        };
+        refused(b.heartbeat(beat).await.unwrap_err(), "heartbeat as another");
+        // The honest worker is unaffected: its report and completion are accepted.
+        assert!(
+            a.report_epoch(epoch(&honest.worker_id))
+                .await
+                .unwrap()
+                .into_inner()
+                .accepted
+        );
+        let mine = pb::CompleteJobRequest {
+            worker_id: honest.worker_id.clone(),
+            ..complete
+        };
+        assert!(a.complete_job(mine).await.unwrap().into_inner().accepted);
+        refusals
+    });
+    // Counted, and shown to the operator.
+    let (status, stdout, stderr) =
+        integration_tests::output(Command::new(bin("coordinator")).args([
+            "status",
+            "--connect",
+            &url,
+        ]));
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stdout.contains(&format!("{denied} worker call(s) refused")),
+        "{stdout}"
+    );
+    let _ = coord.kill();
+    let _ = coord.wait();
+    let log = std::fs::read_to_string(tmp.path().join("coordinator.log")).unwrap();
+    let refused_lines = log
+        .lines()
+        .filter(|l| l.contains("worker call refused"))
+        .count();
+    assert_eq!(refused_lines, denied, "{log}");
+    assert!(log.contains("peer=\"127.0.0.1:"), "{log}");
+    assert!(log.contains("is held by another worker"), "{log}");
+}
+
+/// Registering is rate-limited per address: a flood is answered RESOURCE_EXHAUSTED after a
+/// burst, while the coordinator keeps serving.
+#[test]
+fn registration_floods_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        "name: flood\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.5}\n",
+    )
+    .unwrap();
+    let (mut coord, port) = waiting_coordinator(&grid, tmp.path());
+    let url = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (ok, limited) = rt.block_on(async {
+        let mut c = client(&url, None);
+        let (mut ok, mut limited) = (0, 0);
+        for i in 0..100 {
+            match c.register(register(&format!("flood-{i}"))).await {
+                Ok(_) => ok += 1,
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => limited += 1,
+                Err(s) => panic!("{s:?}"),
+            }
+        }
+        (ok, limited)
+    });
+    let _ = coord.kill();
+    let _ = coord.wait();
+    assert!(
+        (32..50).contains(&ok) && limited > 50,
+        "{ok} accepted, {limited} limited"
+    );
+}
+
+/// With a token, the live page needs it (bearer header, or the cookie its login form sets:
+/// HttpOnly, SameSite=Strict), and every answer forbids scripts, framing and sniffing.
+#[test]
+fn the_live_page_needs_the_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        "name: page\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.5}\n",
+    )
+    .unwrap();
+    let token = tmp.path().join("token");
+    crate::support::private_file(&token, "pag3-s3cret\n");
+    let log = tmp.path().join("coordinator.log");
+    let mut coord = Command::new(bin("coordinator"))
+        .arg("--grid")
+        .arg(&grid)
+        .arg("--out")
+        .arg(tmp.path().join("out"))
+        .args([
+            "--local-workers",
+            "0",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .arg("--token-file")
+        .arg(&token)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let http = crate::support::bound_ports(&log, 0, true).1.unwrap();
+    let base = format!("http://127.0.0.1:{http}");
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let status = |r: Result<ureq::Response, ureq::Error>| match r {
+        Ok(r) => (r.status(), r),
+        Err(ureq::Error::Status(code, r)) => (code, r),
+        Err(e) => panic!("{e}"),
+    };
+    let (code, r) = status(agent.get(&format!("{base}/results.json")).call());
+    assert_eq!(code, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    let (code, r) = status(agent.get(&format!("{base}/")).call());
+    assert_eq!(code, 401);
+    let csp = r
+        .header("content-security-policy")
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert!(r
+        .into_string()
+        .unwrap()
+        .contains("<form method=\"post\" action=\"/login\">"));
+    let (code, _) = status(
+        agent
+            .get(&format!("{base}/results.json"))
+            .set("Authorization", "Bearer wrong")
+            .call(),
+    );
+    assert_eq!(code, 401);
+    let (code, r) = status(
+        agent
+            .get(&format!("{base}/results.json"))
+            .set("Authorization", "Bearer pag3-s3cret")
+            .call(),
+    );
+    assert_eq!(code, 200);
+    assert!(r.into_string().unwrap().contains("\"jobs\""));
+    let (code, _) = status(
+        agent
+            .post(&format!("{base}/login"))
+            .send_form(&[("token", "nope")]),
+    );
+    assert_eq!(code, 401);
+    let (code, r) = status(
+        agent
+            .post(&format!("{base}/login"))
+            .send_form(&[("token", "pag3-s3cret")]),
+    );
+    assert_eq!(code, 303);
+    let cookie = r.header("set-cookie").unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && !cookie.contains("pag3-s3cret"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap();
+    let (code, r) = status(agent.get(&format!("{base}/")).set("Cookie", pair).call());
+    assert_eq!(code, 200);
+    assert!(r.into_string().unwrap().contains("DAWNBench-style report"));
+    let _ = coord.kill();
+    let _ = coord.wait();
+}
+
+/// Connections that send nothing (idle gRPC connections, half-sent HTTP requests) are closed
+/// after `--idle-seconds`, on both ports, instead of being held for as long as a client likes.
+#[test]
+fn silent_connections_are_closed() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        "name: idle\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.5}\n",
+    )
+    .unwrap();
+    let log = tmp.path().join("coordinator.log");
+    let mut coord = Command::new(bin("coordinator"))
+        .arg("--grid")
+        .arg(&grid)
+        .arg("--out")
+        .arg(tmp.path().join("out"))
+        .args([
+            "--local-workers",
+            "0",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .args(["--idle-seconds", "2"])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let (grpc, http) = crate::support::bound_ports(&log, 0, true);
+    let started = std::time::Instant::now();
+    let mut conns = Vec::new();
+    for i in 0..20 {
+        let port = if i % 2 == 0 { grpc } else { http.unwrap() };
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        if i % 2 == 1 {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+        }
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        conns.push(s);
+    }
+    for mut s in conns {
+        let mut buf = [0u8; 64];
+        // Closed by the server: end of stream (or a reset), not our 20 s read timeout.
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("still open after {:?}: {e}", started.elapsed()),
+            }
+        }
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    let _ = coord.kill();
+    let _ = coord.wait();
 }

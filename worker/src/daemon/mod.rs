@@ -19,9 +19,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use domain::{WorkerId, WorkerInfo};
-use orchestrator_proto::client::{worker_client, WorkerClient};
+use orchestrator_proto::client::{unregistered_worker, worker_client, ClientTls};
 use orchestrator_proto::v1 as pb;
+use orchestrator_proto::BearerAuth;
 use tokio::sync::watch;
+use tonic::transport::Channel;
 
 use crate::job_process::Launcher;
 use session::Session;
@@ -31,6 +33,8 @@ pub struct Config {
     /// e.g. `http://127.0.0.1:50051`
     pub coordinator: String,
     pub token: Option<String>,
+    /// Certificates for an https:// coordinator.
+    pub tls: ClientTls,
     /// What this worker declares (its `slots` are the slots it runs).
     pub info: WorkerInfo,
     pub launcher: Launcher,
@@ -39,9 +43,9 @@ pub struct Config {
 /// Runs until the coordinator says the grid is finished (then returns Ok) or `shutdown`
 /// completes (running jobs are stopped and their leases handed back).
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let client = worker_client(&cfg.coordinator, cfg.token.as_deref())?;
+    let (channel, auth, _) = unregistered_worker(&cfg.coordinator, &cfg.tls, cfg.token.as_deref())?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let work = serve(cfg, client, stop_rx);
+    let work = serve(cfg, channel, auth, stop_rx);
     tokio::pin!(work);
     tokio::select! {
         r = &mut work => r,
@@ -55,9 +59,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
 
 async fn serve(
     cfg: Config,
-    client: WorkerClient,
+    channel: Channel,
+    auth: BearerAuth,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let client = worker_client(channel.clone(), auth.clone());
     let info = pb::WorkerInfo {
         worker_version: env!("CARGO_PKG_VERSION").into(),
         ..pb::WorkerInfo::from(&cfg.info)
@@ -71,6 +77,11 @@ async fn serve(
     })
     .await?;
     tracing::info!(worker_id = %reg.worker_id, coordinator = %cfg.coordinator, slots = cfg.info.slots, "registered");
+    // Every later call carries this registration's session: leases are bound to it.
+    let auth = auth
+        .with_session(&reg.session)
+        .map_err(anyhow::Error::msg)?;
+    let client = worker_client(channel, auth);
     let session = Session::new(client, WorkerId::from_stored(reg.worker_id), stop);
     let every = Duration::from_secs(reg.heartbeat_seconds.max(1) as u64);
     let heartbeat = tokio::spawn(heartbeat::run(session.clone(), every));
