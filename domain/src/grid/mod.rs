@@ -268,4 +268,6 @@ fn line_of_item(text: &str, key: &str, index: usize) -> Option<usize> {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -10,6 +10,8 @@ mod cifar;
 mod device_split;
 mod error;
 pub mod fetch;
+#[cfg(test)]
+mod fuzz;
 mod idx;
 #[cfg(test)]
 mod tests;
