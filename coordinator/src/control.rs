@@ -2,13 +2,30 @@
 
 use std::io::Write as _;
 
-use anyhow::Context;
 use orchestrator_proto::client::{control_client, ControlClient};
 use orchestrator_proto::v1 as pb;
 
 use crate::cli::Connect;
 
-async fn client(conn: Connect) -> anyhow::Result<ControlClient> {
+/// A failed call, with a hint where the usual cause is known.
+fn failed(what: &str, conn: &Connect) -> impl FnOnce(tonic::Status) -> anyhow::Error {
+    let hint = conn.connect.starts_with("https://") && conn.tls_cert.is_none();
+    let what = what.to_string();
+    move |s| {
+        let closed = matches!(
+            s.code(),
+            tonic::Code::Cancelled | tonic::Code::Unavailable | tonic::Code::Unknown
+        );
+        let e = anyhow::Error::new(s).context(what);
+        if hint && closed {
+            e.context("the coordinator closed the connection; if it requires client certificates (mutual TLS), give --tls-cert and --tls-key")
+        } else {
+            e
+        }
+    }
+}
+
+async fn client(conn: &Connect) -> anyhow::Result<ControlClient> {
     let token = conn
         .token_file
         .as_deref()
@@ -19,18 +36,18 @@ async fn client(conn: Connect) -> anyhow::Result<ControlClient> {
 }
 
 pub async fn cancel(conn: Connect, jobs: Vec<String>, all: bool) -> anyhow::Result<()> {
-    let r = client(conn)
+    let r = client(&conn)
         .await?
         .cancel_jobs(pb::CancelJobsRequest { job_ids: jobs, all })
         .await
-        .context("CancelJobs")?
+        .map_err(failed("CancelJobs", &conn))?
         .into_inner();
     println!("{} job(s) cancelled", r.cancelled);
     Ok(())
 }
 
 pub async fn status(conn: Connect) -> anyhow::Result<()> {
-    let mut client = client(conn).await?;
+    let mut client = client(&conn).await?;
     let page = |token: String| pb::GridStatusRequest {
         page_size: 10_000,
         page_token: token,
@@ -38,7 +55,7 @@ pub async fn status(conn: Connect) -> anyhow::Result<()> {
     let mut s = client
         .grid_status(page(String::new()))
         .await
-        .context("GridStatus")?
+        .map_err(failed("GridStatus", &conn))?
         .into_inner();
     println!(
         "grid {}: {} pending, {} running, {} succeeded, {} failed, {} diverged",
@@ -71,7 +88,7 @@ pub async fn status(conn: Connect) -> anyhow::Result<()> {
         s = client
             .grid_status(page(s.next_page_token))
             .await
-            .context("GridStatus")?
+            .map_err(failed("GridStatus", &conn))?
             .into_inner();
     }
 }

@@ -2,7 +2,8 @@
 //! `results.json`, served from the same state the gRPC services change.
 //!
 //! With a token set, every page needs it: an `Authorization: Bearer` header (scripts), or the
-//! cookie the login form sets (browsers; HttpOnly, SameSite=Strict, Secure over TLS). Every
+//! cookie the login form sets (browsers; HttpOnly, SameSite=Strict, Secure over TLS); only
+//! `/healthz` (for probes) and the login form are open. Every
 //! answer forbids scripts, framing and type sniffing. Connections are capped and closed when
 //! idle, and a request's headers must arrive within 10 s (see [`crate::limits`]).
 
@@ -93,6 +94,7 @@ pub fn router(shared: Shared, auth: PageAuth) -> Router {
         .route("/", get(page))
         .route("/results.json", get(results))
         .route("/login", post(login))
+        .route("/healthz", get(|| async { "ok\n" }))
         .layer(middleware::from_fn_with_state(live.clone(), require_token))
         .layer(middleware::from_fn(security_headers))
         .with_state(live)
@@ -144,7 +146,10 @@ fn login_page(wrong: bool) -> String {
 }
 
 async fn require_token(State(live): State<Live>, req: Request, next: Next) -> Response {
-    if req.uri().path() == "/login" || live.auth.allows(req.headers()) {
+    // The login form and the liveness answer (for probes, e.g. Kubernetes' httpGet over
+    // HTTPS, which cannot send a token) are open; they show nothing of the grid.
+    let open = matches!(req.uri().path(), "/login" | "/healthz");
+    if open || live.auth.allows(req.headers()) {
         return next.run(req).await;
     }
     if req.uri().path() == "/" {

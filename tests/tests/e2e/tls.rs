@@ -196,9 +196,12 @@ fn mutual_tls_end_to_end() {
     };
     let (ok, text) = with(&[&ca, &me, &tok]);
     assert!(ok && text.contains("grid tls:"), "{text}");
-    // mTLS without a client certificate.
+    // mTLS without a client certificate: refused, with the likely cause named.
     let (ok, text) = with(&[&ca, &tok]);
-    assert!(!ok, "{text}");
+    assert!(
+        !ok && text.contains("give --tls-cert and --tls-key"),
+        "{text}"
+    );
     // The server's certificate from a CA the client does not trust.
     let (ok, text) = with(&[&["--tls-ca", p(&pki.other_ca)], &me, &tok]);
     assert!(!ok && text.contains("UnknownIssuer"), "{text}");
