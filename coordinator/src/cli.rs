@@ -20,6 +20,10 @@ pub struct Cli {
     pub cmd: Option<Cmd>,
     #[command(flatten)]
     pub run: RunArgs,
+    /// Log lines as `text` or `json` (one object per line, for log collectors); filter with
+    /// RUST_LOG (e.g. `warn,coordinator=debug`).
+    #[arg(long, global = true, env = "DLGRID_LOG_FORMAT", default_value = "text")]
+    pub log_format: orchestrator_proto::telemetry::LogFormat,
 }
 
 #[derive(Args)]
@@ -272,6 +276,7 @@ pub fn validate(a: RunArgs, env: Env) -> Result<(Config, Listen), BadInput> {
         rerun: a.rerun,
         max_checkpoint_mb: a.max_checkpoint_mb,
         durability: a.durability,
+        log_format: Default::default(),
     };
     let listen = Listen {
         grpc: a.listen,

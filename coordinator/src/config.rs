@@ -34,4 +34,6 @@ pub struct Config {
     pub max_checkpoint_mb: u64,
     /// What a commit of the state survives.
     pub durability: Durability,
+    /// How the coordinator logs; local workers log the same way.
+    pub log_format: orchestrator_proto::telemetry::LogFormat,
 }

@@ -26,6 +26,7 @@ pub async fn run(shared: Shared) {
         let expired = shared.lock().expire(Instant::now());
         match expired {
             Ok(ids) if !ids.is_empty() => {
+                shared.metrics.leases_expired.inc_by(ids.len() as u64);
                 shared.queued.notify_one();
                 shared.changed.notify_waiters();
             }

@@ -28,6 +28,7 @@ pub mod jobs;
 pub mod limits;
 pub mod live;
 pub mod local;
+pub mod metrics;
 pub mod output;
 pub mod progress;
 pub mod scheduler;
@@ -174,6 +175,7 @@ fn start_local_workers(cfg: &Config, shared: &Shared, url: &str) -> anyhow::Resu
         log_dir: &cfg.out.join("logs"),
         checkpoint_dir: &cfg.out.join("worker-checkpoints"),
         slots: cfg.worker_slots,
+        log_format: cfg.log_format,
     };
     Processes::spawn(&spawn, &devices)
 }

@@ -93,6 +93,7 @@ pub fn router(shared: Shared, auth: PageAuth) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/results.json", get(results))
+        .route("/metrics", get(metrics))
         .route("/login", post(login))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(middleware::from_fn_with_state(live.clone(), require_token))
@@ -108,6 +109,24 @@ async fn page(State(live): State<Live>) -> Html<String> {
 async fn results(State(live): State<Live>) -> impl IntoResponse {
     let json = live.shared.lock().results().to_json();
     ([(header::CONTENT_TYPE, "application/json")], json)
+}
+
+async fn metrics(State(live): State<Live>) -> impl IntoResponse {
+    let (counts, devices) = {
+        let state = live.shared.lock();
+        (
+            state.counts(),
+            state.live_devices(std::time::Instant::now()),
+        )
+    };
+    let text = live.shared.metrics.render(&counts, &devices);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
 }
 
 #[derive(serde::Deserialize)]

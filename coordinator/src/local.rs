@@ -63,6 +63,8 @@ pub struct Spawn<'a> {
     pub log_dir: &'a Path,
     pub checkpoint_dir: &'a Path,
     pub slots: u32,
+    /// The coordinator's own `--log-format`, so all logs of a run read alike.
+    pub log_format: orchestrator_proto::telemetry::LogFormat,
 }
 
 /// The local worker processes.
@@ -128,6 +130,8 @@ fn command(
         .arg("--checkpoint-dir")
         .arg(s.checkpoint_dir)
         .arg("--exit-with-parent")
+        .arg("--log-format")
+        .arg(s.log_format.as_str())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -14,10 +14,12 @@ use coordinator::state::State;
 use coordinator::{output, Config, Ending};
 
 use cli::{BadInput, Cli, Cmd, Listen};
+use orchestrator_proto::telemetry::{announce, fail};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    orchestrator_proto::telemetry::init_tracing();
+    let log = cli.log_format;
+    orchestrator_proto::telemetry::init_tracing(log);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -37,18 +39,24 @@ fn main() -> ExitCode {
             rt.block_on(control::cancel(conn, jobs, all)).map_err(Err)
         }
         None => match cli::validate(cli.run, env) {
-            Ok((cfg, listen)) => rt.block_on(run(cfg, listen)).map_err(Err),
+            Ok((cfg, listen)) => {
+                let cfg = Config {
+                    log_format: cli.log_format,
+                    ..cfg
+                };
+                rt.block_on(run(cfg, listen)).map_err(Err)
+            }
             Err(bad) => Err(Ok(bad)),
         },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Ok(BadInput(msg))) => {
-            eprintln!("coordinator: error: {msg}");
+            fail(log, "coordinator", &msg);
             ExitCode::from(2)
         }
         Err(Err(e)) => {
-            eprintln!("coordinator: error: {e:#}");
+            fail(log, "coordinator", &format!("{e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -64,22 +72,23 @@ async fn run(cfg: Config, listen: Listen) -> anyhow::Result<()> {
         })?),
         None => None,
     };
-    let out = cfg.out.clone();
+    let (out, log) = (cfg.out.clone(), cfg.log_format);
     let shutdown = orchestrator_proto::shutdown::shutdown_signal();
-    match coordinator::run(cfg, listener, http, shutdown).await? {
-        Ending::Finished(c) => eprintln!(
-            "coordinator: grid finished: {} succeeded, {} failed, {} diverged; report in {}",
+    let said = match coordinator::run(cfg, listener, http, shutdown).await? {
+        Ending::Finished(c) => format!(
+            "grid finished: {} succeeded, {} failed, {} diverged; report in {}",
             c.succeeded,
             c.failed,
             c.diverged,
             out.join("report.md").display()
         ),
-        Ending::Interrupted(c) => eprintln!(
-            "coordinator: interrupted with {}/{} jobs done; run the same command to resume",
+        Ending::Interrupted(c) => format!(
+            "interrupted with {}/{} jobs done; run the same command to resume",
             c.finished(),
             c.total()
         ),
-    }
+    };
+    announce(log, "coordinator", &said);
     Ok(())
 }
 

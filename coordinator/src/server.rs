@@ -16,21 +16,27 @@ use tokio::sync::watch;
 use tonic::transport::server::Router;
 
 use crate::limits::{self, Connections};
+use crate::metrics::RpcTimer;
 use crate::service::Shared;
 use crate::tls::ServerTls;
+use tower::layer::util::{Identity, Stack};
 
 /// Concurrent calls on one connection: a worker with 64 slots makes about two per slot.
 const STREAMS_PER_CONNECTION: u32 = 256;
+
+/// The services behind the RPC timer.
+type Timed = Router<Stack<RpcTimer, Identity>>;
 
 /// The services, on a server with the limits every listener shares.
 async fn router(
     shared: &Shared,
     token: Option<String>,
     tls: Option<&ServerTls>,
-) -> anyhow::Result<Router> {
+) -> anyhow::Result<Timed> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WorkerServiceServer<Shared>>().await;
     let auth = RequireToken::new(token);
+    let timer = RpcTimer(shared.metrics.rpc_seconds.clone());
     let mut server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .max_concurrent_streams(STREAMS_PER_CONNECTION)
@@ -40,8 +46,17 @@ async fn router(
     if let Some(tls) = tls {
         server = server.tls_config(tls.grpc()).context("TLS configuration")?;
     }
+    // Reflection (grpcurl list / describe) is behind the token like the services it describes.
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(orchestrator_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("gRPC reflection")?;
+    let reflection = tonic::service::interceptor::InterceptedService::new(reflection, auth.clone());
     Ok(server
+        .layer(timer)
         .add_service(health_service)
+        .add_service(reflection)
         .add_service(WorkerServiceServer::with_interceptor(
             shared.clone(),
             auth.clone(),

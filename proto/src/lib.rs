@@ -13,6 +13,10 @@ pub mod v1 {
     tonic::include_proto!("orchestrator.v1");
 }
 
+/// The encoded descriptors of `orchestrator.v1`, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("orchestrator_descriptor");
+
 pub mod auth;
 pub mod client;
 pub mod convert;

@@ -16,6 +16,10 @@ pub struct Cli {
     pub cmd: Option<Cmd>,
     #[command(flatten)]
     pub daemon: DaemonArgs,
+    /// Log lines as `text` or `json` (one object per line, for log collectors); filter with
+    /// RUST_LOG (e.g. `warn,coordinator=debug`).
+    #[arg(long, global = true, env = "DLGRID_LOG_FORMAT", default_value = "text")]
+    pub log_format: orchestrator_proto::telemetry::LogFormat,
 }
 
 #[derive(Args)]

@@ -50,7 +50,8 @@ impl Env {
 fn main() -> ExitCode {
     worker::alloc::keep_freed_memory();
     let cli = Cli::parse();
-    orchestrator_proto::telemetry::init_tracing();
+    let log = cli.log_format;
+    orchestrator_proto::telemetry::init_tracing(log);
     let env = Env::read();
     let result = match cli.cmd {
         Some(Cmd::Train(args)) => commands::train(args, &env),
@@ -64,7 +65,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("worker: error: {e:#}");
+            orchestrator_proto::telemetry::fail(log, "worker", &format!("{e:#}"));
             ExitCode::from(2)
         }
     }

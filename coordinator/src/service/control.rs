@@ -95,7 +95,7 @@ impl ControlService for Shared {
                 String::new()
             },
             total_jobs: total as u32,
-            denied_calls: self.denied.load(std::sync::atomic::Ordering::Relaxed),
+            denied_calls: self.metrics.denied.get(),
         }))
     }
 }

@@ -4,7 +4,6 @@
 mod control;
 mod worker;
 
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use orchestrator_proto::v1 as pb;
@@ -13,6 +12,7 @@ use tonic::Status;
 
 use crate::checkpoints::CheckpointStore;
 use crate::limits::Registrations;
+use crate::metrics::Metrics;
 use crate::state::{Grant, State};
 
 /// How far the state is on disk (announced by [`crate::writer`]).
@@ -38,8 +38,8 @@ pub struct Shared {
     pub queued: Arc<Notify>,
     /// How far the queued changes are on disk.
     pub durable: Arc<watch::Sender<Durable>>,
-    /// Worker calls refused since start (wrong session, another worker's lease).
-    pub denied: Arc<AtomicU64>,
+    /// What `/metrics` exposes (also the count of refused worker calls).
+    pub metrics: Arc<Metrics>,
     /// Registrations allowed per peer address.
     pub registrations: Arc<Registrations>,
 }
@@ -54,7 +54,7 @@ impl Shared {
             checkpoints: Arc::new(checkpoints),
             queued: Arc::new(Notify::new()),
             durable: Arc::new(watch::channel(Durable::UpTo(0)).0),
-            denied: Arc::default(),
+            metrics: Arc::default(),
             registrations: Arc::new(Registrations::default()),
         }
     }

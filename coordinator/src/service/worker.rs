@@ -6,7 +6,6 @@
 //! peer's address and counted ([`Shared::denied`]).
 
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use domain::{EpochMetrics, JobId, LeaseId, Outcome, TrainOutcome, WorkerId, WorkerInfo};
@@ -22,7 +21,7 @@ use crate::scheduler::Identity;
 impl Shared {
     /// Refuses a call: PERMISSION_DENIED, logged with who asked, counted.
     fn deny<T>(&self, req: &Request<T>, worker: &WorkerId, why: String) -> Status {
-        self.denied.fetch_add(1, Ordering::Relaxed);
+        self.metrics.denied.inc();
         let peer = req.remote_addr().map(|a| a.to_string());
         tracing::warn!(peer = peer.as_deref().unwrap_or("local"), worker_id = ?worker.as_str(), why, "worker call refused");
         Status::permission_denied(why)
@@ -174,6 +173,11 @@ impl WorkerService for Shared {
                 train_seconds = format_args!("{:.1}", m.train_seconds),
                 "epoch"
             );
+            self.metrics.epochs.inc();
+            if m.start_ms > 0 && m.eval_end_ms > m.start_ms {
+                let seconds = (m.eval_end_ms - m.start_ms) as f64 / 1000.0;
+                self.metrics.epoch_seconds.observe(seconds);
+            }
             self.changed.notify_waiters();
         } else {
             tracing::warn!(job_id = %job, lease_id = %lease, "stale epoch report rejected");
@@ -262,6 +266,7 @@ impl WorkerService for Shared {
         self.settle(seq).await?;
         if accepted {
             tracing::info!(job_id = %job, lease_id = %lease, "job handed back; queued again");
+            self.metrics.leases_released.inc();
             self.changed.notify_waiters();
         }
         Ok(Response::new(pb::ReleaseJobResponse { accepted }))
@@ -294,6 +299,7 @@ impl WorkerService for Shared {
         let accepted = self.lock().is_current(&job, lease);
         if accepted {
             self.checkpoints.keep(&job, received).await?;
+            self.metrics.checkpoint_bytes.inc_by(size);
             tracing::debug!(job_id = %job, epoch, size, "checkpoint stored");
         } else {
             self.checkpoints.discard(received).await;

@@ -52,6 +52,15 @@ impl State {
         out
     }
 
+    /// How many workers were heard from within a lease time, by device.
+    pub fn live_devices(&self, now: Instant) -> std::collections::BTreeMap<String, i64> {
+        let mut out = std::collections::BTreeMap::new();
+        for w in self.workers.live(now, self.lease_ttl) {
+            *out.entry(w.info.device.to_string()).or_insert(0) += 1;
+        }
+        out
+    }
+
     /// Everything the output files are made of. The environment lists the workers that ran
     /// jobs, one entry per name and device.
     pub fn results(&self) -> Results {

@@ -1,0 +1,233 @@
+//! Operations: `/metrics` mid-grid (checked by Prometheus' own `promtool`), gRPC reflection
+//! behind the token, and JSON logs, with the real binaries over loopback.
+
+use std::process::{Command, Stdio};
+
+use integration_tests::{bin, wait_exit};
+use orchestrator_proto::client::{unregistered_worker, worker_client, ClientTls};
+use orchestrator_proto::v1 as pb;
+use orchestrator_proto::BearerAuth;
+
+use crate::support::{bound_ports, coordinator, fixture, private_file};
+
+const GRID: &str = "name: ops\nactivations: [relu, tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.5}\n";
+
+/// A coordinator with a token, waiting for external workers: (child, gRPC port, HTTP port).
+fn with_token(dir: &std::path::Path) -> (std::process::Child, u16, u16) {
+    let grid = dir.join("grid.yaml");
+    std::fs::write(&grid, GRID).unwrap();
+    private_file(&dir.join("token"), "0ps-t0ken\n");
+    let log = dir.join("coordinator.log");
+    let child = Command::new(bin("coordinator"))
+        .arg("--grid")
+        .arg(&grid)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .args([
+            "--local-workers",
+            "0",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .arg("--token-file")
+        .arg(dir.join("token"))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let (grpc, http) = bound_ports(&log, 0, true);
+    (child, grpc, http.unwrap())
+}
+
+/// Mid-grid (a worker holds a lease and has reported an epoch), `/metrics` needs the token,
+/// carries every documented metric with the state of the grid, and passes `promtool check
+/// metrics` (Debian's `prometheus` package; that step is skipped, with a note, without it).
+#[test]
+fn metrics_mid_grid_pass_promtool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut coord, grpc, http) = with_token(tmp.path());
+    let url = format!("http://127.0.0.1:{grpc}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (channel, auth, mut c) =
+            unregistered_worker(&url, &ClientTls::default(), Some("0ps-t0ken")).unwrap();
+        let info = pb::WorkerInfo {
+            name: "probe".into(),
+            device: "cpu".into(),
+            slots: 1,
+            ..Default::default()
+        };
+        let reg = c
+            .register(pb::RegisterRequest { info: Some(info) })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut c = worker_client(channel, auth.with_session(&reg.session).unwrap());
+        let req = pb::LeaseJobRequest {
+            worker_id: reg.worker_id.clone(),
+            request_id: "1".into(),
+        };
+        let lease = c.lease_job(req).await.unwrap().into_inner().lease.unwrap();
+        let m = pb::EpochMetrics {
+            epoch: 1,
+            train_seconds: 2.0,
+            train_loss: 0.3,
+            test_loss: 0.3,
+            test_accuracy: 0.9,
+            start_ms: 1_000_000,
+            train_end_ms: 1_002_000,
+            eval_end_ms: 1_002_500,
+        };
+        let report = pb::ReportEpochRequest {
+            worker_id: reg.worker_id,
+            job_id: lease.job.unwrap().job_id,
+            lease_id: lease.lease_id,
+            metrics: Some(m),
+        };
+        assert!(c.report_epoch(report).await.unwrap().into_inner().accepted);
+    });
+    let page = format!("http://127.0.0.1:{http}/metrics");
+    assert!(matches!(
+        ureq::get(&page).call(),
+        Err(ureq::Error::Status(401, _))
+    ));
+    let r = ureq::get(&page)
+        .set("Authorization", "Bearer 0ps-t0ken")
+        .call()
+        .unwrap();
+    assert!(r.content_type().starts_with("text/plain"));
+    let text = r.into_string().unwrap();
+    for line in [
+        "dlgrid_jobs{state=\"running\"} 1",
+        "dlgrid_jobs{state=\"pending\"} 1",
+        "dlgrid_workers_connected{device=\"cpu\"} 1",
+        "dlgrid_epochs_reported_total 1",
+        "dlgrid_epoch_duration_seconds_sum 2.5",
+        "dlgrid_rpc_duration_seconds_count{method=\"LeaseJob\"} 1",
+        "dlgrid_rpc_duration_seconds_count{method=\"Register\"} 1",
+        "dlgrid_leases_expired_total 0",
+        "dlgrid_checkpoint_bytes_stored_total 0",
+        "dlgrid_worker_calls_denied_total 0",
+        "dlgrid_build_info{version=",
+    ] {
+        assert!(text.contains(line), "{line} missing in:\n{text}");
+    }
+    let _ = coord.kill();
+    let _ = coord.wait();
+    let Ok(mut promtool) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool not installed (Debian: prometheus); skipping its check of /metrics");
+        return;
+    };
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// gRPC reflection lists the services (what `grpcurl -H 'authorization: Bearer …' HOST:PORT
+/// list` asks), with the token; without it, nothing.
+#[test]
+fn reflection_lists_the_services_behind_the_token() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut coord, grpc, _) = with_token(tmp.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let list = |token: Option<&'static str>| {
+        rt.block_on(async move {
+            let channel =
+                tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}"))
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+            let mut c =
+                ServerReflectionClient::with_interceptor(channel, BearerAuth::new(token).unwrap());
+            let req = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut answers = c
+                .server_reflection_info(tokio_stream::iter([req]))
+                .await?
+                .into_inner();
+            let first = answers.message().await?.expect("an answer");
+            match first.message_response {
+                Some(MessageResponse::ListServicesResponse(l)) => {
+                    Ok(l.service.into_iter().map(|s| s.name).collect::<Vec<_>>())
+                }
+                other => panic!("{other:?}"),
+            }
+        })
+    };
+    let services = list(Some("0ps-t0ken")).unwrap();
+    for s in [
+        "orchestrator.v1.WorkerService",
+        "orchestrator.v1.ControlService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(services.iter().any(|x| x == s), "{s} not in {services:?}");
+    }
+    let refused: tonic::Status = list(None).unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let _ = coord.kill();
+    let _ = coord.wait();
+}
+
+/// `--log-format json`: every line the coordinator and its local worker write is one JSON
+/// object with timestamp, level, target and message.
+#[test]
+fn json_logs_parse_line_by_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        "name: jsonlogs\nactivations: [tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.5, test_limit: 200, latency_samples: 10}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("coordinator.log");
+    let mut child = coordinator(&grid, &out, &data)
+        .args(["--log-format", "json"])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child, std::time::Duration::from_secs(120));
+    let coordinator_log = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{coordinator_log}");
+    let worker_log = std::fs::read_to_string(out.join("logs").join("worker-0.log")).unwrap();
+    let mut messages = Vec::new();
+    for (name, text) in [("coordinator", &coordinator_log), ("worker", &worker_log)] {
+        assert!(!text.trim().is_empty(), "{name} wrote nothing");
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {line}"));
+            for key in ["timestamp", "level", "target", "message"] {
+                assert!(v.get(key).is_some(), "{name}: no {key} in {line}");
+            }
+            messages.push(v["message"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(messages.iter().any(|m| m == "job finished"), "{messages:?}");
+    assert!(messages.iter().any(|m| m == "registered"), "{messages:?}");
+}
