@@ -277,6 +277,7 @@ pub fn validate(a: RunArgs, env: Env) -> Result<(Config, Listen), BadInput> {
         max_checkpoint_mb: a.max_checkpoint_mb,
         durability: a.durability,
         log_format: Default::default(),
+        display: false,
     };
     let listen = Listen {
         grpc: a.listen,

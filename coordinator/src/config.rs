@@ -34,6 +34,9 @@ pub struct Config {
     pub max_checkpoint_mb: u64,
     /// What a commit of the state survives.
     pub durability: Durability,
+    /// Whether to show the live progress display (stderr is a terminal) instead of progress
+    /// log lines.
+    pub display: bool,
     /// How the coordinator logs; local workers log the same way.
     pub log_format: orchestrator_proto::telemetry::LogFormat,
 }

@@ -2,6 +2,7 @@
 
 use std::io::Write as _;
 
+use coordinator::state::{Counts, Progress, RunningJob};
 use orchestrator_proto::client::{control_client, ControlClient};
 use orchestrator_proto::v1 as pb;
 
@@ -61,6 +62,7 @@ pub async fn status(conn: Connect) -> anyhow::Result<()> {
         "grid {}: {} pending, {} running, {} succeeded, {} failed, {} diverged",
         s.grid_name, s.pending, s.running, s.succeeded, s.failed, s.diverged
     );
+    print!("{}", coordinator::terminal::render_once(&progress(&s)));
     if s.denied_calls > 0 {
         println!(
             "{} worker call(s) refused: wrong session or another worker's lease (see the coordinator's log)",
@@ -90,6 +92,34 @@ pub async fn status(conn: Connect) -> anyhow::Result<()> {
             .await
             .map_err(failed("GridStatus", &conn))?
             .into_inner();
+    }
+}
+
+/// What the live display shows, from the first page of GridStatus.
+fn progress(s: &pb::GridStatusResponse) -> Progress {
+    Progress {
+        counts: Counts {
+            pending: s.pending,
+            running: s.running,
+            succeeded: s.succeeded,
+            failed: s.failed,
+            diverged: s.diverged,
+        },
+        running: s
+            .running_jobs
+            .iter()
+            .map(|j| RunningJob {
+                id: domain::JobId::from_stored(j.job_id.clone()),
+                worker: j.worker.clone(),
+                epochs_done: j.epochs_done,
+                epochs: j.epochs_total,
+                accuracy: j.last_test_accuracy,
+            })
+            .collect(),
+        eta: s
+            .eta_seconds
+            .filter(|e| e.is_finite() && *e >= 0.0)
+            .map(std::time::Duration::from_secs_f64),
     }
 }
 

@@ -36,6 +36,7 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod terminal;
 pub mod tls;
 pub mod writer;
 
@@ -80,6 +81,7 @@ pub async fn run(
         cfg.idle,
         stop_rx.clone(),
     ));
+    let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
     let http = match http {
         Some(l) => {
             let scheme = if cfg.tls.is_some() { "https" } else { "http" };
@@ -97,12 +99,16 @@ pub async fn run(
         }
         None => None,
     };
+    if cfg.display {
+        announce_start(&cfg, &counts, addr, http_addr);
+    }
     let mut children = start_local_workers(&cfg, &shared, &socket.url())?;
     let expiry = tokio::spawn(expiry::run(shared.clone()));
 
     tokio::pin!(shutdown);
     let logs = cfg.out.join("logs");
-    let ending = progress::watch(&shared, &mut children, &logs, shutdown.as_mut()).await;
+    let display = cfg.display.then(|| terminal::Display::new(counts.total()));
+    let ending = progress::watch(&shared, &mut children, &logs, display, shutdown.as_mut()).await;
     expiry.abort();
     let ending = ending?;
 
@@ -178,4 +184,27 @@ fn start_local_workers(cfg: &Config, shared: &Shared, url: &str) -> anyhow::Resu
         log_format: cfg.log_format,
     };
     Processes::spawn(&spawn, &devices)
+}
+
+/// What the info lines would have said at start, once, above the live display (which
+/// replaces them).
+fn announce_start(
+    cfg: &Config,
+    counts: &state::Counts,
+    addr: std::net::SocketAddr,
+    http: Option<std::net::SocketAddr>,
+) {
+    let page = match http {
+        Some(a) => {
+            let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+            format!("; live report at {scheme}://{a}/")
+        }
+        None => String::new(),
+    };
+    eprintln!(
+        "coordinator: grid {}: {} jobs ({} done before); gRPC on {addr}{page}",
+        cfg.grid.name(),
+        counts.total(),
+        counts.finished()
+    );
 }

@@ -14,12 +14,17 @@ use coordinator::state::State;
 use coordinator::{output, Config, Ending};
 
 use cli::{BadInput, Cli, Cmd, Listen};
-use orchestrator_proto::telemetry::{announce, fail};
+use orchestrator_proto::telemetry::{announce, fail, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log = cli.log_format;
-    orchestrator_proto::telemetry::init_tracing(log);
+    // A live display on a terminal, unless logs are asked for (JSON, or RUST_LOG set).
+    let display = cli.cmd.is_none()
+        && log == LogFormat::Text
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("RUST_LOG").is_none();
+    orchestrator_proto::telemetry::init_tracing(log, if display { "warn" } else { "info" });
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -42,6 +47,7 @@ fn main() -> ExitCode {
             Ok((cfg, listen)) => {
                 let cfg = Config {
                     log_format: cli.log_format,
+                    display,
                     ..cfg
                 };
                 rt.block_on(run(cfg, listen)).map_err(Err)

@@ -11,6 +11,7 @@ use domain::Requirements;
 use crate::local::Processes;
 use crate::service::Shared;
 use crate::state::Counts;
+use crate::terminal::Display;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,22 @@ pub async fn watch(
     shared: &Shared,
     children: &mut Processes,
     logs: &Path,
+    display: Option<Display>,
+    shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> anyhow::Result<Ending> {
+    let mut display = display;
+    let ending = watch_until(shared, children, logs, &mut display, shutdown).await;
+    if let Some(d) = display {
+        d.finish();
+    }
+    ending
+}
+
+async fn watch_until(
+    shared: &Shared,
+    children: &mut Processes,
+    logs: &Path,
+    display: &mut Option<Display>,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> anyhow::Result<Ending> {
     let mut last = None;
@@ -46,10 +63,12 @@ pub async fn watch(
             let state = shared.lock();
             (state.counts(), state.is_finished())
         };
-        if last != Some(counts) {
-            log_progress(&counts);
-            last = Some(counts);
+        match display {
+            Some(d) => d.update(&shared.lock().progress(Instant::now())),
+            None if last != Some(counts) => log_progress(&counts),
+            None => {}
         }
+        last = Some(counts);
         if finished {
             return Ok(Ending::Finished(counts));
         }

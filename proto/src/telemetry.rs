@@ -33,12 +33,13 @@ impl LogFormat {
     }
 }
 
-/// Installs the subscriber; call once, first thing in `main`.
-pub fn init_tracing(format: LogFormat) {
+/// Installs the subscriber; call once, first thing in `main`. `default` is the level without
+/// `RUST_LOG` (`info`; `warn` under a live display, which shows the rest).
+pub fn init_tracing(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let fmt = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| Stderr)
         .with_env_filter(filter);
     match format {
         LogFormat::Text => fmt
@@ -67,5 +68,35 @@ pub fn fail(format: LogFormat, program: &str, msg: &str) {
     match format {
         LogFormat::Text => eprintln!("{program}: error: {msg}"),
         LogFormat::Json => tracing::error!("{msg}"),
+    }
+}
+
+type Hook = Box<dyn Fn(&[u8]) + Send + Sync>;
+
+/// Where log lines go instead of straight to stderr, once a live display owns the terminal.
+static STDERR_HOOK: std::sync::OnceLock<Hook> = std::sync::OnceLock::new();
+
+/// Sends every later log line to `hook` (e.g. printed above a progress display) instead of
+/// writing it to stderr directly. Set once.
+pub fn route_stderr(hook: impl Fn(&[u8]) + Send + Sync + 'static) {
+    let _ = STDERR_HOOK.set(Box::new(hook));
+}
+
+/// stderr, or the hook when one is set.
+struct Stderr;
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match STDERR_HOOK.get() {
+            Some(hook) => {
+                hook(buf);
+                Ok(buf.len())
+            }
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }

@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     worker::alloc::keep_freed_memory();
     let cli = Cli::parse();
     let log = cli.log_format;
-    orchestrator_proto::telemetry::init_tracing(log);
+    orchestrator_proto::telemetry::init_tracing(log, "info");
     let env = Env::read();
     let result = match cli.cmd {
         Some(Cmd::Train(args)) => commands::train(args, &env),

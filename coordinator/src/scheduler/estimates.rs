@@ -46,6 +46,11 @@ impl Estimates {
         (units > 0.0).then(|| Self::static_epoch(job) * secs / units)
     }
 
+    /// Whether any epoch was observed, so costs are in seconds.
+    pub fn calibrated(&self) -> bool {
+        self.calibration.1 > 0.0
+    }
+
     /// Expected duration of the whole job (seconds once calibrated; positive either way).
     pub fn cost(&self, job: &Job) -> f64 {
         let per_epoch = self

@@ -89,6 +89,11 @@ impl LeaseTable {
         self.by_expiry.first().map(|&(at, _)| at)
     }
 
+    /// The active leases.
+    pub fn iter(&self) -> impl Iterator<Item = (LeaseId, &Lease)> {
+        self.active.iter().map(|(&id, l)| (id, l))
+    }
+
     /// How many leases `worker` holds.
     pub fn held_by(&self, worker: &WorkerId) -> usize {
         self.active.values().filter(|l| &l.worker == worker).count()

@@ -9,6 +9,8 @@ use std::collections::{BTreeSet, HashMap};
 pub struct Queue {
     by_cost: BTreeSet<(u64, Reverse<usize>)>,
     cost: HashMap<usize, u64>,
+    /// The sum of the queued costs (for the expected time left).
+    total: f64,
 }
 
 impl Queue {
@@ -19,13 +21,24 @@ impl Queue {
         let bits = cost.max(f64::MIN_POSITIVE).to_bits();
         self.cost.insert(i, bits);
         self.by_cost.insert((bits, Reverse(i)));
+        self.total += f64::from_bits(bits);
     }
 
     /// Takes job `i` out of the queue, if it is there.
     pub fn remove(&mut self, i: usize) {
         if let Some(bits) = self.cost.remove(&i) {
             self.by_cost.remove(&(bits, Reverse(i)));
+            self.total = if self.cost.is_empty() {
+                0.0
+            } else {
+                (self.total - f64::from_bits(bits)).max(0.0)
+            };
         }
+    }
+
+    /// The sum of the queued jobs' costs.
+    pub fn total_cost(&self) -> f64 {
+        self.total
     }
 
     /// Queued jobs, longest first, ties in grid order.
@@ -58,5 +71,6 @@ mod tests {
         q.remove(2);
         assert_eq!(q.longest_first().collect::<Vec<_>>(), vec![0, 1, 3]);
         assert_eq!(q.len(), 3);
+        assert_eq!(q.total_cost(), 16.0);
     }
 }

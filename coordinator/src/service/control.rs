@@ -54,6 +54,14 @@ impl ControlService for Shared {
         let state = self.lock();
         let c = state.counts();
         let total = state.job_count();
+        let progress = (from == 0).then(|| state.progress(std::time::Instant::now()));
+        let eta_seconds = progress
+            .as_ref()
+            .and_then(|p| p.eta)
+            .map(|d| d.as_secs_f64());
+        let running = progress
+            .map(|p| running_jobs(p.running))
+            .unwrap_or_default();
         let next = from.saturating_add(size);
         let jobs = state
             .records_page(from, size)
@@ -96,6 +104,24 @@ impl ControlService for Shared {
             },
             total_jobs: total as u32,
             denied_calls: self.metrics.denied.get(),
+            eta_seconds,
+            running_jobs: running,
         }))
     }
+}
+
+/// The running jobs as GridStatus sends them, each with its worker's name.
+fn running_jobs(running: Vec<crate::state::RunningJob>) -> Vec<pb::JobStatus> {
+    running
+        .into_iter()
+        .map(|j| pb::JobStatus {
+            job_id: j.id.to_string(),
+            state: "running".into(),
+            worker: j.worker,
+            epochs_done: j.epochs_done,
+            epochs_total: j.epochs,
+            last_test_accuracy: j.accuracy,
+            ..Default::default()
+        })
+        .collect()
 }

@@ -25,7 +25,7 @@ use crate::clock::timestamp;
 use crate::jobs::JobEntry;
 use crate::scheduler::{new_session, Estimates, Identity, Lease, LeaseTable, Queue, Registry};
 use crate::store::{Durability, Store, StoreError};
-pub use projection::WorkerStatus;
+pub use projection::{Progress, RunningJob, WorkerStatus};
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 

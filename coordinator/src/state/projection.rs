@@ -3,10 +3,29 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use domain::JobRecord;
+use domain::{JobId, JobRecord};
 use report::{Environment, Results, WorkerEnv};
 
 use super::State;
+
+/// A running job as the progress display shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningJob {
+    pub id: JobId,
+    /// The worker's name.
+    pub worker: String,
+    pub epochs_done: u32,
+    pub epochs: u32,
+    pub accuracy: Option<f64>,
+}
+
+/// The grid's progress: counts, running jobs, expected time left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub counts: super::Counts,
+    pub running: Vec<RunningJob>,
+    pub eta: Option<Duration>,
+}
 
 /// A registered worker as `coordinator status` shows it.
 #[derive(Debug, Clone)]
@@ -50,6 +69,54 @@ impl State {
             .collect();
         out.sort_by(|a, b| a.env.id.cmp(&b.env.id));
         out
+    }
+
+    /// The jobs running now, by job id, and the expected time left: the expected work left
+    /// (queued jobs, and the epochs running jobs have still to do, in seconds as observed so
+    /// far) over the slots of the workers connected. None until an epoch was observed.
+    pub fn progress(&self, now: Instant) -> Progress {
+        let mut running: Vec<RunningJob> = self
+            .leases
+            .iter()
+            .map(|(_, l)| {
+                let e = &self.jobs[l.job];
+                let epochs = e.epochs();
+                RunningJob {
+                    id: e.job.id.clone(),
+                    worker: self
+                        .workers
+                        .get(&l.worker)
+                        .map_or_else(|| l.worker.to_string(), |w| w.info.name.clone()),
+                    epochs_done: epochs.len() as u32,
+                    epochs: e.job.spec.epochs,
+                    accuracy: epochs.last().map(|m| m.test_accuracy),
+                }
+            })
+            .collect();
+        running.sort_by(|a, b| a.id.cmp(&b.id));
+        let eta = self.estimates.calibrated().then(|| {
+            let left: f64 = self
+                .leases
+                .iter()
+                .map(|(_, l)| {
+                    let e = &self.jobs[l.job];
+                    let done = e.epochs().len() as f64 / e.job.spec.epochs.max(1) as f64;
+                    self.estimates.cost(&e.job) * (1.0 - done).max(0.0)
+                })
+                .sum::<f64>()
+                + self.queue.total_cost();
+            let slots: u32 = self
+                .workers
+                .live(now, self.lease_ttl)
+                .map(|w| w.info.slots)
+                .sum();
+            Duration::from_secs_f64(left / slots.max(1) as f64)
+        });
+        Progress {
+            counts: self.counts(),
+            running,
+            eta,
+        }
     }
 
     /// How many workers were heard from within a lease time, by device.

@@ -231,3 +231,59 @@ fn json_logs_parse_line_by_line() {
     assert!(messages.iter().any(|m| m == "job finished"), "{messages:?}");
     assert!(messages.iter().any(|m| m == "registered"), "{messages:?}");
 }
+
+/// On a terminal (the coordinator run under `script`, which gives it one), a live display
+/// replaces the log lines: the grid's bar with jobs done of all and a line per running job
+/// with its worker and epoch; the final summary follows. Skipped, with a note, without
+/// `script` (util-linux).
+#[test]
+fn a_terminal_gets_the_live_display() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        "name: tty\nactivations: [relu, tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 3, target_accuracy: 0.5, test_limit: 200, latency_samples: 10}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let quote = |p: &std::path::Path| format!("'{}'", p.display());
+    let cmdline = format!(
+        "{} --grid {} --out {} --data-dir {} --device cpu --listen 127.0.0.1:0 --http off",
+        quote(&bin("coordinator")),
+        quote(&grid),
+        quote(&out),
+        quote(&data)
+    );
+    let Ok(o) = Command::new("script")
+        .args(["-qefc", &cmdline, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .env("WORKER_BIN", bin("worker"))
+        .env("COLUMNS", "160")
+        .output()
+    else {
+        eprintln!("script (util-linux) not installed; skipping the terminal display test");
+        return;
+    };
+    let screen = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{screen}");
+    assert!(
+        screen.contains("] 0/2 jobs"),
+        "no bar at the start:\n{screen}"
+    );
+    assert!(
+        screen.contains("] 2/2 jobs"),
+        "no bar at the end:\n{screen}"
+    );
+    assert!(
+        screen.contains("mnist-paper-cnn-")
+            && screen.contains("local-0/cpu")
+            && screen.contains("epoch "),
+        "no running-job line:\n{screen}"
+    );
+    assert!(screen.contains("grid finished: 2 succeeded"), "{screen}");
+    assert!(
+        !screen.contains(" INFO "),
+        "log lines under the display:\n{screen}"
+    );
+}

@@ -1,0 +1,178 @@
+//! The live progress display when stderr is a terminal (instead of a log line per change): one
+//! bar for the grid (jobs finished of all, expected time left from the scheduler's estimates,
+//! counts by state) and a line per running job (worker, epoch, last test accuracy). Warnings
+//! still print, above it. `coordinator status` prints the same once ([`render_once`]).
+
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::state::{Counts, Progress, RunningJob};
+
+/// Running jobs shown, one line each; more are summed up in one line.
+const SHOWN: usize = 12;
+
+pub struct Display {
+    multi: MultiProgress,
+    main: ProgressBar,
+    lines: Vec<ProgressBar>,
+}
+
+/// `1h 02m`, `3m 20s`, `45s`.
+pub fn duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn summary(c: &Counts, eta: Option<Duration>) -> String {
+    let eta = eta.map_or_else(
+        || "ETA after the first epoch".to_string(),
+        |d| format!("ETA {}", duration(d)),
+    );
+    format!(
+        "{eta} · {} running, {} pending, {} succeeded, {} failed, {} diverged",
+        c.running, c.pending, c.succeeded, c.failed, c.diverged
+    )
+}
+
+fn job_line(j: &RunningJob) -> String {
+    let acc = j
+        .accuracy
+        .map_or_else(|| "-".to_string(), |a| format!("{:.2}%", 100.0 * a));
+    format!(
+        "  {:<44} {:<24} epoch {:>3}/{:<3} acc {acc}",
+        j.id.as_str(),
+        j.worker,
+        j.epochs_done,
+        j.epochs
+    )
+}
+
+/// A text bar of `width` cells, `done` of `total` full.
+fn bar(done: u32, total: u32, width: usize) -> String {
+    let full = (done as usize * width)
+        .checked_div(total as usize)
+        .unwrap_or(0);
+    format!("[{}{}]", "#".repeat(full), "-".repeat(width - full))
+}
+
+/// The display as plain lines, for `coordinator status`.
+pub fn render_once(p: &Progress) -> String {
+    let c = &p.counts;
+    let mut out = format!(
+        "{} {}/{} jobs  {}\n",
+        bar(c.finished(), c.total(), 32),
+        c.finished(),
+        c.total(),
+        summary(c, p.eta)
+    );
+    for j in p.running.iter().take(SHOWN) {
+        out.push_str(&job_line(j));
+        out.push('\n');
+    }
+    if p.running.len() > SHOWN {
+        out.push_str(&format!(
+            "  … and {} more running\n",
+            p.running.len() - SHOWN
+        ));
+    }
+    out
+}
+
+impl Display {
+    /// A display for a grid of `total` jobs on stderr; tracing output goes above it.
+    pub fn new(total: u32) -> Display {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+        let main = multi.add(ProgressBar::new(total as u64));
+        main.set_style(
+            ProgressStyle::with_template("[{bar:32.green/white.dim}] {pos}/{len} jobs  {msg}")
+                .expect("valid template")
+                .progress_chars("##-"),
+        );
+        let printer = multi.clone();
+        orchestrator_proto::telemetry::route_stderr(move |bytes| {
+            let text = String::from_utf8_lossy(bytes);
+            let _ = printer.println(text.trim_end());
+        });
+        Display {
+            multi,
+            main,
+            lines: Vec::new(),
+        }
+    }
+
+    pub fn update(&mut self, p: &Progress) {
+        let c = &p.counts;
+        self.main.set_length(c.total() as u64);
+        self.main.set_position(c.finished() as u64);
+        self.main.set_message(summary(c, p.eta));
+        let mut text: Vec<String> = p.running.iter().take(SHOWN).map(job_line).collect();
+        if p.running.len() > SHOWN {
+            text.push(format!("  … and {} more running", p.running.len() - SHOWN));
+        }
+        while self.lines.len() < text.len() {
+            let line = self.multi.add(ProgressBar::new(1));
+            line.set_style(ProgressStyle::with_template("{msg}").expect("valid template"));
+            self.lines.push(line);
+        }
+        while self.lines.len() > text.len() {
+            if let Some(line) = self.lines.pop() {
+                line.finish_and_clear();
+                self.multi.remove(&line);
+            }
+        }
+        for (line, t) in self.lines.iter().zip(text) {
+            line.set_message(t);
+        }
+    }
+
+    /// Leaves the grid's bar on the screen, clears the job lines.
+    pub fn finish(self) {
+        for line in &self.lines {
+            line.finish_and_clear();
+        }
+        self.main.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::JobId;
+
+    #[test]
+    fn the_static_view_has_the_bar_and_a_line_per_job() {
+        let running = (0..14)
+            .map(|i| RunningJob {
+                id: JobId::from_stored(format!("mnist-paper-cnn-relu-s{i}")),
+                worker: "gpu-node-1/cuda:0".into(),
+                epochs_done: 3,
+                epochs: 10,
+                accuracy: Some(0.9712),
+            })
+            .collect();
+        let p = Progress {
+            counts: Counts {
+                pending: 10,
+                running: 14,
+                succeeded: 16,
+                failed: 1,
+                diverged: 1,
+            },
+            running,
+            eta: Some(Duration::from_secs(3723)),
+        };
+        let text = render_once(&p);
+        assert!(
+            text.starts_with("[############--------------------] 18/42 jobs  ETA 1h 02m"),
+            "{text}"
+        );
+        assert!(text.contains("epoch   3/10  acc 97.12%"), "{text}");
+        assert!(text.contains("… and 2 more running"), "{text}");
+        assert_eq!(duration(Duration::from_secs(200)), "3m 20s");
+    }
+}
