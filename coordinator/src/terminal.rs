@@ -168,7 +168,7 @@ mod tests {
         };
         let text = render_once(&p);
         assert!(
-            text.starts_with("[############--------------------] 18/42 jobs  ETA 1h 02m"),
+            text.starts_with("[#############-------------------] 18/42 jobs  ETA 1h 02m"),
             "{text}"
         );
         assert!(text.contains("epoch   3/10  acc 97.12%"), "{text}");
