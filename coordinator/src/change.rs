@@ -15,6 +15,9 @@ pub enum Change {
         info: WorkerInfo,
         /// SHA-256 of the worker's session secret (the secret itself is never stored).
         session: [u8; 32],
+        /// Started by this coordinator (it registered over the local socket): it dies with
+        /// the coordinator, so its leases need not be waited out after a restart.
+        local: bool,
         at: String,
     },
     /// A job was leased: a new attempt under a new fencing token; its old epochs are dropped.

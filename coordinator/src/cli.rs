@@ -72,6 +72,9 @@ pub struct RunArgs {
     /// Require gRPC clients to present a certificate issued by this CA (PEM): mutual TLS.
     #[arg(long, env = "COORDINATOR_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// Exit 3 when the grid finished with failed jobs (by default they are results: exit 0).
+    #[arg(long, env = "COORDINATOR_FAIL_ON_JOB_FAILURE")]
+    fail_on_job_failure: bool,
     /// Run every job of the grid again, even those already finished in the state.
     #[arg(long, env = "COORDINATOR_RERUN")]
     rerun: bool,
@@ -278,6 +281,7 @@ pub fn validate(a: RunArgs, env: Env) -> Result<(Config, Listen), BadInput> {
         durability: a.durability,
         log_format: Default::default(),
         display: false,
+        fail_on_job_failure: a.fail_on_job_failure,
     };
     let listen = Listen {
         grpc: a.listen,

@@ -37,6 +37,8 @@ pub struct Config {
     /// Whether to show the live progress display (stderr is a terminal) instead of progress
     /// log lines.
     pub display: bool,
+    /// Exit 3 when the grid finishes with failed jobs.
+    pub fail_on_job_failure: bool,
     /// How the coordinator logs; local workers log the same way.
     pub log_format: orchestrator_proto::telemetry::LogFormat,
 }

@@ -17,6 +17,10 @@ fn failed(what: &str, conn: &Connect) -> impl FnOnce(tonic::Status) -> anyhow::E
             s.code(),
             tonic::Code::Cancelled | tonic::Code::Unavailable | tonic::Code::Unknown
         );
+        if !closed {
+            // The coordinator's answer says what is wrong; its message is the error.
+            return anyhow::anyhow!("{what}: {}", s.message());
+        }
         let e = anyhow::Error::new(s).context(what);
         if hint && closed {
             e.context("the coordinator closed the connection; if it requires client certificates (mutual TLS), give --tls-cert and --tls-key")

@@ -115,7 +115,7 @@ pub async fn run(
     let results = shared.lock().results();
     output::write_all(&results, &cfg.out)?;
     tracing::info!(out = %cfg.out.display(), "results and report written");
-    if matches!(ending, Ending::Finished(_)) {
+    if matches!(ending, Ending::Finished { .. }) {
         let lease = Duration::from_secs(cfg.lease_seconds as u64);
         progress::drain(&shared, &mut children, lease, shutdown.as_mut()).await;
     }

@@ -38,11 +38,16 @@ fn main() -> ExitCode {
         author_email: std::env::var("DLGRID_AUTHOR_EMAIL").ok(),
     };
     let result = match cli.cmd {
-        Some(Cmd::Report { state, out }) => report(&state, &out).map_err(Err),
-        Some(Cmd::Status { conn }) => rt.block_on(control::status(conn)).map_err(Err),
-        Some(Cmd::Cancel { conn, jobs, all }) => {
-            rt.block_on(control::cancel(conn, jobs, all)).map_err(Err)
-        }
+        Some(Cmd::Report { state, .. }) if !state.is_file() => Err(Ok(BadInput(format!(
+            "--state {}: no such file",
+            state.display()
+        )))),
+        Some(Cmd::Report { state, out }) => report(&state, &out).map(|_| 0).map_err(Err),
+        Some(Cmd::Status { conn }) => rt.block_on(control::status(conn)).map(|_| 0).map_err(Err),
+        Some(Cmd::Cancel { conn, jobs, all }) => rt
+            .block_on(control::cancel(conn, jobs, all))
+            .map(|_| 0)
+            .map_err(Err),
         None => match cli::validate(cli.run, env) {
             Ok((cfg, listen)) => {
                 let cfg = Config {
@@ -56,7 +61,7 @@ fn main() -> ExitCode {
         },
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(Ok(BadInput(msg))) => {
             fail(log, "coordinator", &msg);
             ExitCode::from(2)
@@ -68,7 +73,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cfg: Config, listen: Listen) -> anyhow::Result<()> {
+/// Exit codes of a run (README: What it does).
+const FAILED_JOBS: u8 = 3;
+const CANCELLED_JOBS: u8 = 4;
+
+/// Runs the grid; returns the exit code.
+async fn run(cfg: Config, listen: Listen) -> anyhow::Result<u8> {
     let listener = tokio::net::TcpListener::bind(listen.grpc)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", listen.grpc))?;
@@ -78,24 +88,51 @@ async fn run(cfg: Config, listen: Listen) -> anyhow::Result<()> {
         })?),
         None => None,
     };
-    let (out, log) = (cfg.out.clone(), cfg.log_format);
-    let shutdown = orchestrator_proto::shutdown::shutdown_signal();
-    let said = match coordinator::run(cfg, listener, http, shutdown).await? {
-        Ending::Finished(c) => format!(
-            "grid finished: {} succeeded, {} failed, {} diverged; report in {}",
-            c.succeeded,
-            c.failed,
-            c.diverged,
-            out.join("report.md").display()
-        ),
-        Ending::Interrupted(c) => format!(
-            "interrupted with {}/{} jobs done; run the same command to resume",
-            c.finished(),
-            c.total()
-        ),
+    let (out, log, strict) = (cfg.out.clone(), cfg.log_format, cfg.fail_on_job_failure);
+    let signal = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let heard = signal.clone();
+    let shutdown = async move {
+        let which = orchestrator_proto::shutdown::shutdown_which().await;
+        *heard.lock().unwrap_or_else(|p| p.into_inner()) = Some(which);
+    };
+    let (said, code) = match coordinator::run(cfg, listener, http, shutdown).await? {
+        Ending::Finished {
+            counts: c,
+            cancelled,
+        } => {
+            let cancelled_note = match cancelled {
+                0 => String::new(),
+                n => format!(" ({n} of them cancelled)"),
+            };
+            let said = format!(
+                "grid finished: {} succeeded, {} failed{cancelled_note}, {} diverged; report in {}",
+                c.succeeded,
+                c.failed,
+                c.diverged,
+                out.join("report.md").display()
+            );
+            let code = if cancelled > 0 {
+                CANCELLED_JOBS
+            } else if strict && c.failed > 0 {
+                FAILED_JOBS
+            } else {
+                0
+            };
+            (said, code)
+        }
+        Ending::Interrupted(c) => {
+            let said = format!(
+                "interrupted with {}/{} jobs done; run the same command to resume",
+                c.finished(),
+                c.total()
+            );
+            let which = *signal.lock().unwrap_or_else(|p| p.into_inner());
+            let code = which.map_or(130, orchestrator_proto::shutdown::Signal::exit_code);
+            (said, code)
+        }
     };
     announce(log, "coordinator", &said);
-    Ok(())
+    Ok(code)
 }
 
 fn report(state: &Path, out: &Path) -> anyhow::Result<()> {

@@ -16,8 +16,9 @@ use crate::terminal::Display;
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
-    /// Every job reached a terminal status.
-    Finished(Counts),
+    /// Every job reached a terminal status; `cancelled` of the failed ones were cancelled by
+    /// the operator.
+    Finished { counts: Counts, cancelled: u32 },
     /// Stopped by the shutdown signal before the end; state is saved and the same command
     /// resumes.
     Interrupted(Counts),
@@ -70,7 +71,8 @@ async fn watch_until(
         }
         last = Some(counts);
         if finished {
-            return Ok(Ending::Finished(counts));
+            let cancelled = shared.lock().cancelled();
+            return Ok(Ending::Finished { counts, cancelled });
         }
         if shared.write_failed() {
             anyhow::bail!("the state database could not be written; see the error above");

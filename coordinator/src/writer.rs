@@ -107,7 +107,9 @@ mod tests {
         let (stop_tx, stop) = watch::channel(false);
         let writer = tokio::spawn(run(shared.clone(), store, stop));
         let now = Instant::now();
-        let ((worker, _), _) = shared.with_state(|s| Ok(s.register(info(), now)?)).unwrap();
+        let ((worker, _), _) = shared
+            .with_state(|s| Ok(s.register(info(), false, now)?))
+            .unwrap();
         // Three leases queued before anyone waits: one batch each, none written yet.
         let mut seqs = Vec::new();
         for r in 0..3 {

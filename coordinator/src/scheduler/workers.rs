@@ -17,6 +17,8 @@ pub struct WorkerEntry {
     session: Option<[u8; 32]>,
     /// None for workers of an earlier run, loaded from the database.
     pub last_seen: Option<Instant>,
+    /// Started by this coordinator (or the one before it): dies with it.
+    pub local: bool,
 }
 
 /// A new session secret (128 random bits, hex) and its digest, the only form stored.
@@ -70,6 +72,7 @@ impl Registry {
                     info: w.info,
                     session: w.session,
                     last_seen: None,
+                    local: w.local,
                 };
                 (w.id, entry)
             })
@@ -92,6 +95,7 @@ impl Registry {
         id: WorkerId,
         info: WorkerInfo,
         session: [u8; 32],
+        local: bool,
         now: Option<Instant>,
     ) {
         let entry = WorkerEntry {
@@ -99,6 +103,7 @@ impl Registry {
             info,
             session: Some(session),
             last_seen: now,
+            local,
         };
         self.workers.insert(id, entry);
     }

@@ -28,8 +28,20 @@ impl ControlService for Shared {
         }
         let ids: Vec<JobId> = req.job_ids.into_iter().map(JobId::from_stored).collect();
         let chosen = (!req.all).then_some(ids.as_slice());
-        let (cancelled, seq) =
-            self.with_state(|state| Ok(state.cancel(chosen, Instant::now())?))?;
+        let (cancelled, seq) = self.with_state(|state| {
+            let unknown: Vec<&JobId> = ids.iter().filter(|id| !state.knows_job(id)).collect();
+            if !req.all && !unknown.is_empty() {
+                let shown: Vec<String> = unknown.iter().take(5).map(|id| format!("{:?}", id.as_str())).collect();
+                let more = unknown.len().saturating_sub(5);
+                let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+                let why = format!(
+                    "unknown job id(s) {}{more}: nothing cancelled (`coordinator status` lists the ids)",
+                    shown.join(", ")
+                );
+                return Err(ServiceError::InvalidArgument(why));
+            }
+            Ok(state.cancel(chosen, Instant::now())?)
+        })?;
         self.settle(seq).await?;
         tracing::warn!(cancelled, "jobs cancelled by the operator");
         self.changed.notify_waiters();

@@ -96,6 +96,8 @@ impl WorkerService for Shared {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        // Over the local socket (no peer address): a worker this coordinator started.
+        let local = req.remote_addr().is_none();
         if let Some(ip) = req.remote_addr().map(|a| a.ip()) {
             if !self.registrations.admit(ip) {
                 tracing::warn!(peer = %ip, "registration refused: too many from this address");
@@ -111,7 +113,7 @@ impl WorkerService for Shared {
         let info = WorkerInfo::try_from(info).map_err(ServiceError::from)?;
         let name = info.name.clone();
         let (((worker, session), lease_seconds), seq) = self.with_state(|state| {
-            let registered = state.register(info, Instant::now())?;
+            let registered = state.register(info, local, Instant::now())?;
             Ok((registered, state.lease_ttl().as_secs() as u32))
         })?;
         self.settle(seq).await?;
@@ -195,6 +197,11 @@ impl WorkerService for Shared {
         let req = req.into_inner();
         let outcome = TrainOutcome::try_from(&req).map_err(ServiceError::from)?;
         let status = outcome.status;
+        let error_line = outcome
+            .error
+            .as_deref()
+            .and_then(|e| e.lines().next())
+            .map(str::to_string);
         let job = job_id(req.job_id)?;
         let now = Instant::now();
         let ((accepted, counts, next, grid_finished), seq) = self.with_state(|state| {
@@ -218,6 +225,12 @@ impl WorkerService for Shared {
                 self.checkpoints.remove(&job);
             }
             tracing::info!(job_id = %job, %status, done = counts.finished(), total = counts.total(), running = counts.running, "job finished");
+            if status == Outcome::Failed {
+                // On the console as it happens (a warning shows above the live display too),
+                // not only in the report. Quoted: the text came from a worker.
+                let error = error_line.as_deref().unwrap_or("no error given");
+                tracing::warn!(job_id = %job, error = ?error, "job failed");
+            }
             self.changed.notify_waiters();
         } else {
             tracing::warn!(job_id = %job, lease_id = %lease, "stale result rejected");

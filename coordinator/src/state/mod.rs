@@ -114,7 +114,31 @@ impl State {
         let mut store = Store::open(path, durability)?;
         let jobs = grid.jobs();
         store.begin_run(grid, &jobs, grid_file, &timestamp(), rerun)?;
-        State::load(store, Some(jobs), lease_ttl, Instant::now())
+        let now = Instant::now();
+        let mut state = State::load(store, Some(jobs), lease_ttl, now)?;
+        state.release_local_leases(now)?;
+        Ok(state)
+    }
+
+    /// Queues again, at once, the jobs the previous run's own local workers held: those died
+    /// with it (parent-death signal), so waiting out their leases would only idle. External
+    /// workers keep their leases for one lease time, to reconnect.
+    fn release_local_leases(&mut self, now: Instant) -> Result<()> {
+        let at = timestamp();
+        let changes: Vec<Change> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| self.workers.get(&l.worker).is_some_and(|w| w.local))
+            .map(|(id, l)| self.jobs[l.job].release(id, at.clone()))
+            .collect();
+        if !changes.is_empty() {
+            tracing::info!(
+                jobs = changes.len(),
+                "jobs of the previous run's local workers queued again at once"
+            );
+            self.commit(changes, now)?;
+        }
+        Ok(())
     }
 
     /// Opens existing state without changing it (for `coordinator report`).
@@ -187,10 +211,14 @@ impl State {
     fn apply(&mut self, change: &Change, now: Instant) {
         match change {
             Change::WorkerRegistered {
-                id, info, session, ..
+                id,
+                info,
+                session,
+                local,
+                ..
             } => self
                 .workers
-                .insert(id.clone(), info.clone(), *session, Some(now)),
+                .insert(id.clone(), info.clone(), *session, *local, Some(now)),
             Change::GridFinished { at } => self.finished_at = Some(at.clone()),
             _ => {
                 let Some(i) = change.job().and_then(|id| self.find(id)) else {
@@ -229,14 +257,21 @@ impl State {
         }
     }
 
-    /// Registers a worker under a new id; returns the id and its session secret.
-    pub fn register(&mut self, info: WorkerInfo, now: Instant) -> Result<(WorkerId, String)> {
+    /// Registers a worker under a new id (`local`: one this coordinator started); returns the
+    /// id and its session secret.
+    pub fn register(
+        &mut self,
+        info: WorkerInfo,
+        local: bool,
+        now: Instant,
+    ) -> Result<(WorkerId, String)> {
         let id = self.workers.next_id();
         let (secret, session) = new_session();
         let change = Change::WorkerRegistered {
             id: id.clone(),
             info,
             session,
+            local,
             at: timestamp(),
         };
         self.commit(vec![change], now)?;
@@ -296,6 +331,11 @@ impl State {
             lease,
             attempt: e.attempts,
         }))
+    }
+
+    /// Whether the grid has a job with id `id`.
+    pub fn knows_job(&self, id: &JobId) -> bool {
+        self.find(id).is_some()
     }
 
     /// The index of the job with id `id`.

@@ -119,6 +119,20 @@ impl State {
         }
     }
 
+    /// Jobs cancelled by the operator (they count as failed).
+    pub fn cancelled(&self) -> u32 {
+        let cancelled = |e: &&crate::jobs::JobEntry| {
+            e.result
+                .as_ref()
+                .is_some_and(|r| r.error.as_deref() == Some(crate::jobs::CANCELLED))
+        };
+        self.jobs
+            .iter()
+            .filter(|e| e.status == domain::JobStatus::Failed)
+            .filter(cancelled)
+            .count() as u32
+    }
+
     /// How many workers were heard from within a lease time, by device.
     pub fn live_devices(&self, now: Instant) -> std::collections::BTreeMap<String, i64> {
         let mut out = std::collections::BTreeMap::new();

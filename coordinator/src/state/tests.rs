@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use domain::{
-    DeviceSpec, EpochMetrics, Grid, JobStatus, Outcome, TrainOutcome, WorkerId, WorkerInfo,
+    DeviceSpec, EpochMetrics, Grid, JobId, JobStatus, Outcome, TrainOutcome, WorkerId, WorkerInfo,
 };
 
 use super::*;
@@ -41,7 +41,7 @@ fn info(device: DeviceSpec) -> WorkerInfo {
 }
 
 fn worker(s: &mut State, now: Instant) -> WorkerId {
-    s.register(info(DeviceSpec::Cpu), now).unwrap().0
+    s.register(info(DeviceSpec::Cpu), false, now).unwrap().0
 }
 
 fn epoch(n: u32) -> EpochMetrics {
@@ -267,7 +267,10 @@ fn jobs_go_only_to_workers_that_meet_their_requirements() {
     assert_eq!(stuck.len(), 1, "{stuck:?}");
     assert!(stuck[0].0.gpu && stuck[0].1 == 1, "{stuck:?}");
     assert_eq!(stuck[0].0.to_string(), "a CUDA device");
-    let gpu = s.register(info(DeviceSpec::Cuda(Some(0))), t0).unwrap().0;
+    let gpu = s
+        .register(info(DeviceSpec::Cuda(Some(0))), false, t0)
+        .unwrap()
+        .0;
     assert!(s.unplaceable(t0).is_empty(), "a GPU worker is connected");
     assert_eq!(
         s.lease(&gpu, "3", t0).unwrap().unwrap().job.spec.model,
@@ -284,7 +287,10 @@ fn observed_epoch_times_reorder_the_queue() {
     let t0 = Instant::now();
     let mut s = fresh(dir.path(), &g);
     let cpu = worker(&mut s, t0);
-    let gpu = s.register(info(DeviceSpec::Cuda(Some(0))), t0).unwrap().0;
+    let gpu = s
+        .register(info(DeviceSpec::Cuda(Some(0))), false, t0)
+        .unwrap()
+        .0;
     let big = s.lease(&gpu, "1", t0).unwrap().unwrap();
     assert_eq!(big.job.spec.train_limit, 9000);
     let small = s.lease(&cpu, "2", t0).unwrap().unwrap();
@@ -366,8 +372,8 @@ fn sessions_bind_workers_and_their_leases_across_restarts() {
     let (a, secret, lease);
     {
         let mut s = fresh(dir.path(), &grid(G));
-        (a, secret) = s.register(info(DeviceSpec::Cpu), t0).unwrap();
-        let (b, other) = s.register(info(DeviceSpec::Cpu), t0).unwrap();
+        (a, secret) = s.register(info(DeviceSpec::Cpu), false, t0).unwrap();
+        let (b, other) = s.register(info(DeviceSpec::Cpu), false, t0).unwrap();
         assert_eq!(secret.len(), 32, "128 bits, hex");
         assert_ne!(secret, other);
         assert_eq!(s.identify(&a, Some(&secret)), Identity::Verified);
@@ -391,4 +397,39 @@ fn sessions_bind_workers_and_their_leases_across_restarts() {
     let s = fresh(dir.path(), &grid(G));
     assert_eq!(s.identify(&a, Some(&secret)), Identity::Verified);
     assert!(!s.may_act_on(&WorkerId::nth(2), lease));
+}
+
+#[test]
+fn a_restart_requeues_local_workers_jobs_at_once_and_keeps_external_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let (local_job, external_job);
+    {
+        let mut s = fresh(dir.path(), &grid(G));
+        let (local, _) = s.register(info(DeviceSpec::Cpu), true, t0).unwrap();
+        let (external, _) = s.register(info(DeviceSpec::Cpu), false, t0).unwrap();
+        local_job = s.lease(&local, "l", t0).unwrap().unwrap().job.id;
+        external_job = s.lease(&external, "e", t0).unwrap().unwrap().job.id;
+        // The coordinator dies here; its local worker with it.
+    }
+    let s = fresh(dir.path(), &grid(G));
+    let status = |id: &JobId| {
+        s.records()
+            .into_iter()
+            .find(|r| &r.id == id)
+            .unwrap()
+            .status
+    };
+    assert_eq!(
+        status(&local_job),
+        JobStatus::Pending,
+        "queued again at once"
+    );
+    assert_eq!(
+        status(&external_job),
+        JobStatus::Running,
+        "kept for its worker to reconnect"
+    );
+    let c = s.counts();
+    assert_eq!((c.running, c.pending), (1, 1));
 }

@@ -32,6 +32,8 @@ pub struct StoredWorker {
     pub id: WorkerId,
     pub info: WorkerInfo,
     pub session: Option<[u8; 32]>,
+    /// Started by the coordinator itself (see `Change::WorkerRegistered`).
+    pub local: bool,
 }
 
 /// Everything stored.
@@ -154,7 +156,7 @@ fn jobs(db: &Connection) -> Result<Vec<(JobId, StoredJob)>> {
 
 fn workers(db: &Connection) -> Result<Vec<StoredWorker>> {
     let mut q = db.prepare(
-        "SELECT id, name, hostname, device, device_name, libtorch_version, slots, memory_mb, session_sha256 FROM workers",
+        "SELECT id, name, hostname, device, device_name, libtorch_version, slots, memory_mb, session_sha256, local FROM workers",
     )?;
     let rows = q.query_map([], |r| {
         Ok((
@@ -170,11 +172,12 @@ fn workers(db: &Connection) -> Result<Vec<StoredWorker>> {
                 memory_mb: r.get::<_, i64>(7)? as u64,
             },
             r.get::<_, Option<Vec<u8>>>(8)?,
+            r.get::<_, Option<bool>>(9)?.unwrap_or(false),
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, device, mut info, session) = row?;
+        let (id, device, mut info, session, local) = row?;
         info.device = device
             .parse()
             .map_err(|e| StoreError::Corrupt(format!("worker {id}: device {e}")))?;
@@ -185,6 +188,7 @@ fn workers(db: &Connection) -> Result<Vec<StoredWorker>> {
             id: WorkerId::from_stored(id),
             info,
             session,
+            local,
         });
     }
     Ok(out)

@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, hostname TEXT NOT NULL, device TEXT NOT NULL,
     device_name TEXT NOT NULL, libtorch_version TEXT NOT NULL, slots INTEGER NOT NULL,
-    registered_at TEXT NOT NULL, memory_mb INTEGER NOT NULL DEFAULT 0, session_sha256 BLOB);
+    registered_at TEXT NOT NULL, memory_mb INTEGER NOT NULL DEFAULT 0, session_sha256 BLOB,
+    local INTEGER);
 ";
 
 /// How much a commit survives, as SQLite's `synchronous` setting under WAL.
@@ -167,7 +168,7 @@ impl Store {
 }
 
 /// Columns added since the first schema, added to databases made before them.
-const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 8] = [
     ("jobs", "init_start_ms", "INTEGER"),
     ("jobs", "run_start_ms", "INTEGER"),
     ("jobs", "run_stop_ms", "INTEGER"),
@@ -175,6 +176,7 @@ const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
     ("epochs", "train_end_ms", "INTEGER"),
     ("epochs", "eval_end_ms", "INTEGER"),
     ("workers", "session_sha256", "BLOB"),
+    ("workers", "local", "INTEGER"),
 ];
 
 fn migrate(db: &Connection) -> Result<()> {
@@ -198,13 +200,14 @@ fn write(tx: &Transaction<'_>, change: &Change) -> Result<()> {
             id,
             info,
             session,
+            local,
             at,
         } => {
             tx.execute(
-                "INSERT OR REPLACE INTO workers (id, name, hostname, device, device_name, libtorch_version, slots, registered_at, memory_mb, session_sha256)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT OR REPLACE INTO workers (id, name, hostname, device, device_name, libtorch_version, slots, registered_at, memory_mb, session_sha256, local)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![id.as_str(), info.name, info.hostname, info.device.to_string(), info.device_name,
-                        info.libtorch_version, info.slots, at, info.memory_mb as i64, &session[..]],
+                        info.libtorch_version, info.slots, at, info.memory_mb as i64, &session[..], local],
             )?;
         }
         Change::Started { .. } => write_started(tx, change)?,

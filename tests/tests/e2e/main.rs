@@ -7,6 +7,7 @@ mod deploy;
 mod faults;
 mod grid;
 mod interop;
+mod lifecycle;
 mod ops;
 mod report;
 mod security;

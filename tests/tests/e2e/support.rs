@@ -329,3 +329,14 @@ impl Cluster {
         read_json(&self.out.join("results.json"))
     }
 }
+
+/// A child process killed when dropped, so a failing test leaves none behind (one left
+/// running would hold the test's output pipe open).
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

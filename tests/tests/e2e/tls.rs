@@ -3,7 +3,7 @@
 //! another CA, an expired certificate, one for another name).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use integration_tests::{bin, output, wait_exit};
@@ -12,7 +12,7 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 
-use crate::support::{bound_ports, fixture, jobs, private_file, read_json};
+use crate::support::{bound_ports, fixture, jobs, private_file, read_json, Killed};
 
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -102,16 +102,6 @@ fn pki(dir: &Path) -> Pki {
 }
 
 const GRID: &str = "name: tls\nactivations: [tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.5, test_limit: 200, latency_samples: 10}\n";
-
-/// A child process killed when dropped, so a failing test leaves none behind.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A coordinator serving TLS with `cert`, waiting for external workers; its gRPC and HTTP ports.
 fn coordinator(dir: &Path, cert: &(PathBuf, PathBuf), extra: &[&str]) -> (Killed, u16, u16) {

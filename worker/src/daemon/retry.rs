@@ -32,11 +32,18 @@ where
 {
     let mut delay = Duration::from_millis(100);
     let mut stop = stop.clone();
+    let mut attempt = 0u32;
     loop {
+        attempt += 1;
         match f().await {
             Ok(r) => return Ok(r.into_inner()),
             Err(s) if transient(&s) && !*stop.borrow() => {
-                tracing::debug!(what, code = ?s.code(), message = s.message(), "retrying");
+                // Saying so when the coordinator is not there (yet): not silence.
+                if s.code() == Code::Unavailable && (attempt == 1 || attempt.is_multiple_of(10)) {
+                    tracing::warn!(what, attempt, next_in = ?delay, error = s.message(), "waiting for the coordinator");
+                } else {
+                    tracing::debug!(what, code = ?s.code(), message = s.message(), "retrying");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop.changed() => {}

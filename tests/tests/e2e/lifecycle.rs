@@ -1,0 +1,168 @@
+//! A grid's life as a user lives it: exit codes scripts can trust, a fast resume after Ctrl-C,
+//! failures on the console as they happen, cancel that refuses unknown ids, and a worker that
+//! says it is waiting.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use integration_tests::{bin, output, wait_exit, wait_until};
+
+use crate::support::{
+    bound_ports, coordinator, epochs_done, fixture, get_json, signal, waiting_coordinator, Killed,
+    LONG_JOB,
+};
+
+/// Interrupted runs exit 128 + the signal (130 for Ctrl-C, 143 for SIGTERM), never 0.
+#[test]
+fn interrupted_runs_exit_with_the_signal() {
+    for (sig, code) in [("-INT", 130), ("-TERM", 143)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let grid = tmp.path().join("grid.yaml");
+        std::fs::write(&grid, LONG_JOB).unwrap();
+        let (coord, _) = waiting_coordinator(&grid, tmp.path());
+        let mut coord = Killed(coord);
+        signal(coord.0.id(), sig);
+        let status = wait_exit(&mut coord.0, Duration::from_secs(10));
+        assert_eq!(status.code(), Some(code), "{sig}");
+        let log = std::fs::read_to_string(tmp.path().join("coordinator.log")).unwrap();
+        assert!(log.contains("run the same command to resume"), "{log}");
+    }
+}
+
+/// Ctrl-C with local workers mid-job, then the same command: the job the coordinator's own
+/// worker held (it died with the coordinator) runs again at once, not after its lease.
+#[test]
+fn resume_after_ctrl_c_does_not_wait_out_the_lease() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(&grid, LONG_JOB).unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("coordinator.log");
+    let start = |from: usize| {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        // The default 30 s lease: waiting it out is what must not happen.
+        let child = coordinator(&grid, &out, &data)
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let http = bound_ports(&log, from, true).1.unwrap();
+        (child, format!("http://127.0.0.1:{http}/results.json"))
+    };
+    let (mut first, url) = start(0);
+    wait_until(Duration::from_secs(60), "an epoch", || {
+        get_json(&url).is_some_and(|r| epochs_done(&r, 0) >= 1)
+    });
+    signal(first.id(), "-INT");
+    assert_eq!(
+        wait_exit(&mut first, Duration::from_secs(10)).code(),
+        Some(130)
+    );
+    let from = std::fs::metadata(&log).unwrap().len() as usize;
+    let restarted = Instant::now();
+    let (mut second, url) = start(from);
+    // Running again (a new attempt) well within the 30 s lease.
+    wait_until(Duration::from_secs(20), "the job leased again", || {
+        get_json(&url).is_some_and(|r| r["jobs"][0]["attempts"] == 2)
+    });
+    let took = restarted.elapsed();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text[from..].contains("queued again at once"),
+        "{}",
+        &text[from..]
+    );
+    assert!(wait_exit(&mut second, Duration::from_secs(120)).success());
+}
+
+/// A job that fails says why on the console when it happens; `--fail-on-job-failure` makes
+/// the run exit 3 (by default failures are results: 0).
+#[test]
+fn failures_reach_the_console_and_the_exit_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("no-data");
+    std::fs::create_dir_all(&empty).unwrap();
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        "name: nodata\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.5}\n",
+    )
+    .unwrap();
+    for (strict, code) in [(false, 0), (true, 3)] {
+        let out = tmp.path().join(format!("out-{strict}"));
+        let mut cmd = coordinator(&grid, &out, &empty);
+        cmd.env("WORKER_DATASET_MIRRORS", "http://127.0.0.1:9");
+        if strict {
+            cmd.arg("--fail-on-job-failure");
+        }
+        let (status, _, stderr) = output(&mut cmd);
+        assert_eq!(status.code(), Some(code), "{stderr}");
+        let failed = stderr
+            .lines()
+            .find(|l| l.contains("job failed"))
+            .unwrap_or_else(|| panic!("no failure line:\n{stderr}"));
+        assert!(
+            failed.contains("mnist") && failed.contains("error="),
+            "{failed}"
+        );
+    }
+}
+
+/// Cancelling every job ends the run with exit 4; an unknown job id is an error that names it
+/// and cancels nothing.
+#[test]
+fn cancel_refuses_unknown_ids_and_a_cancelled_grid_exits_4() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(&grid, LONG_JOB).unwrap();
+    let (coord, port) = waiting_coordinator(&grid, tmp.path());
+    let mut coord = Killed(coord);
+    let url = format!("http://127.0.0.1:{port}");
+    let cancel = |args: &[&str]| {
+        output(
+            Command::new(bin("coordinator"))
+                .args(["cancel", "--connect", &url])
+                .args(args),
+        )
+    };
+    let (status, _, stderr) = cancel(&["--job", "no-such-job"]);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("CancelJobs: unknown job id(s) \"no-such-job\": nothing cancelled"),
+        "{stderr}"
+    );
+    let (status, stdout, stderr) = cancel(&["--all"]);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("1 job(s) cancelled"), "{stdout}");
+    let status = wait_exit(&mut coord.0, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(4));
+}
+
+/// A worker whose coordinator is not there says so, instead of staying silent.
+#[test]
+fn a_worker_says_it_is_waiting_for_its_coordinator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("worker.log");
+    let mut w = Command::new(bin("worker"))
+        .args(["--coordinator", "http://127.0.0.1:9", "--device", "cpu"])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the waiting message", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("waiting for the coordinator"))
+    });
+    let _ = w.kill();
+    let _ = w.wait();
+    let (status, _, stderr) = output(Command::new(bin("worker")).args([
+        "--coordinator",
+        "127.0.0.1:50051",
+        "--device",
+        "cpu",
+    ]));
+    assert!(!status.success() && stderr.contains("http://"), "{stderr}");
+}
