@@ -134,7 +134,11 @@ fn cancel_stops_the_grid() {
         output(Command::new(bin("coordinator")).args(["cancel", "--all", "--connect", &c.url()]));
     assert!(status.success(), "{stderr}");
     assert!(stdout.contains("2 job(s) cancelled"), "{stdout}");
-    assert!(wait_exit(&mut coord, Duration::from_secs(60)).success());
+    // A grid ended by cancelling exits 4, not 0 (README: exit codes).
+    assert_eq!(
+        wait_exit(&mut coord, Duration::from_secs(60)).code(),
+        Some(4)
+    );
     let results = c.results();
     for job in jobs(&results) {
         assert_eq!(job["status"], "failed", "{job}");
