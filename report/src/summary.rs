@@ -49,20 +49,40 @@ fn fastest(t: &Table) -> Option<String> {
     }
 }
 
-/// Which activations' error rates cannot be told from the lowest, and which are worse.
+/// Fewest runs per activation for a test whose non-significance says anything at all.
+const FEWEST_TO_COMPARE: usize = 3;
+
+/// Which activations' error rates could not be told from the lowest (never "equal": a test
+/// that finds no difference does not show there is none, and with fewer than 3 runs it has
+/// next to no power), and which are worse.
 fn differences(t: &Table, lowest: &Row, runs: usize) -> Vec<String> {
     let mut out = Vec::new();
-    for r in t.rows.iter().filter(|r| {
-        r.activation != lowest.activation && r.error.p_vs_best.is_some_and(|p| p >= ALPHA)
-    }) {
+    let untold: Vec<&Row> = t
+        .rows
+        .iter()
+        .filter(|r| {
+            r.activation != lowest.activation && r.error.p_vs_best.is_some_and(|p| p >= ALPHA)
+        })
+        .collect();
+    if runs < FEWEST_TO_COMPARE && !untold.is_empty() {
+        let names: Vec<&str> = untold.iter().map(|r| r.activation.as_str()).collect();
         out.push(format!(
-            "{} and {} are indistinguishable on {} after {} seeds (error rate: Welch's t-test p = {:.2}).",
-            r.activation,
+            "Not enough runs to compare {} with {} on {}: {runs} seeds per activation; with fewer than {FEWEST_TO_COMPARE}, no difference found means nothing.",
+            names.join(", "),
             lowest.activation,
             t.dataset,
-            runs,
-            r.error.p_vs_best.unwrap_or(1.0)
         ));
+    } else {
+        for r in untold {
+            out.push(format!(
+                "No significant difference between {} and {} on {} after {} seeds (error rate: Welch's t-test p = {:.2}); that does not show they are equal.",
+                r.activation,
+                lowest.activation,
+                t.dataset,
+                runs,
+                r.error.p_vs_best.unwrap_or(1.0)
+            ));
+        }
     }
     let worse: Vec<&str> = t
         .rows
@@ -140,7 +160,7 @@ mod tests {
     }
 
     #[test]
-    fn indistinguishable_activations_are_named() {
+    fn no_difference_is_never_called_equality() {
         let mut r = results();
         // Make tanh as accurate as relu, with some noise: no significant difference.
         for (i, j) in r.jobs.iter_mut().enumerate() {
@@ -151,11 +171,25 @@ mod tests {
             j.seconds_to_target = Some(10.0 + i as f64);
         }
         r.jobs[2].error_rate = Some(0.052);
-        let lines = summary(&tables(&r)[0]);
+        let t = &tables(&r)[0];
+        let lines = summary(t);
         assert!(
-            lines
-                .iter()
-                .any(|l| l.contains("are indistinguishable on mnist after 2 seeds")),
+            lines.iter().any(|l| l.starts_with(
+                "Not enough runs to compare tanh with relu on mnist: 2 seeds per activation"
+            )),
+            "{lines:?}"
+        );
+        assert!(
+            !lines.iter().any(|l| l.contains("indistinguishable")),
+            "{lines:?}"
+        );
+        // With 3 or more runs: a non-significant p, said as such, never as equality.
+        let lowest = t.best_row(|r| &r.error).unwrap();
+        let lines = differences(t, lowest, 3);
+        assert!(
+            lines[0].starts_with(
+                "No significant difference between tanh and relu on mnist after 3 seeds"
+            ) && lines[0].ends_with("that does not show they are equal."),
             "{lines:?}"
         );
     }
