@@ -81,6 +81,8 @@ pub fn fetch(
         std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
     lock.lock()
         .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    // Removed however this ends (a failed download left it behind in a new data folder).
+    let _remove = RemoveOnDrop(&lock_path);
     let info = dataset.info();
     let (source, expected) = (info.source, info.files);
     let todo: Vec<&DataFile> = expected
@@ -136,8 +138,16 @@ pub fn fetch(
             }
         }
     }
-    let _ = std::fs::remove_file(&lock_path);
     Ok(())
+}
+
+/// Removes its file when dropped.
+struct RemoveOnDrop<'a>(&'a Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
 }
 
 /// Extracts the expected files from a CIFAR tar.gz (they sit in a sub-folder) into `folder`.

@@ -62,6 +62,11 @@ fn missing_files_are_named() {
     assert!(err.contains("fashion-mnist"), "{err}");
     assert!(err.contains("train-images-idx3-ubyte"), "{err}");
     assert!(err.contains(&tmp.path().display().to_string()), "{err}");
+    // The failed download leaves nothing behind in the new data folder.
+    let left: Vec<_> = std::fs::read_dir(tmp.path().join("fashion-mnist"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
