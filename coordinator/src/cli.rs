@@ -157,12 +157,14 @@ pub enum Cmd {
         #[command(flatten)]
         conn: Connect,
     },
-    /// Cancel jobs of a running coordinator: they end as failed; their workers stop them.
+    /// Cancel jobs of a running coordinator (`--job ID`... or `--all`): they end as failed;
+    /// their workers stop them.
+    #[command(group = clap::ArgGroup::new("which").required(true).args(["jobs", "all"]))]
     Cancel {
         #[command(flatten)]
         conn: Connect,
         /// Job ids to cancel (see `status`).
-        #[arg(long = "job", required_unless_present = "all")]
+        #[arg(long = "job")]
         jobs: Vec<String>,
         /// Cancel every job that has not finished: the whole grid.
         #[arg(long, conflicts_with = "jobs")]

@@ -130,6 +130,10 @@ fn cancel_refuses_unknown_ids_and_a_cancelled_grid_exits_4() {
                 .args(args),
         )
     };
+    // Neither ids nor --all: the usage error names both ways.
+    let (status, _, stderr) = cancel(&[]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--job <JOBS>|--all"), "{stderr}");
     let (status, _, stderr) = cancel(&["--job", "no-such-job"]);
     assert!(!status.success(), "{stderr}");
     assert!(
