@@ -4,40 +4,23 @@
 use std::process::{Command, Stdio};
 
 use integration_tests::{bin, wait_exit};
-use orchestrator_proto::client::{unregistered_worker, worker_client, ClientTls};
 use orchestrator_proto::v1 as pb;
 use orchestrator_proto::BearerAuth;
 
-use crate::support::{bound_ports, coordinator, fixture, private_file};
+use crate::support::{
+    coordinator, fixture, private_file, register_request, waiting_coordinator_with, worker_rpc,
+    Killed,
+};
 
 const GRID: &str = "name: ops\nactivations: [relu, tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.5}\n";
 
 /// A coordinator with a token, waiting for external workers: (child, gRPC port, HTTP port).
-fn with_token(dir: &std::path::Path) -> (std::process::Child, u16, u16) {
+fn with_token(dir: &std::path::Path) -> (Killed, u16, u16) {
     let grid = dir.join("grid.yaml");
     std::fs::write(&grid, GRID).unwrap();
-    private_file(&dir.join("token"), "0ps-t0ken\n");
-    let log = dir.join("coordinator.log");
-    let child = Command::new(bin("coordinator"))
-        .arg("--grid")
-        .arg(&grid)
-        .arg("--out")
-        .arg(dir.join("out"))
-        .args([
-            "--local-workers",
-            "0",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .arg("--token-file")
-        .arg(dir.join("token"))
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let (grpc, http) = bound_ports(&log, 0, true);
-    (child, grpc, http.unwrap())
+    let token = dir.join("token");
+    private_file(&token, "0ps-t0ken\n");
+    waiting_coordinator_with(&grid, dir, &["--token-file", token.to_str().unwrap()])
 }
 
 /// Mid-grid (a worker holds a lease and has reported an epoch), `/metrics` needs the token,
@@ -46,24 +29,16 @@ fn with_token(dir: &std::path::Path) -> (std::process::Child, u16, u16) {
 #[test]
 fn metrics_mid_grid_pass_promtool() {
     let tmp = tempfile::tempdir().unwrap();
-    let (mut coord, grpc, http) = with_token(tmp.path());
+    let (coord, grpc, http) = with_token(tmp.path());
     let url = format!("http://127.0.0.1:{grpc}");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let (channel, auth, mut c) =
-            unregistered_worker(&url, &ClientTls::default(), Some("0ps-t0ken")).unwrap();
-        let info = pb::WorkerInfo {
-            name: "probe".into(),
-            device: "cpu".into(),
-            slots: 1,
-            ..Default::default()
-        };
-        let reg = c
-            .register(pb::RegisterRequest { info: Some(info) })
+        let reg = worker_rpc(&url, Some("0ps-t0ken"), None)
+            .register(register_request("probe"))
             .await
             .unwrap()
             .into_inner();
-        let mut c = worker_client(channel, auth.with_session(&reg.session).unwrap());
+        let mut c = worker_rpc(&url, Some("0ps-t0ken"), Some(&reg.session));
         let req = pb::LeaseJobRequest {
             worker_id: reg.worker_id.clone(),
             request_id: "1".into(),
@@ -113,8 +88,7 @@ fn metrics_mid_grid_pass_promtool() {
     ] {
         assert!(text.contains(line), "{line} missing in:\n{text}");
     }
-    let _ = coord.kill();
-    let _ = coord.wait();
+    drop(coord);
     let Ok(mut promtool) = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -150,7 +124,7 @@ fn reflection_lists_the_services_behind_the_token() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     let tmp = tempfile::tempdir().unwrap();
-    let (mut coord, grpc, _) = with_token(tmp.path());
+    let (coord, grpc, _) = with_token(tmp.path());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let list = |token: Option<&'static str>| {
         rt.block_on(async move {
@@ -189,8 +163,7 @@ fn reflection_lists_the_services_behind_the_token() {
     }
     let refused: tonic::Status = list(None).unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
-    let _ = coord.kill();
-    let _ = coord.wait();
+    drop(coord);
 }
 
 /// `--log-format json`: every line the coordinator and its local worker write is one JSON

@@ -4,29 +4,16 @@
 use std::process::Command;
 
 use integration_tests::bin;
-use orchestrator_proto::client::{unregistered_worker, worker_client, ClientTls, WorkerClient};
+use orchestrator_proto::client::WorkerClient;
 use orchestrator_proto::v1 as pb;
 
-use crate::support::waiting_coordinator;
+use crate::support::{
+    register_request as register, waiting_coordinator, waiting_coordinator_with, worker_rpc,
+};
 
 /// A worker's client with no session yet (for Register), and the same with `session`.
 fn client(url: &str, session: Option<&str>) -> WorkerClient {
-    let (channel, auth, c) = unregistered_worker(url, &ClientTls::default(), None).unwrap();
-    match session {
-        None => c,
-        Some(s) => worker_client(channel, auth.with_session(s).unwrap()),
-    }
-}
-
-fn register(name: &str) -> pb::RegisterRequest {
-    pb::RegisterRequest {
-        info: Some(pb::WorkerInfo {
-            name: name.into(),
-            device: "cpu".into(),
-            slots: 1,
-            ..Default::default()
-        }),
-    }
+    worker_rpc(url, None, session)
 }
 
 fn metrics(epoch: u32, secs: f64, acc: f64) -> pb::EpochMetrics {
@@ -456,26 +443,9 @@ fn the_live_page_needs_the_token() {
     .unwrap();
     let token = tmp.path().join("token");
     crate::support::private_file(&token, "pag3-s3cret\n");
-    let log = tmp.path().join("coordinator.log");
-    let mut coord = Command::new(bin("coordinator"))
-        .arg("--grid")
-        .arg(&grid)
-        .arg("--out")
-        .arg(tmp.path().join("out"))
-        .args([
-            "--local-workers",
-            "0",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .arg("--token-file")
-        .arg(&token)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let http = crate::support::bound_ports(&log, 0, true).1.unwrap();
+    let token_file = token.to_str().unwrap();
+    let (coord, _, http) =
+        waiting_coordinator_with(&grid, tmp.path(), &["--token-file", token_file]);
     let base = format!("http://127.0.0.1:{http}");
     let agent = ureq::AgentBuilder::new().redirects(0).build();
     let status = |r: Result<ureq::Response, ureq::Error>| match r {
@@ -542,8 +512,7 @@ fn the_live_page_needs_the_token() {
     let (code, r) = status(agent.get(&format!("{base}/")).set("Cookie", pair).call());
     assert_eq!(code, 200);
     assert!(r.into_string().unwrap().contains("DAWNBench-style report"));
-    let _ = coord.kill();
-    let _ = coord.wait();
+    drop(coord);
 }
 
 /// Connections that send nothing (idle gRPC connections, half-sent HTTP requests) are closed
@@ -558,29 +527,11 @@ fn silent_connections_are_closed() {
         "name: idle\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.5}\n",
     )
     .unwrap();
-    let log = tmp.path().join("coordinator.log");
-    let mut coord = Command::new(bin("coordinator"))
-        .arg("--grid")
-        .arg(&grid)
-        .arg("--out")
-        .arg(tmp.path().join("out"))
-        .args([
-            "--local-workers",
-            "0",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .args(["--idle-seconds", "2"])
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let (grpc, http) = crate::support::bound_ports(&log, 0, true);
+    let (coord, grpc, http) = waiting_coordinator_with(&grid, tmp.path(), &["--idle-seconds", "2"]);
     let started = std::time::Instant::now();
     let mut conns = Vec::new();
     for i in 0..20 {
-        let port = if i % 2 == 0 { grpc } else { http.unwrap() };
+        let port = if i % 2 == 0 { grpc } else { http };
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         if i % 2 == 1 {
             s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
@@ -602,6 +553,5 @@ fn silent_connections_are_closed() {
         }
     }
     assert!(started.elapsed() < std::time::Duration::from_secs(15));
-    let _ = coord.kill();
-    let _ = coord.wait();
+    drop(coord);
 }

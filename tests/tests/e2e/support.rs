@@ -218,9 +218,21 @@ pub fn bound_ports(log: &Path, from: usize, http: bool) -> (u16, Option<u16>) {
 }
 
 /// A coordinator for `grid` that starts no workers of its own (external ones may connect),
-/// logging to `dir/coordinator.log`, with its output in `dir/out`; and its gRPC port.
-pub fn waiting_coordinator(grid: &Path, dir: &Path) -> (std::process::Child, u16) {
+/// with the live page on `http` (`127.0.0.1:0` or `off`) and `extra` flags, appending to
+/// `dir/coordinator.log`, with its output in `dir/out`; and its gRPC and HTTP ports.
+fn external_workers_only(
+    grid: &Path,
+    dir: &Path,
+    http: &str,
+    extra: &[&str],
+) -> (std::process::Child, u16, Option<u16>) {
     let log = dir.join("coordinator.log");
+    let from = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
     let child = Command::new(bin("coordinator"))
         .arg("--grid")
         .arg(grid)
@@ -232,12 +244,56 @@ pub fn waiting_coordinator(grid: &Path, dir: &Path) -> (std::process::Child, u16
             "--listen",
             "127.0.0.1:0",
             "--http",
-            "off",
+            http,
         ])
-        .stderr(std::fs::File::create(&log).unwrap())
+        .args(extra)
+        .stderr(file)
         .spawn()
         .unwrap();
-    (child, bound_ports(&log, 0, false).0)
+    let (grpc, page) = bound_ports(&log, from, http != "off");
+    (child, grpc, page)
+}
+
+/// A coordinator for `grid` that starts no workers of its own (external ones may connect),
+/// logging to `dir/coordinator.log`, with its output in `dir/out`; and its gRPC port.
+pub fn waiting_coordinator(grid: &Path, dir: &Path) -> (std::process::Child, u16) {
+    let (child, grpc, _) = external_workers_only(grid, dir, "off", &[]);
+    (child, grpc)
+}
+
+/// The same with the live page on and `extra` flags, killed when dropped; its gRPC and HTTP
+/// ports.
+pub fn waiting_coordinator_with(grid: &Path, dir: &Path, extra: &[&str]) -> (Killed, u16, u16) {
+    let (child, grpc, http) = external_workers_only(grid, dir, "127.0.0.1:0", extra);
+    (Killed(child), grpc, http.expect("the live page is on"))
+}
+
+/// A raw worker client for `url` (as a buggy or hostile worker would use), with `token`, and
+/// with `session` once registered.
+pub fn worker_rpc(
+    url: &str,
+    token: Option<&str>,
+    session: Option<&str>,
+) -> orchestrator_proto::client::WorkerClient {
+    use orchestrator_proto::client::{unregistered_worker, worker_client, ClientTls};
+    let (channel, auth, c) = unregistered_worker(url, &ClientTls::default(), token).unwrap();
+    match session {
+        None => c,
+        Some(s) => worker_client(channel, auth.with_session(s).unwrap()),
+    }
+}
+
+/// Register as a one-slot CPU worker named `name`.
+pub fn register_request(name: &str) -> orchestrator_proto::v1::RegisterRequest {
+    use orchestrator_proto::v1 as pb;
+    pb::RegisterRequest {
+        info: Some(pb::WorkerInfo {
+            name: name.into(),
+            device: "cpu".into(),
+            slots: 1,
+            ..Default::default()
+        }),
+    }
 }
 
 /// A coordinator and external workers, each logging to a file in a temporary folder.

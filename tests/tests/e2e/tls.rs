@@ -12,7 +12,7 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 
-use crate::support::{bound_ports, fixture, jobs, private_file, read_json, Killed};
+use crate::support::{fixture, jobs, private_file, read_json, waiting_coordinator_with, Killed};
 
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -107,38 +107,9 @@ const GRID: &str = "name: tls\nactivations: [tanh]\ndatasets:\n  - {dataset: mni
 fn coordinator(dir: &Path, cert: &(PathBuf, PathBuf), extra: &[&str]) -> (Killed, u16, u16) {
     let grid = dir.join("grid.yaml");
     std::fs::write(&grid, GRID).unwrap();
-    let log = dir.join("coordinator.log");
-    let from = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
-    let child = Command::new(bin("coordinator"))
-        .arg("--grid")
-        .arg(&grid)
-        .arg("--out")
-        .arg(dir.join("out"))
-        .args([
-            "--local-workers",
-            "0",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .arg("--tls-cert")
-        .arg(&cert.0)
-        .arg("--tls-key")
-        .arg(&cert.1)
-        .args(extra)
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap();
-    let child = Killed(child);
-    let (grpc, http) = bound_ports(&log, from, true);
-    (child, grpc, http.unwrap())
+    let mut flags = vec!["--tls-cert", p(&cert.0), "--tls-key", p(&cert.1)];
+    flags.extend_from_slice(extra);
+    waiting_coordinator_with(&grid, dir, &flags)
 }
 
 /// `coordinator status` with `args`: (success, stdout + stderr).
