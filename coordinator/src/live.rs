@@ -53,8 +53,9 @@ impl PageAuth {
     /// The login cookie's value: derived from the token (so it outlives a restart and dies
     /// with a new token), never the token itself.
     fn cookie(token: &str) -> String {
-        let d = Sha256::digest(format!("dlgrid live page\n{token}").as_bytes());
-        d.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(Sha256::digest(
+            format!("dlgrid live page\n{token}").as_bytes(),
+        ))
     }
 
     fn allows(&self, headers: &HeaderMap) -> bool {

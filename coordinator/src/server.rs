@@ -37,8 +37,9 @@ async fn router(
     health.set_serving::<WorkerServiceServer<Shared>>().await;
     let auth = RequireToken::new(token);
     let timer = RpcTimer(shared.metrics.rpc_seconds.clone());
+    // No `.tcp_nodelay`: it applies only to tonic's own listener; `limits::incoming` sets it
+    // on each accepted socket.
     let mut server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .max_concurrent_streams(STREAMS_PER_CONNECTION)
         .concurrency_limit_per_connection(STREAMS_PER_CONNECTION as usize)
         .http2_max_header_list_size(64 * 1024)

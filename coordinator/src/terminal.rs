@@ -70,17 +70,20 @@ pub fn render_once(p: &Progress) -> String {
         c.total(),
         summary(c, p.eta)
     );
-    for j in p.running.iter().take(SHOWN) {
-        out.push_str(&job_line(j));
+    for line in job_lines(&p.running) {
+        out.push_str(&line);
         out.push('\n');
     }
-    if p.running.len() > SHOWN {
-        out.push_str(&format!(
-            "  … and {} more running\n",
-            p.running.len() - SHOWN
-        ));
-    }
     out
+}
+
+/// The lines under the grid's bar: the first [`SHOWN`] running jobs, and how many more run.
+fn job_lines(running: &[RunningJob]) -> Vec<String> {
+    let mut lines: Vec<String> = running.iter().take(SHOWN).map(job_line).collect();
+    if running.len() > SHOWN {
+        lines.push(format!("  … and {} more running", running.len() - SHOWN));
+    }
+    lines
 }
 
 impl Display {
@@ -110,10 +113,7 @@ impl Display {
         self.main.set_length(c.total() as u64);
         self.main.set_position(c.finished() as u64);
         self.main.set_message(summary(c, p.eta));
-        let mut text: Vec<String> = p.running.iter().take(SHOWN).map(job_line).collect();
-        if p.running.len() > SHOWN {
-            text.push(format!("  … and {} more running", p.running.len() - SHOWN));
-        }
+        let text = job_lines(&p.running);
         while self.lines.len() < text.len() {
             let line = self.multi.add(ProgressBar::new(1));
             line.set_style(ProgressStyle::with_template("{msg}").expect("valid template"));

@@ -26,7 +26,7 @@ pub fn new_session() -> (String, [u8; 32]) {
     let mut bytes = [0u8; 16];
     // The OS's random source failing is not recoverable in any useful way.
     getrandom::fill(&mut bytes).expect("the OS random source");
-    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = hex::encode(bytes);
     let digest = session_digest(&secret);
     (secret, digest)
 }

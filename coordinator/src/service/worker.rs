@@ -27,26 +27,36 @@ impl Shared {
         Status::permission_denied(why)
     }
 
-    /// Whether the call's session is `worker`'s; refuses it otherwise. `Unknown` is returned
-    /// (not refused) only where `unknown_ok`.
+    /// Whether the call's session is `worker`'s, and (given `lease`) that the lease is not
+    /// another worker's; refuses the call otherwise. Both read under one lock. `Unknown` is
+    /// returned (not refused) only where `unknown_ok`.
     fn verify<T>(
         &self,
         req: &Request<T>,
         worker: &WorkerId,
+        lease: Option<LeaseId>,
         unknown_ok: bool,
     ) -> Result<Identity, Status> {
-        let id = self
-            .lock()
-            .identify(worker, orchestrator_proto::session_of(req));
-        match id {
-            Identity::Verified => Ok(id),
-            Identity::Unknown if unknown_ok => Ok(id),
-            Identity::Unknown => Err(self.deny(
+        let (id, foreign) = {
+            let state = self.lock();
+            let id = state.identify(worker, orchestrator_proto::session_of(req));
+            let foreign = lease.filter(|&l| !state.may_act_on(worker, l));
+            (id, foreign)
+        };
+        match (id, foreign) {
+            (Identity::Verified, Some(lease)) => Err(self.deny(
+                req,
+                worker,
+                format!("lease {lease} is held by another worker"),
+            )),
+            (Identity::Verified, None) => Ok(id),
+            (Identity::Unknown, _) if unknown_ok => Ok(id),
+            (Identity::Unknown, _) => Err(self.deny(
                 req,
                 worker,
                 format!("unknown worker {:?}: register first", worker.as_str()),
             )),
-            Identity::Denied => Err(self.deny(
+            (Identity::Denied, _) => Err(self.deny(
                 req,
                 worker,
                 format!("the call does not carry worker {worker}'s session"),
@@ -54,23 +64,14 @@ impl Shared {
         }
     }
 
-    /// [`Shared::verify`], then that `lease` is not another worker's.
+    /// [`Shared::verify`] of a call acting on `lease`.
     fn verify_lease<T>(
         &self,
         req: &Request<T>,
         worker: &WorkerId,
         lease: LeaseId,
     ) -> Result<(), Status> {
-        self.verify(req, worker, false)?;
-        if self.lock().may_act_on(worker, lease) {
-            Ok(())
-        } else {
-            Err(self.deny(
-                req,
-                worker,
-                format!("lease {lease} is held by another worker"),
-            ))
-        }
+        self.verify(req, worker, Some(lease), false).map(|_| ())
     }
 }
 
@@ -131,7 +132,7 @@ impl WorkerService for Shared {
         req: Request<pb::LeaseJobRequest>,
     ) -> Result<Response<pb::LeaseJobResponse>, Status> {
         let worker = WorkerId::from_stored(req.get_ref().worker_id.clone());
-        self.verify(&req, &worker, false)?;
+        self.verify(&req, &worker, None, false)?;
         let req = req.into_inner();
         let ((grant, finished), seq) = self.with_state(|state| {
             let grant = state.lease(&worker, &req.request_id, Instant::now())?;
@@ -249,7 +250,7 @@ impl WorkerService for Shared {
         let worker = WorkerId::from_stored(req.get_ref().worker_id.clone());
         // An unknown worker (the coordinator's state was lost) is told so, to register again;
         // every lease it names is revoked.
-        let known_worker = self.verify(&req, &worker, true)? == Identity::Verified;
+        let known_worker = self.verify(&req, &worker, None, true)? == Identity::Verified;
         let leases: Vec<LeaseId> = req
             .into_inner()
             .lease_ids
