@@ -166,6 +166,24 @@ fn reflection_lists_the_services_behind_the_token() {
     drop(coord);
 }
 
+/// A log format or idle time that does not exist is a usage error naming the flag (exit 2).
+#[test]
+fn bad_log_format_and_idle_time_are_refused() {
+    for (binary, args, why) in [
+        ("coordinator", &["--log-format", "yaml"][..], "text or json"),
+        ("worker", &["--log-format", "yaml"][..], "text or json"),
+        (
+            "coordinator",
+            &["--idle-seconds", "0"][..],
+            "--idle-seconds",
+        ),
+    ] {
+        let (status, _, stderr) = integration_tests::output(Command::new(bin(binary)).args(args));
+        assert_eq!(status.code(), Some(2), "{binary} {args:?}: {stderr}");
+        assert!(stderr.contains(why), "{binary} {args:?}: {stderr}");
+    }
+}
+
 /// `--log-format json`: every line the coordinator and its local worker write is one JSON
 /// object with timestamp, level, target and message.
 #[test]
