@@ -46,6 +46,8 @@ pub struct JobResult {
     pub epochs: Vec<EpochMetrics>,
     /// When the attempt that finished the job ran.
     pub clock: Option<RunClock>,
+    /// The GPU it trained on, by UUID.
+    pub device_uuid: Option<String>,
 }
 
 impl JobEntry {
@@ -186,6 +188,7 @@ impl JobEntry {
                 r.worker = worker_name.clone();
                 r.epochs.clear();
                 r.clock = None;
+                r.device_uuid = None;
             }
             Change::Epoch { metrics, .. } => {
                 let epochs = &mut self.result_mut().epochs;
@@ -211,6 +214,7 @@ impl JobEntry {
                 r.error = outcome.error.clone();
                 r.epochs = outcome.epochs.clone();
                 r.clock = outcome.clock;
+                r.device_uuid = outcome.device_uuid.clone();
             }
             Change::Released { .. } => {
                 self.status = JobStatus::Pending;
@@ -253,6 +257,7 @@ impl JobEntry {
             latency_ms_per_sample: r.latency,
             error: r.error.clone(),
             clock: r.clock,
+            device_uuid: r.device_uuid.clone(),
         };
         JobRecord::new(&self.job, self.status, facts)
     }
@@ -281,6 +286,7 @@ mod tests {
             latency_ms_per_sample: None,
             error: Some("x".into()),
             clock: None,
+            device_uuid: None,
         }
     }
 

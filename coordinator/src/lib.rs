@@ -165,8 +165,17 @@ fn open(cfg: &Config) -> anyhow::Result<Shared> {
 /// Starts the local workers `cfg` asks for, connecting to `url`, unless the grid is already
 /// finished.
 fn start_local_workers(cfg: &Config, shared: &Shared, url: &str) -> anyhow::Result<Processes> {
-    let gpus = orchestrator_proto::host::gpus().len() as u32;
-    let devices = local::plan(cfg.local_workers, cfg.device, gpus);
+    let wants_gpus =
+        cfg.device != domain::DeviceSpec::Cpu && cfg.local_workers != local::LocalWorkers::Count(0);
+    let gpus = if wants_gpus && cfg.worker_bin.is_file() {
+        local::gpus(&cfg.worker_bin)?
+    } else {
+        vec![]
+    };
+    let devices = local::plan(cfg.local_workers, cfg.device, &gpus);
+    if let Some(w) = local::sharing_warning(&devices, cfg.worker_slots) {
+        tracing::warn!("{w}");
+    }
     if devices.is_empty() {
         tracing::info!("waiting for external workers");
     }
@@ -179,7 +188,7 @@ fn start_local_workers(cfg: &Config, shared: &Shared, url: &str) -> anyhow::Resu
         data_dir: cfg.data_dir.as_deref(),
         token_file: cfg.token_file.as_deref(),
         log_dir: &cfg.out.join("logs"),
-        checkpoint_dir: &cfg.out.join("worker-checkpoints"),
+        checkpoint_dir: &shared.checkpoints.dir,
         slots: cfg.worker_slots,
         log_format: cfg.log_format,
     };

@@ -28,25 +28,115 @@ impl std::str::FromStr for LocalWorkers {
     }
 }
 
-/// The `--device` of each local worker, from `--local-workers`, the coordinator's `--device`
-/// and the number of GPUs on this machine.
-pub fn plan(workers: LocalWorkers, device: DeviceSpec, gpus: u32) -> Vec<DeviceSpec> {
-    let count = |auto: u32| match workers {
+/// A GPU of this machine, as the worker's preflight lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Gpu {
+    /// Its `cuda:N` number for this coordinator (after any inherited CUDA_VISIBLE_DEVICES).
+    pub ordinal: u32,
+    pub uuid: String,
+    pub name: String,
+    #[serde(default)]
+    pub memory_mb: u64,
+}
+
+/// One local worker to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalWorker {
+    /// Its `--device`.
+    pub device: DeviceSpec,
+    /// The GPU it is given alone, by `CUDA_VISIBLE_DEVICES=<uuid>` (it then trains on
+    /// `cuda:0`): UUIDs name the same GPU whatever order CUDA and nvidia-smi number them in.
+    pub gpu: Option<Gpu>,
+}
+
+impl LocalWorker {
+    fn on(device: DeviceSpec) -> LocalWorker {
+        LocalWorker { device, gpu: None }
+    }
+
+    fn on_gpu(gpu: &Gpu) -> LocalWorker {
+        LocalWorker {
+            device: DeviceSpec::Cuda(Some(0)),
+            gpu: Some(gpu.clone()),
+        }
+    }
+
+    /// How the worker is named: `local-<i>/cpu` or `local-<i>/cuda:<ordinal>`.
+    pub fn label(&self) -> String {
+        match &self.gpu {
+            Some(g) => format!("cuda:{}", g.ordinal),
+            None => self.device.to_string(),
+        }
+    }
+}
+
+/// The local workers to start, from `--local-workers`, the coordinator's `--device` and the
+/// GPUs the worker's preflight found: one per GPU by default.
+pub fn plan(workers: LocalWorkers, device: DeviceSpec, gpus: &[Gpu]) -> Vec<LocalWorker> {
+    let count = |auto: usize| match workers {
         LocalWorkers::Auto => auto,
-        LocalWorkers::Count(n) => n,
+        LocalWorkers::Count(n) => n as usize,
     };
     match device {
         _ if workers == LocalWorkers::Count(0) => vec![],
-        DeviceSpec::Cpu => vec![DeviceSpec::Cpu; count(1) as usize],
-        DeviceSpec::Cuda(Some(_)) => vec![device],
+        DeviceSpec::Cpu => vec![LocalWorker::on(DeviceSpec::Cpu); count(1)],
+        DeviceSpec::Cuda(Some(i)) => match gpus.iter().find(|g| g.ordinal == i) {
+            Some(g) => vec![LocalWorker::on_gpu(g)],
+            // Let the worker report the error clearly.
+            None => vec![LocalWorker::on(device)],
+        },
         // `cuda` without a GPU: let the worker report the error clearly.
-        DeviceSpec::Cuda(None) if gpus == 0 => vec![device; count(1) as usize],
-        DeviceSpec::Auto if gpus == 0 => vec![DeviceSpec::Cpu; count(1) as usize],
+        DeviceSpec::Cuda(None) if gpus.is_empty() => vec![LocalWorker::on(device); count(1)],
+        DeviceSpec::Auto if gpus.is_empty() => vec![LocalWorker::on(DeviceSpec::Cpu); count(1)],
         // One worker per GPU (or per requested worker, round-robin over the GPUs).
-        DeviceSpec::Auto | DeviceSpec::Cuda(None) => (0..count(gpus))
-            .map(|i| DeviceSpec::Cuda(Some(i % gpus)))
+        DeviceSpec::Auto | DeviceSpec::Cuda(None) => (0..count(gpus.len()))
+            .map(|i| LocalWorker::on_gpu(&gpus[i % gpus.len()]))
             .collect(),
     }
+}
+
+/// The GPUs local workers may use, from `worker preflight --json` (the coordinator does not
+/// link libtorch); its error (an old driver, GPUs CUDA cannot see) stops the coordinator
+/// before it starts workers that could only die.
+pub fn gpus(worker: &Path) -> anyhow::Result<Vec<Gpu>> {
+    #[derive(serde::Deserialize)]
+    struct Verdict {
+        gpus: Vec<Gpu>,
+        error: Option<String>,
+    }
+    let out = std::process::Command::new(worker)
+        .args(["preflight", "--json"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {} preflight", worker.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Verdict = text
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .with_context(|| format!("`{} preflight --json` printed no verdict", worker.display()))?;
+    if let Some(e) = v.error {
+        anyhow::bail!("GPU preflight: {e}");
+    }
+    Ok(v.gpus)
+}
+
+/// A warning when jobs would share GPUs (timings then include each other's work).
+pub fn sharing_warning(plan: &[LocalWorker], slots: u32) -> Option<String> {
+    let on_gpus: Vec<&Gpu> = plan.iter().filter_map(|w| w.gpu.as_ref()).collect();
+    let mut distinct: Vec<&str> = on_gpus.iter().map(|g| g.uuid.as_str()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let jobs = on_gpus.len() * slots as usize;
+    (jobs > distinct.len()).then(|| {
+        format!(
+            "{} local worker(s) with {slots} slot(s) each on {} GPU(s): jobs will share GPUs, \
+             so their times include each other's work (the report marks them)",
+            on_gpus.len(),
+            distinct.len()
+        )
+    })
 }
 
 /// The worker binary: `worker` beside this executable (`$WORKER_BIN` is read in `main`).
@@ -73,7 +163,7 @@ pub struct Processes(Vec<Child>);
 
 impl Processes {
     /// Starts one local worker per entry of `devices`, logging to `log_dir/worker-<i>.log`.
-    pub fn spawn(s: &Spawn<'_>, devices: &[DeviceSpec]) -> anyhow::Result<Processes> {
+    pub fn spawn(s: &Spawn<'_>, devices: &[LocalWorker]) -> anyhow::Result<Processes> {
         if !devices.is_empty() && !s.binary.is_file() {
             anyhow::bail!(
                 "worker binary not found at {} (build the workspace, or set WORKER_BIN)",
@@ -87,10 +177,11 @@ impl Processes {
             let log_path = s.log_dir.join(format!("worker-{i}.log"));
             let log = std::fs::File::create(&log_path)
                 .with_context(|| format!("creating {}", log_path.display()))?;
-            let child = command(s, i, *device, log)?
+            let child = command(s, i, device, log)?
                 .spawn()
                 .with_context(|| format!("starting {}", s.binary.display()))?;
-            tracing::info!(worker = i, %device, log = %log_path.display(), "local worker started");
+            let uuid = device.gpu.as_ref().map_or("", |g| g.uuid.as_str());
+            tracing::info!(worker = i, device = %device.label(), uuid, log = %log_path.display(), "local worker started");
             children.push(child);
         }
         Ok(Processes(children))
@@ -115,20 +206,22 @@ impl Processes {
 fn command(
     s: &Spawn<'_>,
     i: usize,
-    device: DeviceSpec,
+    w: &LocalWorker,
     log: std::fs::File,
 ) -> anyhow::Result<Command> {
     let mut cmd = Command::new(s.binary);
     cmd.arg("--coordinator")
         .arg(s.coordinator_url)
         .arg("--device")
-        .arg(device.to_string())
+        .arg(w.device.to_string())
         .arg("--slots")
         .arg(s.slots.to_string())
         .arg("--name")
-        .arg(format!("local-{i}/{device}"))
+        .arg(format!("local-{i}/{}", w.label()))
+        // The coordinator's own checkpoint folder: nothing to copy over the socket.
         .arg("--checkpoint-dir")
         .arg(s.checkpoint_dir)
+        .arg("--shared-checkpoint-dir")
         .arg("--exit-with-parent")
         .arg("--log-format")
         .arg(s.log_format.as_str())
@@ -138,6 +231,9 @@ fn command(
         .kill_on_drop(true);
     if let Some(d) = s.data_dir {
         cmd.arg("--data-dir").arg(d);
+    }
+    if let Some(g) = &w.gpu {
+        cmd.env("CUDA_VISIBLE_DEVICES", &g.uuid);
     }
     if let Some(t) = s.token_file {
         cmd.arg("--token-file").arg(t);
@@ -149,34 +245,74 @@ fn command(
 mod tests {
     use super::*;
 
-    fn devices(list: &[&str]) -> Vec<DeviceSpec> {
-        list.iter().map(|d| d.parse().unwrap()).collect()
+    fn gpu(ordinal: u32) -> Gpu {
+        Gpu {
+            ordinal,
+            uuid: format!("GPU-{ordinal}000"),
+            name: "NVIDIA H100".into(),
+            memory_mb: 81559,
+        }
+    }
+
+    fn shown(plan: Vec<LocalWorker>) -> Vec<String> {
+        plan.iter()
+            .map(|w| match &w.gpu {
+                Some(g) => format!("{}@{}", w.device, g.uuid),
+                None => w.device.to_string(),
+            })
+            .collect()
     }
 
     #[test]
     fn plans() {
         let d = |s: &str| s.parse::<DeviceSpec>().unwrap();
-        assert_eq!(plan(LocalWorkers::Auto, d("auto"), 0), devices(&["cpu"]));
+        let two = [gpu(0), gpu(1)];
+        assert_eq!(shown(plan(LocalWorkers::Auto, d("auto"), &[])), ["cpu"]);
         assert_eq!(
-            plan(LocalWorkers::Auto, d("auto"), 2),
-            devices(&["cuda:0", "cuda:1"])
+            shown(plan(LocalWorkers::Auto, d("auto"), &two)),
+            ["cuda:0@GPU-0000", "cuda:0@GPU-1000"]
         );
-        assert_eq!(plan(LocalWorkers::Count(0), d("auto"), 2), vec![]);
+        assert!(plan(LocalWorkers::Count(0), d("auto"), &two).is_empty());
         assert_eq!(
-            plan(LocalWorkers::Count(2), d("cpu"), 4),
-            devices(&["cpu", "cpu"])
-        );
-        assert_eq!(
-            plan(LocalWorkers::Auto, d("cuda:1"), 2),
-            devices(&["cuda:1"])
+            shown(plan(LocalWorkers::Count(2), d("cpu"), &two)),
+            ["cpu", "cpu"]
         );
         assert_eq!(
-            plan(LocalWorkers::Count(3), d("cuda"), 2),
-            devices(&["cuda:0", "cuda:1", "cuda:0"])
+            shown(plan(LocalWorkers::Auto, d("cuda:1"), &two)),
+            ["cuda:0@GPU-1000"]
         );
-        assert_eq!(plan(LocalWorkers::Auto, d("cuda"), 0), devices(&["cuda"]));
+        assert_eq!(
+            shown(plan(LocalWorkers::Auto, d("cuda:5"), &two)),
+            ["cuda:5"]
+        );
+        assert_eq!(
+            shown(plan(LocalWorkers::Count(3), d("cuda"), &two)),
+            ["cuda:0@GPU-0000", "cuda:0@GPU-1000", "cuda:0@GPU-0000"]
+        );
+        assert_eq!(shown(plan(LocalWorkers::Auto, d("cuda"), &[])), ["cuda"]);
+        assert_eq!(
+            plan(LocalWorkers::Auto, d("auto"), &two)[1].label(),
+            "cuda:1"
+        );
         assert_eq!("auto".parse(), Ok(LocalWorkers::Auto));
         assert_eq!("3".parse(), Ok(LocalWorkers::Count(3)));
         assert!("x".parse::<LocalWorkers>().is_err());
+    }
+
+    #[test]
+    fn sharing_a_gpu_is_warned_about() {
+        let d = DeviceSpec::Auto;
+        let two = [gpu(0), gpu(1)];
+        assert_eq!(sharing_warning(&plan(LocalWorkers::Auto, d, &two), 1), None);
+        let w = sharing_warning(&plan(LocalWorkers::Count(3), d, &two), 1).unwrap();
+        assert!(
+            w.starts_with("3 local worker(s) with 1 slot(s) each on 2 GPU(s)"),
+            "{w}"
+        );
+        assert!(sharing_warning(&plan(LocalWorkers::Auto, d, &two), 2).is_some());
+        assert_eq!(
+            sharing_warning(&plan(LocalWorkers::Count(4), DeviceSpec::Cpu, &two), 2),
+            None
+        );
     }
 }

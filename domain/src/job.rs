@@ -6,8 +6,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::cadence::CheckpointEvery;
 use crate::ids::JobId;
-use crate::names::{Activation, Dataset, Model, Optimizer, Precision};
+use crate::names::{Activation, Dataset, Model, Optimizer, Precision, Tf32};
 use crate::outcome::Outcome;
 use crate::requirements::Requirements;
 
@@ -38,6 +39,12 @@ pub struct TrainSpec {
     /// predate the field stay the same.
     #[serde(default, skip_serializing_if = "Precision::is_fp32")]
     pub precision: Precision,
+    /// TF32 on CUDA; left out of the id at its default (`conv`), like `precision`.
+    #[serde(default, skip_serializing_if = "Tf32::is_default")]
+    pub tf32: Tf32,
+    /// cuDNN's and ATen's deterministic algorithms on CUDA; left out of the id when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deterministic: bool,
 }
 
 impl TrainSpec {
@@ -68,6 +75,9 @@ pub struct Job {
     /// Worker capabilities needed; scheduling only, so not part of the id.
     #[serde(default)]
     pub requires: Requirements,
+    /// How often the job checkpoints; not part of the id (it does not change the result).
+    #[serde(default)]
+    pub checkpoint_every: CheckpointEvery,
 }
 
 impl Job {
@@ -77,6 +87,7 @@ impl Job {
             spec,
             target_accuracy,
             requires: Default::default(),
+            checkpoint_every: Default::default(),
         }
     }
 }

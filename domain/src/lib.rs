@@ -9,6 +9,7 @@
 //! - [`grid`]: grid.yaml as written → validated [`Grid`] → [`Job`]s with stable ids.
 //! - [`requirements`]: what a worker must have to run a job.
 //! - [`job`]: what a job trains ([`TrainSpec`]), the scheduled [`Job`], its [`JobStatus`].
+//! - [`cadence`]: how often a job checkpoints ([`CheckpointEvery`]).
 //! - [`ids`]: [`JobId`], [`WorkerId`], [`LeaseId`].
 //! - [`device`]: [`DeviceSpec`], the one parsed form of `auto | cpu | cuda | cuda:N`.
 //! - [`worker`]: what a worker declares about itself ([`WorkerInfo`]).
@@ -16,6 +17,7 @@
 //! - [`outcome`]: how a job ended ([`Outcome`]: succeeded, failed or diverged, nothing else).
 //! - [`record`]: one job as `results.json` records it ([`JobRecord`]).
 
+pub mod cadence;
 mod checks;
 pub mod dataset;
 pub mod device;
@@ -29,13 +31,14 @@ pub mod record;
 pub mod requirements;
 pub mod worker;
 
+pub use cadence::CheckpointEvery;
 pub use dataset::{DatasetInfo, Shape};
 pub use device::DeviceSpec;
 pub use grid::{DatasetEntry, Grid, GridError, Training};
 pub use ids::{JobId, LeaseId, WorkerId};
 pub use job::{Job, JobStatus, TrainSpec};
 pub use metrics::{EpochClock, EpochMetrics, RunClock, Summary};
-pub use names::{Activation, Dataset, Model, Optimizer, Precision};
+pub use names::{Activation, Dataset, Model, Optimizer, Precision, Tf32};
 pub use outcome::{Outcome, TrainOutcome};
 pub use record::{JobRecord, RunFacts};
 pub use requirements::Requirements;

@@ -146,6 +146,40 @@ impl Precision {
 }
 
 named_enum!(
+    /// Where CUDA may use TensorFloat-32 (10-bit mantissa) for float32 work on Ampere and newer
+    /// GPUs: `conv`, PyTorch's default, in convolutions only; `all` also in matrix products;
+    /// `off` nowhere. No effect on the CPU.
+    Tf32, "tf32 setting" {
+        Conv => "conv",
+        All => "all",
+        Off => "off",
+    }
+);
+
+// named_enum! has no way to mark a variant #[default].
+#[allow(clippy::derivable_impls)]
+impl Default for Tf32 {
+    fn default() -> Self {
+        Tf32::Conv
+    }
+}
+
+impl Tf32 {
+    pub fn is_default(&self) -> bool {
+        *self == Tf32::Conv
+    }
+
+    /// Whether convolutions and matrix products may use TF32.
+    pub fn conv_matmul(self) -> (bool, bool) {
+        match self {
+            Tf32::Conv => (true, false),
+            Tf32::All => (true, true),
+            Tf32::Off => (false, false),
+        }
+    }
+}
+
+named_enum!(
     /// Optimizers.
     Optimizer, "optimizer" {
         Adam => "adam",

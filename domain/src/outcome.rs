@@ -46,6 +46,9 @@ pub struct TrainOutcome {
     /// When the job ran; None where the job process never reported (it crashed first).
     #[serde(default)]
     pub clock: Option<RunClock>,
+    /// The GPU's UUID when it trained on CUDA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_uuid: Option<String>,
 }
 
 impl TrainOutcome {
@@ -79,6 +82,7 @@ impl TrainOutcome {
             latency_ms_per_sample: None,
             error: Some(error),
             clock: None,
+            device_uuid: None,
         }
     }
 }

@@ -25,6 +25,8 @@ pub struct RunFacts {
     pub latency_ms_per_sample: Option<f64>,
     pub error: Option<String>,
     pub clock: Option<RunClock>,
+    /// The GPU's UUID when it trained on CUDA.
+    pub device_uuid: Option<String>,
 }
 
 impl RunFacts {
@@ -39,6 +41,7 @@ impl RunFacts {
             latency_ms_per_sample: outcome.latency_ms_per_sample,
             error: outcome.error,
             clock: outcome.clock,
+            device_uuid: outcome.device_uuid,
             ..RunFacts::default()
         }
     }
@@ -77,6 +80,51 @@ pub struct JobRecord {
     /// clocks were).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock: Option<RunClock>,
+    /// The GPU's UUID when it trained on CUDA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_uuid: Option<String>,
+    /// Other jobs of the state ran on the same GPU while this one ran, so its times include
+    /// their work (see [`mark_shared_devices`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared_device: bool,
+}
+
+/// Marks each CUDA record whose run overlapped, on the same GPU (by UUID), another record's
+/// run: its times are not those of the GPU alone.
+pub fn mark_shared_devices(records: &mut [JobRecord]) {
+    // (uuid, start, stop, index), sorted: in one GPU's runs ordered by start, a run overlaps
+    // an earlier one when it starts before the latest stop so far, and a later one when it
+    // stops after the next run starts.
+    let mut spans: Vec<(&str, u64, u64, usize)> = records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let c = r.clock?;
+            let start = c.run_start_ms.unwrap_or(c.init_start_ms);
+            Some((r.device_uuid.as_deref()?, start, c.run_stop_ms, i))
+        })
+        .collect();
+    spans.sort_unstable();
+    let mut shared = vec![false; spans.len()];
+    let mut latest_stop = 0;
+    for k in 0..spans.len() {
+        let (uuid, start, stop, _) = spans[k];
+        let same_gpu = k > 0 && spans[k - 1].0 == uuid;
+        if same_gpu {
+            shared[k] |= start < latest_stop;
+            shared[k - 1] |= start < spans[k - 1].2;
+            latest_stop = latest_stop.max(stop);
+        } else {
+            latest_stop = stop;
+        }
+    }
+    let marked: Vec<usize> = (0..spans.len())
+        .filter(|&k| shared[k])
+        .map(|k| spans[k].3)
+        .collect();
+    for i in marked {
+        records[i].shared_device = true;
+    }
 }
 
 impl JobRecord {
@@ -107,6 +155,60 @@ impl JobRecord {
             target_accuracy: job.target_accuracy,
             spec: job.spec.clone(),
             clock: facts.clock,
+            device_uuid: facts.device_uuid,
+            shared_device: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::Grid;
+
+    fn records(runs: &[(Option<&str>, u64, u64)]) -> Vec<JobRecord> {
+        let g = Grid::parse(
+            "name: g\nactivations: [relu]\nseeds: [1, 2, 3, 4, 5]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.9}\n",
+            std::path::Path::new("g.yaml"),
+        )
+        .unwrap();
+        g.jobs()
+            .iter()
+            .zip(runs)
+            .map(|(job, &(uuid, start, stop))| {
+                let facts = RunFacts {
+                    device_uuid: uuid.map(str::to_string),
+                    clock: Some(RunClock {
+                        init_start_ms: start,
+                        run_start_ms: Some(start),
+                        run_stop_ms: stop,
+                    }),
+                    ..RunFacts::default()
+                };
+                JobRecord::new(job, JobStatus::Succeeded, facts)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn jobs_overlapping_on_one_gpu_are_marked_and_no_others() {
+        let mut r = records(&[
+            (Some("GPU-a"), 0, 100),   // overlaps the 3rd
+            (Some("GPU-b"), 50, 150),  // alone on its GPU
+            (Some("GPU-a"), 90, 120),  // overlaps the 1st
+            (Some("GPU-a"), 120, 200), // starts as the 3rd stops: alone
+            (None, 0, 500),            // CPU: never marked
+        ]);
+        mark_shared_devices(&mut r);
+        let marks: Vec<bool> = r.iter().map(|r| r.shared_device).collect();
+        assert_eq!(marks, [true, false, true, false, false]);
+        // A long run overlapping a later one that is not its neighbour in start order.
+        let mut r = records(&[
+            (Some("GPU-a"), 0, 1000),
+            (Some("GPU-a"), 10, 20),
+            (Some("GPU-a"), 500, 600),
+        ]);
+        mark_shared_devices(&mut r);
+        assert!(r.iter().all(|r| r.shared_device));
     }
 }

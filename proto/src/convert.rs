@@ -4,7 +4,8 @@
 
 use domain::names::UnknownName;
 use domain::{
-    EpochClock, EpochMetrics, Outcome, Precision, RunClock, TrainOutcome, TrainSpec, WorkerInfo,
+    EpochClock, EpochMetrics, Job, Outcome, Precision, RunClock, Tf32, TrainOutcome, TrainSpec,
+    WorkerInfo,
 };
 
 use crate::v1;
@@ -44,6 +45,22 @@ impl From<&TrainSpec> for v1::JobSpec {
             } else {
                 s.precision.to_string()
             },
+            tf32: if s.tf32.is_default() {
+                String::new()
+            } else {
+                s.tf32.to_string()
+            },
+            deterministic: s.deterministic,
+            checkpoint_every: String::new(),
+        }
+    }
+}
+
+impl From<&Job> for v1::JobSpec {
+    fn from(j: &Job) -> Self {
+        v1::JobSpec {
+            checkpoint_every: j.checkpoint_every.to_string(),
+            ..v1::JobSpec::from(&j.spec)
         }
     }
 }
@@ -72,6 +89,12 @@ impl TryFrom<&v1::JobSpec> for TrainSpec {
             } else {
                 s.precision.parse()?
             },
+            tf32: if s.tf32.is_empty() {
+                Tf32::Conv
+            } else {
+                s.tf32.parse()?
+            },
+            deterministic: s.deterministic,
         })
     }
 }
@@ -140,6 +163,7 @@ pub fn complete_request(o: &TrainOutcome) -> v1::CompleteJobRequest {
         init_start_ms: o.clock.map_or(0, |c| c.init_start_ms),
         run_start_ms: o.clock.and_then(|c| c.run_start_ms),
         run_stop_ms: o.clock.map_or(0, |c| c.run_stop_ms),
+        device_uuid: o.device_uuid.clone().unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -165,8 +189,23 @@ impl TryFrom<&v1::CompleteJobRequest> for TrainOutcome {
                 run_start_ms: r.run_start_ms,
                 run_stop_ms: r.run_stop_ms,
             }),
+            device_uuid: device_uuid(&r.device_uuid)?,
         })
     }
+}
+
+/// A GPU UUID from the wire: empty (none), or at most 64 letters, digits and dashes.
+fn device_uuid(s: &str) -> Result<Option<String>, WireError> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if s.len() > 64 || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(WireError::Invalid {
+            field: "device_uuid",
+            why: "expected at most 64 letters, digits and dashes".into(),
+        });
+    }
+    Ok(Some(s.to_string()))
 }
 
 impl From<&WorkerInfo> for v1::WorkerInfo {
@@ -245,6 +284,8 @@ mod tests {
             momentum: 0.8,
             weight_decay: 1e-4,
             precision,
+            tf32: Tf32::Conv,
+            deterministic: false,
         }
     }
 
@@ -256,6 +297,17 @@ mod tests {
             assert_eq!(TrainSpec::try_from(&wire).unwrap(), spec(p));
         }
         assert_eq!(v1::JobSpec::from(&spec(Precision::Fp32)).precision, "");
+        // The CUDA settings travel too; at their defaults they stay off the wire and the id.
+        let cuda = TrainSpec {
+            tf32: Tf32::Off,
+            deterministic: true,
+            ..spec(Precision::Fp32)
+        };
+        let wire = v1::JobSpec::from(&cuda);
+        assert_eq!((wire.tf32.as_str(), wire.deterministic), ("off", true));
+        assert_eq!(TrainSpec::try_from(&wire).unwrap(), cuda);
+        assert_ne!(cuda.id(), spec(Precision::Fp32).id());
+        assert_eq!(v1::JobSpec::from(&spec(Precision::Fp32)).tf32, "");
         let mut bad = v1::JobSpec::from(&spec(Precision::Fp32));
         bad.activation = "relux".into();
         assert!(TrainSpec::try_from(&bad)
@@ -278,8 +330,14 @@ mod tests {
                 run_start_ms: None,
                 run_stop_ms: 3,
             }),
+            device_uuid: Some("GPU-5a7c3e01-9b2d-4f60-8122-aabbccddeeff".into()),
         };
         assert_eq!(TrainOutcome::try_from(&complete_request(&o)).unwrap(), o);
+        for bad in ["GPU-<script>", &"x".repeat(65)] {
+            let mut r = complete_request(&o);
+            r.device_uuid = bad.to_string();
+            assert!(TrainOutcome::try_from(&r).is_err(), "{bad}");
+        }
         let unspecified = v1::CompleteJobRequest::default();
         assert_eq!(
             TrainOutcome::try_from(&unspecified).unwrap_err(),

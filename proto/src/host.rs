@@ -40,41 +40,83 @@ pub fn memory_mb() -> u64 {
 /// One GPU as `nvidia-smi` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gpu {
+    /// nvidia-smi's index (PCI bus order), not necessarily CUDA's.
     pub index: u32,
+    pub uuid: String,
     pub name: String,
     pub memory_mb: u64,
 }
 
-/// The GPUs `nvidia-smi` lists; empty without `nvidia-smi` or a driver.
-pub fn gpus() -> Vec<Gpu> {
+/// What `nvidia-smi` reports: the driver's version and every GPU of the machine (whatever
+/// `CUDA_VISIBLE_DEVICES` says).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Smi {
+    pub driver_version: String,
+    pub gpus: Vec<Gpu>,
+}
+
+/// Runs `nvidia-smi`; None where it is absent or fails (no driver loaded).
+pub fn nvidia_smi() -> Option<Smi> {
     Command::new("nvidia-smi")
         .args([
-            "--query-gpu=index,name,memory.total",
+            "--query-gpu=index,uuid,name,memory.total,driver_version",
             "--format=csv,noheader,nounits",
         ])
         .stderr(Stdio::null())
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| parse_gpus(&String::from_utf8_lossy(&o.stdout)))
-        .unwrap_or_default()
+        .map(|o| parse_smi(&String::from_utf8_lossy(&o.stdout)))
 }
 
-/// Parses `nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader,nounits`.
-fn parse_gpus(csv: &str) -> Vec<Gpu> {
-    csv.lines()
-        .filter_map(|line| {
-            let mut f = line.split(',').map(str::trim);
-            let index = f.next()?.parse().ok()?;
-            let name = f.next()?.to_string();
-            let memory_mb = f.next()?.parse().unwrap_or(0);
-            Some(Gpu {
-                index,
-                name,
-                memory_mb,
-            })
-        })
-        .collect()
+/// Parses `nvidia-smi --query-gpu=index,uuid,name,memory.total,driver_version
+/// --format=csv,noheader,nounits`.
+pub fn parse_smi(csv: &str) -> Smi {
+    let mut smi = Smi::default();
+    for line in csv.lines() {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        let [index, uuid, name, memory, driver] = f[..] else {
+            continue;
+        };
+        let Ok(index) = index.parse() else { continue };
+        smi.driver_version = driver.to_string();
+        smi.gpus.push(Gpu {
+            index,
+            uuid: uuid.to_string(),
+            name: name.to_string(),
+            memory_mb: memory.parse().unwrap_or(0),
+        });
+    }
+    smi
+}
+
+/// The GPUs of `all` that a process may use under `CUDA_VISIBLE_DEVICES=visible`, in the order
+/// it lists them (which becomes their `cuda:N` numbering). Entries are indices or UUIDs (a
+/// unique prefix is enough, as for CUDA); as in CUDA, the list ends at the first entry that
+/// names no GPU. Unset: every GPU.
+pub fn visible_gpus(all: &[Gpu], visible: Option<&str>) -> Vec<Gpu> {
+    let Some(list) = visible else {
+        return all.to_vec();
+    };
+    let mut out: Vec<Gpu> = Vec::new();
+    for entry in list.split(',').map(str::trim) {
+        let found = if let Ok(i) = entry.parse::<u32>() {
+            all.iter().find(|g| g.index == i)
+        } else {
+            let mut m = all
+                .iter()
+                .filter(|g| !entry.is_empty() && g.uuid.starts_with(entry));
+            match (m.next(), m.next()) {
+                (Some(g), None) => Some(g),
+                _ => None,
+            }
+        };
+        match found {
+            Some(g) if !out.contains(g) => out.push(g.clone()),
+            _ => break,
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -83,12 +125,35 @@ mod tests {
 
     #[test]
     fn parses_nvidia_smi_csv() {
-        let out = "0, NVIDIA H100 80GB HBM3, 81559\n1, NVIDIA H100 80GB HBM3, 81559\n\n";
-        let gpus = parse_gpus(out);
-        assert_eq!(gpus.len(), 2);
-        assert_eq!(gpus[1].index, 1);
-        assert_eq!(gpus[0].name, "NVIDIA H100 80GB HBM3");
-        assert_eq!(gpus[0].memory_mb, 81559);
-        assert!(parse_gpus("No devices were found\n").is_empty());
+        let out = "0, GPU-aaaa1111-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 81559, 580.82.07\n\
+                   1, GPU-bbbb2222-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 81559, 580.82.07\n\n";
+        let smi = parse_smi(out);
+        assert_eq!(smi.gpus.len(), 2);
+        assert_eq!(smi.driver_version, "580.82.07");
+        assert_eq!(smi.gpus[1].index, 1);
+        assert_eq!(smi.gpus[0].name, "NVIDIA H100 80GB HBM3");
+        assert_eq!(smi.gpus[0].memory_mb, 81559);
+        assert!(parse_smi("No devices were found\n").gpus.is_empty());
+    }
+
+    #[test]
+    fn cuda_visible_devices_selects_and_orders_as_cuda_does() {
+        let smi =
+            parse_smi("0, GPU-aaaa, A, 1, 580\n1, GPU-bbbb, B, 1, 580\n2, GPU-bbcc, C, 1, 580\n");
+        let names = |v: Option<&str>| -> Vec<String> {
+            visible_gpus(&smi.gpus, v)
+                .into_iter()
+                .map(|g| g.name)
+                .collect()
+        };
+        assert_eq!(names(None), ["A", "B", "C"]);
+        assert_eq!(names(Some("2,0")), ["C", "A"]);
+        assert_eq!(names(Some("GPU-bbcc")), ["C"]);
+        assert_eq!(names(Some("GPU-a,1")), ["A", "B"]);
+        // An ambiguous prefix, an unknown index or a MIG id ends the list, as in CUDA.
+        assert_eq!(names(Some("0,GPU-bb,2")), ["A"]);
+        assert_eq!(names(Some("1,7,0")), ["B"]);
+        assert_eq!(names(Some("")), Vec::<String>::new());
+        assert_eq!(names(Some("-1")), Vec::<String>::new());
     }
 }

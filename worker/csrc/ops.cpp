@@ -12,6 +12,7 @@
 //   parameters, in place of ~9 dispatched element-wise ops per parameter tensor.
 // - set_grads_to_none: optimizer.zero_grad(set_to_none=True).
 // - autocast_enter/exit: autocast with a chosen dtype (tch only offers float16 on CUDA).
+// - cuda_backend, cuda_runtime_version, cudnn_version: torch.backends settings and versions.
 //
 // Every entry point catches C++ exceptions and reports them through dlgrid_last_error().
 
@@ -616,6 +617,43 @@ int dlgrid_autocast_exit(int device_type, int was_enabled) {
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
     at::autocast::set_autocast_enabled(dev, was_enabled != 0);
   });
+}
+
+// CUDA backend settings for a job, as torch.backends.* sets them: TF32 for convolutions and for
+// matrix products, cuDNN's benchmark mode (autotuning per input shape), and deterministic
+// algorithms (cuDNN's and ATen's; an op without a deterministic implementation then fails).
+int dlgrid_cuda_backend(int tf32_conv, int tf32_matmul, int benchmark, int deterministic) {
+  return guarded([&] {
+    auto& ctx = at::globalContext();
+    using at::Float32Backend;
+    using at::Float32Op;
+    using at::Float32Precision;
+    ctx.setFloat32Precision(Float32Backend::CUDA, Float32Op::CONV,
+                            tf32_conv ? Float32Precision::TF32 : Float32Precision::IEEE);
+    ctx.setFloat32Precision(Float32Backend::CUDA, Float32Op::MATMUL,
+                            tf32_matmul ? Float32Precision::TF32 : Float32Precision::IEEE);
+    ctx.setBenchmarkCuDNN(benchmark != 0);
+    ctx.setDeterministicCuDNN(deterministic != 0);
+    ctx.setDeterministicAlgorithms(deterministic != 0, /*warn_only=*/false);
+  });
+}
+
+// The CUDA runtime version libtorch was built with (e.g. 13000 for 13.0); -1 without CUDA.
+long dlgrid_cuda_runtime_version() {
+  try {
+    return at::detail::getCUDAHooks().versionCUDART();
+  } catch (...) {
+    return -1;
+  }
+}
+
+// The cuDNN version libtorch was built with (e.g. 91300 for 9.13.0); -1 without it.
+long dlgrid_cudnn_version() {
+  try {
+    return at::detail::getCUDAHooks().versionCuDNN();
+  } catch (...) {
+    return -1;
+  }
 }
 
 }  // extern "C"

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use domain::{Activation, Dataset, DeviceSpec, Model, Optimizer, Precision, TrainSpec};
+use domain::{
+    Activation, CheckpointEvery, Dataset, DeviceSpec, Model, Optimizer, Precision, Tf32, TrainSpec,
+};
 
 #[derive(Parser)]
 #[command(
@@ -55,10 +57,14 @@ pub struct DaemonArgs {
     /// so none outlives it).
     #[arg(long)]
     pub exit_with_parent: bool,
-    /// Where jobs checkpoint after every epoch (one file per job, removed when it succeeds);
-    /// default: a per-user cache folder.
+    /// Where jobs checkpoint (one file per job, removed when it succeeds; how often is the
+    /// grid's `checkpoint_every`); default: a per-user cache folder.
     #[arg(long, env = "WORKER_CHECKPOINT_DIR")]
     pub checkpoint_dir: Option<PathBuf>,
+    /// --checkpoint-dir is the coordinator's own checkpoint folder (a worker on the
+    /// coordinator's machine): checkpoints are not copied to and from the coordinator.
+    #[arg(long, requires = "checkpoint_dir")]
+    pub shared_checkpoint_dir: bool,
 }
 
 #[derive(Args, Clone)]
@@ -75,6 +81,13 @@ pub struct CommonArgs {
 pub enum Cmd {
     /// Train one job without a coordinator and print its results.
     Train(TrainArgs),
+    /// Check that this machine's GPUs can be used (driver vs libtorch's CUDA, GPUs visible to
+    /// CUDA vs nvidia-smi) and list them; exit 2 with the reason when they cannot.
+    Preflight {
+        /// Print the GPUs (ordinal, uuid, name, memory_mb) and notes as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Internal: run one job whose spec is JSON on stdin; events as JSON lines on stdout.
     #[command(hide = true)]
     RunJob {
@@ -84,6 +97,8 @@ pub enum Cmd {
         threads: usize,
         #[arg(long)]
         checkpoint: Option<PathBuf>,
+        #[arg(long, default_value = "60s")]
+        checkpoint_every: CheckpointEvery,
     },
 }
 
@@ -127,12 +142,21 @@ pub struct TrainArgs {
     /// fp32, or bf16 autocast (convolutions and matrix products in bfloat16).
     #[arg(long, default_value = "fp32")]
     pub precision: Precision,
+    /// CUDA TF32: conv (PyTorch's default: convolutions only), all, or off.
+    #[arg(long, default_value = "conv")]
+    pub tf32: Tf32,
+    /// Deterministic CUDA algorithms (cuDNN benchmark off).
+    #[arg(long)]
+    pub deterministic: bool,
     /// Print the job record as one JSON object (as in results.json).
     #[arg(long)]
     pub json: bool,
-    /// Checkpoint file, written after every epoch; an existing one is resumed from.
+    /// Checkpoint file; an existing one is resumed from.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
+    /// How often to checkpoint: every N epochs (`2`) or at most once per duration (`60s`, `5m`).
+    #[arg(long, default_value = "60s")]
+    pub checkpoint_every: CheckpointEvery,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -167,6 +191,8 @@ impl TrainArgs {
             momentum: self.momentum,
             weight_decay: self.weight_decay,
             precision: self.precision,
+            tf32: self.tf32,
+            deterministic: self.deterministic,
         };
         Ok((spec, target))
     }

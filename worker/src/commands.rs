@@ -5,21 +5,23 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use domain::{Job, JobRecord, Outcome, RunFacts, TrainSpec, WorkerInfo};
+use domain::{CheckpointEvery, Job, JobRecord, Outcome, RunFacts, TrainSpec, WorkerInfo};
 use orchestrator_proto::host;
 use worker::data::DataSource;
 use worker::job_process::{self, Launcher};
-use worker::{daemon, device, train};
+use worker::{daemon, device, preflight, train};
 
 use crate::cli::{CommonArgs, DaemonArgs, TrainArgs};
 use crate::Env;
 
 fn options(
     common: &CommonArgs,
+    device: device::Resolved,
     checkpoint: Option<PathBuf>,
+    checkpoint_every: CheckpointEvery,
     env: &Env,
-) -> anyhow::Result<train::Options> {
-    Ok(train::Options {
+) -> train::Options {
+    train::Options {
         data: DataSource {
             dir: common
                 .data_dir
@@ -27,10 +29,13 @@ fn options(
                 .unwrap_or_else(|| env.cache.join("datasets")),
             mirrors: env.mirrors.clone(),
         },
-        device: device::resolve(common.device)?,
+        device: device.device,
+        device_uuid: device.gpu.map(|g| g.uuid),
         checkpoint,
+        checkpoint_every,
+        on_checkpoint: None,
         abort_after_epoch: env.fault,
-    })
+    }
 }
 
 fn set_threads(threads: usize) {
@@ -42,7 +47,19 @@ fn set_threads(threads: usize) {
 /// `worker train`: one job, its epochs printed as they finish, then its record.
 pub fn train(a: TrainArgs, env: &Env) -> anyhow::Result<ExitCode> {
     let (spec, target) = a.spec()?;
-    let opts = options(&a.common, a.checkpoint.clone(), env)?;
+    let dev = device::resolve(a.common.device)?;
+    if spec.deterministic && dev.device.is_cuda() {
+        // cuBLAS is only deterministic with a fixed workspace; set before any CUDA work, while
+        // this process has one thread.
+        std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
+    }
+    let opts = options(
+        &a.common,
+        dev,
+        a.checkpoint.clone(),
+        a.checkpoint_every,
+        env,
+    );
     let job = Job::new(spec, target);
     let json = a.json;
     let outcome = train::run(&job.spec, &opts, &mut |m| {
@@ -120,6 +137,7 @@ pub fn run_job(
     common: CommonArgs,
     threads: usize,
     checkpoint: Option<PathBuf>,
+    checkpoint_every: CheckpointEvery,
     env: &Env,
 ) -> anyhow::Result<ExitCode> {
     // A job whose daemon died (kill -9) must not train on as an orphan.
@@ -130,7 +148,41 @@ pub fn run_job(
         .read_to_string(&mut input)
         .context("reading the job spec from stdin")?;
     let spec: TrainSpec = serde_json::from_str(&input).context("parsing the job spec")?;
-    job_process::child_main(&spec, &options(&common, checkpoint, env)?)?;
+    let dev = device::resolve_for_job(common.device)?;
+    let opts = options(&common, dev, checkpoint, checkpoint_every, env);
+    job_process::child_main(&spec, &opts)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `worker preflight`: the GPU preflight's verdict, as text or JSON; exit 2 when the GPUs
+/// cannot be used (the JSON then has `error`).
+pub fn preflight(json: bool) -> anyhow::Result<ExitCode> {
+    let verdict = preflight::check(&preflight::Facts::gather());
+    if json {
+        let out = match &verdict {
+            Ok(v) => serde_json::json!({"gpus": v.gpus, "notes": v.notes, "error": null}),
+            Err(e) => serde_json::json!({"gpus": [], "notes": [], "error": e}),
+        };
+        println!("{out}");
+        return Ok(if verdict.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        });
+    }
+    let v = verdict.map_err(|e| anyhow::anyhow!("GPU preflight: {e}"))?;
+    for note in &v.notes {
+        println!("{note}");
+    }
+    if v.gpus.is_empty() {
+        println!("no GPU to train on: jobs run on the CPU");
+    }
+    for g in &v.gpus {
+        println!(
+            "cuda:{}  {}  {} MiB  {}",
+            g.ordinal, g.name, g.memory_mb, g.uuid
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -145,14 +197,14 @@ pub fn daemon(a: DaemonArgs, env: &Env) -> anyhow::Result<ExitCode> {
         );
     };
     let dev = device::resolve(a.common.device)?;
-    let spec = device::spec_of(dev);
+    let spec = device::spec_of(dev.device);
     let token = a
         .token_file
         .as_deref()
         .map(orchestrator_proto::read_token_file)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let threads = match (a.threads, dev) {
+    let threads = match (a.threads, dev.device) {
         (0, tch::Device::Cpu) => {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             (cores / a.slots as usize).max(1)
@@ -174,10 +226,10 @@ pub fn daemon(a: DaemonArgs, env: &Env) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| format!("{}/{spec}", host::hostname())),
             hostname: host::hostname(),
             device: spec,
-            device_name: device::name(dev),
+            device_name: dev.name(),
             libtorch_version: worker::LIBTORCH_VERSION.into(),
             slots: a.slots,
-            memory_mb: device::memory_mb(dev),
+            memory_mb: dev.memory_mb(),
         },
         launcher: Launcher {
             exe: std::env::current_exe().context("locating the worker binary")?,
@@ -190,6 +242,7 @@ pub fn daemon(a: DaemonArgs, env: &Env) -> anyhow::Result<ExitCode> {
             checkpoint_dir: a
                 .checkpoint_dir
                 .unwrap_or_else(|| env.cache.join("checkpoints")),
+            checkpoints_shared: a.shared_checkpoint_dir,
         },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

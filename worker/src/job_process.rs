@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use domain::{DeviceSpec, EpochMetrics, Outcome, TrainOutcome, TrainSpec};
+use domain::{CheckpointEvery, DeviceSpec, EpochMetrics, Outcome, TrainOutcome, TrainSpec};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
@@ -22,20 +22,29 @@ use crate::train;
 #[serde(rename_all = "snake_case")]
 pub enum Event {
     Epoch(EpochMetrics),
+    /// The checkpoint holding this many epochs is in place.
+    Checkpoint(u32),
     Outcome(TrainOutcome),
+}
+
+/// Writes one event as a line on stdout (from the training thread or the checkpoint writer's).
+fn emit(e: &Event) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, e)?;
+    out.write_all(b"\n")?;
+    out.flush()
 }
 
 /// The child's side: train `spec` and write events to stdout.
 pub fn child_main(spec: &TrainSpec, opts: &train::Options) -> anyhow::Result<()> {
-    let stdout = std::io::stdout();
-    let emit = |e: &Event| -> std::io::Result<()> {
-        let mut out = stdout.lock();
-        serde_json::to_writer(&mut out, e)?;
-        out.write_all(b"\n")?;
-        out.flush()
-    };
     let init_start_ms = domain::metrics::now_ms();
-    let result = train::run(spec, opts, &mut |m| {
+    let opts = train::Options {
+        on_checkpoint: Some(train::CheckpointHook(std::sync::Arc::new(|epoch| {
+            let _ = emit(&Event::Checkpoint(epoch));
+        }))),
+        ..opts.clone()
+    };
+    let result = train::run(spec, &opts, &mut |m| {
         if let Err(e) = emit(&Event::Epoch(m.clone())) {
             // Nobody reads our results any more (the daemon is gone): stop training now.
             tracing::error!(error = %e, "cannot report to the daemon; exiting");
@@ -59,6 +68,14 @@ pub fn child_main(spec: &TrainSpec, opts: &train::Options) -> anyhow::Result<()>
     Ok(())
 }
 
+/// What a job process reports as it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    Epoch(EpochMetrics),
+    /// Its checkpoint now holds this many epochs.
+    Checkpoint(u32),
+}
+
 /// How to start job children.
 #[derive(Debug, Clone)]
 pub struct Launcher {
@@ -69,25 +86,30 @@ pub struct Launcher {
     pub threads: usize,
     /// Jobs checkpoint to `<dir>/<job id>.ckpt` and resume from it after a crash.
     pub checkpoint_dir: PathBuf,
+    /// `checkpoint_dir` is the coordinator's own checkpoint folder (a worker it started on its
+    /// machine): checkpoints are neither uploaded nor downloaded, as they are already there.
+    pub checkpoints_shared: bool,
 }
 
 /// Keeps the last bytes of stderr for the error message.
 const STDERR_TAIL: usize = 4000;
 
 impl Launcher {
-    /// Runs `spec` in a child process. Every finished epoch is sent on `epochs`; setting
-    /// `cancel` to true kills the child. Always returns an outcome: a child that crashed or was
-    /// cancelled yields a failed one with the reason.
+    /// Runs `spec` in a child process, checkpointing as `every` says. Every finished epoch and
+    /// written checkpoint is sent on `progress`; setting `cancel` to true kills the child.
+    /// Always returns an outcome: a child that crashed or was cancelled yields a failed one
+    /// with the reason.
     pub async fn run(
         &self,
         spec: &TrainSpec,
-        epochs: mpsc::Sender<EpochMetrics>,
+        every: CheckpointEvery,
+        progress: mpsc::Sender<Progress>,
         mut cancel: watch::Receiver<bool>,
     ) -> TrainOutcome {
         let failed =
             |why: String, epochs: Vec<EpochMetrics>| TrainOutcome::failed(self.device, why, epochs);
         let checkpoint = self.checkpoint_path(spec);
-        let mut child = match self.command(&checkpoint).spawn() {
+        let mut child = match self.command(spec, &checkpoint, every).spawn() {
             Ok(c) => c,
             Err(e) => {
                 return failed(
@@ -114,7 +136,10 @@ impl Launcher {
                     Ok(Some(line)) => match serde_json::from_str::<Event>(&line) {
                         Ok(Event::Epoch(m)) => {
                             seen.push(m.clone());
-                            let _ = epochs.send(m).await;
+                            let _ = progress.send(Progress::Epoch(m)).await;
+                        }
+                        Ok(Event::Checkpoint(n)) => {
+                            let _ = progress.send(Progress::Checkpoint(n)).await;
                         }
                         Ok(Event::Outcome(o)) => outcome = Some(o),
                         Err(e) => tracing::warn!(error = %e, line, "unexpected output from job process"),
@@ -154,11 +179,18 @@ impl Launcher {
         self.checkpoint_dir.join(format!("{}.ckpt", spec.id()))
     }
 
-    fn command(&self, checkpoint: &std::path::Path) -> Command {
+    fn command(
+        &self,
+        spec: &TrainSpec,
+        checkpoint: &std::path::Path,
+        every: CheckpointEvery,
+    ) -> Command {
         let mut cmd = Command::new(&self.exe);
         cmd.arg("run-job")
             .arg("--checkpoint")
             .arg(checkpoint)
+            .arg("--checkpoint-every")
+            .arg(every.to_string())
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--device")
@@ -169,6 +201,10 @@ impl Launcher {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if spec.deterministic && self.device != DeviceSpec::Cpu {
+            // cuBLAS is only deterministic with a fixed workspace (CUDA's documentation).
+            cmd.env("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
+        }
         cmd
     }
 }

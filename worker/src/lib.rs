@@ -5,15 +5,19 @@
 //! - [`model`]: the paper's networks and activations; [`optim`]: Adam and SGD with state
 //!   that checkpoints; [`ops`]: our CPU kernels and the libtorch calls tch lacks.
 //! - [`train`]: the training engine (one job, one device, metrics per epoch, checkpoints).
-//! - [`device`]: the training device, resolved and described.
+//! - [`device`]: the training device, resolved and described; [`preflight`]: whether the
+//!   machine's GPUs can be used, and why not; [`cuda`]: what CUDA itself says, and the CUDA
+//!   settings of a job.
 //! - [`job_process`]: one job in a child process, its events as JSON lines.
 //! - [`daemon`]: registers with the coordinator, leases jobs, runs each in a child process.
 //! - [`alloc`]: the allocator settings training wants.
 //!
 //! Environment variables are read by the binary's `main` only and passed down as
-//! configuration ([`train::Options`], [`data::DataSource`]).
+//! configuration ([`train::Options`], [`data::DataSource`]); the one exception is
+//! `CUDA_VISIBLE_DEVICES`, a fact about the process that the preflight reports as CUDA does.
 
 pub mod alloc;
+pub mod cuda;
 pub mod daemon;
 pub mod data;
 pub mod device;
@@ -21,6 +25,7 @@ pub mod job_process;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod preflight;
 pub mod train;
 
 /// The libtorch this binary was built against (from `torch.__version__` at build time).

@@ -59,7 +59,9 @@ fn main() -> ExitCode {
             common,
             threads,
             checkpoint,
-        }) => commands::run_job(common, threads, checkpoint, &env),
+            checkpoint_every,
+        }) => commands::run_job(common, threads, checkpoint, checkpoint_every, &env),
+        Some(Cmd::Preflight { json }) => commands::preflight(json),
         None => commands::daemon(cli.daemon, &env),
     };
     match result {

@@ -109,7 +109,7 @@ impl Shared {
         self.changed.notify_waiters();
         self.leases_changed.notify_waiters();
         pb::Lease {
-            job: Some(pb::JobSpec::from(&g.job.spec)),
+            job: Some(pb::JobSpec::from(&g.job)),
             lease_id: g.lease.get(),
             attempt: g.attempt,
         }

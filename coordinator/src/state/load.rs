@@ -105,6 +105,7 @@ fn fill(e: &mut JobEntry, s: StoredJob) {
             error: s.error,
             epochs: s.epochs,
             clock: s.clock,
+            device_uuid: s.device_uuid,
         }));
     }
 }

@@ -38,9 +38,11 @@ pub struct WorkerStatus {
 }
 
 impl State {
-    /// Every job's record, in grid order.
+    /// Every job's record, in grid order, marked where it shared its GPU.
     pub fn records(&self) -> Vec<JobRecord> {
-        self.jobs.iter().map(|e| e.record()).collect()
+        let mut records: Vec<JobRecord> = self.jobs.iter().map(|e| e.record()).collect();
+        domain::record::mark_shared_devices(&mut records);
+        records
     }
 
     /// The records of jobs `from..from + count` in grid order (fewer at the end).

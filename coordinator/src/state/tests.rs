@@ -64,6 +64,7 @@ fn done(epochs: u32) -> TrainOutcome {
         latency_ms_per_sample: Some(0.1),
         error: None,
         clock: None,
+        device_uuid: None,
     }
 }
 

@@ -24,6 +24,7 @@ pub struct StoredJob {
     pub latency: Option<f64>,
     pub error: Option<String>,
     pub clock: Option<RunClock>,
+    pub device_uuid: Option<String>,
     pub epochs: Vec<EpochMetrics>,
 }
 
@@ -115,7 +116,7 @@ fn jobs(db: &Connection) -> Result<Vec<(JobId, StoredJob)>> {
     }
     let mut q = db.prepare(
         "SELECT id, status, attempts, lost, finished_lease, worker, device, param_count, latency_ms, error, failures,
-         init_start_ms, run_start_ms, run_stop_ms FROM jobs ORDER BY id",
+         init_start_ms, run_start_ms, run_stop_ms, device_uuid FROM jobs ORDER BY id",
     )?;
     let rows = q.query_map([], |r| {
         let id: String = r.get(0)?;
@@ -141,6 +142,7 @@ fn jobs(db: &Connection) -> Result<Vec<(JobId, StoredJob)>> {
                     }),
                     _ => None,
                 },
+                device_uuid: r.get(14)?,
                 epochs: Vec::new(),
             },
         ))

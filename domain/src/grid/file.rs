@@ -5,6 +5,7 @@
 use serde::Deserialize;
 
 use super::training::Training;
+use crate::cadence::CheckpointEvery;
 use crate::checks::{self, DedupKey, List};
 use crate::names::{Activation, Dataset, Model};
 use crate::requirements::Requirements;
@@ -24,6 +25,8 @@ pub(super) struct GridFile {
     pub cost_per_hour: f64,
     #[serde(default)]
     pub retries: u32,
+    #[serde(default)]
+    pub checkpoint_every: CheckpointEvery,
     #[serde(default, deserialize_with = "checks::person")]
     pub author: String,
     #[serde(default, deserialize_with = "checks::person")]

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::cadence::CheckpointEvery;
 use crate::job::{Job, TrainSpec};
 use crate::names::{Activation, Dataset, Model};
 use crate::requirements::Requirements;
@@ -58,6 +59,9 @@ pub struct Grid {
     /// How many times a job that fails (an error in training, not a lost worker) is retried.
     #[serde(default)]
     retries: u32,
+    /// How often jobs checkpoint.
+    #[serde(default)]
+    checkpoint_every: CheckpointEvery,
     /// SHA-256 of the grid file's bytes, for the report's provenance.
     source_sha256: String,
     /// Who ran the study, for DAWNBench entries and MLPerf logs (may be empty).
@@ -129,6 +133,7 @@ impl Grid {
             training: file.training,
             cost_per_hour: file.cost_per_hour,
             retries: file.retries,
+            checkpoint_every: file.checkpoint_every,
             source_sha256: hex::encode(Sha256::digest(text.as_bytes())),
             author: file.author,
             author_email: file.author_email,
@@ -157,6 +162,10 @@ impl Grid {
     /// How many times a job that fails in training is retried.
     pub fn retries(&self) -> u32 {
         self.retries
+    }
+    /// How often jobs checkpoint (grid.yaml `checkpoint_every`).
+    pub fn checkpoint_every(&self) -> CheckpointEvery {
+        self.checkpoint_every
     }
     /// SHA-256 of the grid file's bytes.
     pub fn source_sha256(&self) -> &str {
@@ -193,6 +202,7 @@ impl Grid {
                     let mut job =
                         Job::new(self.spec(entry, activation, seed), entry.target_accuracy);
                     job.requires = entry.requires;
+                    job.checkpoint_every = self.checkpoint_every;
                     jobs.push(job);
                 }
             }
@@ -218,6 +228,8 @@ impl Grid {
             momentum: t.momentum,
             weight_decay: t.weight_decay,
             precision: t.precision,
+            tf32: t.tf32,
+            deterministic: t.deterministic,
         }
     }
 }

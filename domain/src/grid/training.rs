@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::checks;
-use crate::names::{Optimizer, Precision};
+use crate::names::{Optimizer, Precision, Tf32};
 
 /// Optimizer settings; the defaults are the paper's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +27,12 @@ pub struct Training {
     /// `fp32` (default) or `bf16` autocast.
     #[serde(default)]
     pub precision: Precision,
+    /// TF32 on CUDA: `conv` (PyTorch's default), `all` or `off`.
+    #[serde(default)]
+    pub tf32: Tf32,
+    /// Deterministic CUDA algorithms (cuDNN benchmark off): bitwise-repeatable GPU runs, slower.
+    #[serde(default)]
+    pub deterministic: bool,
 }
 
 impl Default for Training {
@@ -38,6 +44,8 @@ impl Default for Training {
             momentum: default_momentum(),
             weight_decay: 0.0,
             precision: Precision::Fp32,
+            tf32: Tf32::Conv,
+            deterministic: false,
         }
     }
 }

@@ -134,7 +134,7 @@ pub fn epochs_done(results: &Value, i: usize) -> usize {
         .map_or(0, |e| e.len())
 }
 
-pub const LONG_JOB: &str = "name: faults\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 8, target_accuracy: 0.5, latency_samples: 5}\n";
+pub const LONG_JOB: &str = "name: faults\ncheckpoint_every: 1\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 8, target_accuracy: 0.5, latency_samples: 5}\n";
 
 pub fn assert_complete_series(job: &Value, epochs: usize) {
     let series = job["epochs"].as_array().unwrap();

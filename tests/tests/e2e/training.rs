@@ -124,10 +124,11 @@ fn deterministic_and_resumes_from_checkpoint_seamlessly() {
 
     let ckpt = tmp.path().join("job.ckpt");
     let ckpt_arg = ckpt.to_str().unwrap();
-    let (status, _, stderr) = run(&["--checkpoint", ckpt_arg], Some("abort-after-epoch:2"));
+    let every = ["--checkpoint", ckpt_arg, "--checkpoint-every", "1"];
+    let (status, _, stderr) = run(&every, Some("abort-after-epoch:2"));
     assert!(!status.success(), "the fault hook aborts: {stderr}");
     assert!(ckpt.is_file());
-    let (status, resumed, stderr) = run(&["--checkpoint", ckpt_arg], None);
+    let (status, resumed, stderr) = run(&every, None);
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("resumed from checkpoint"), "{stderr}");
     let resumed: Value = serde_json::from_str(&resumed).unwrap();

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use domain::{EpochMetrics, JobId, LeaseId, TrainOutcome, TrainSpec};
+use domain::{CheckpointEvery, JobId, LeaseId, TrainOutcome, TrainSpec};
 use orchestrator_proto::convert::complete_request;
 use orchestrator_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use super::checkpoint_sync;
 use super::retry::retry;
 use super::session::Session;
-use crate::job_process::Launcher;
+use crate::job_process::{Launcher, Progress};
 
 /// What became of a lease.
 pub struct Ended {
@@ -41,16 +41,15 @@ pub async fn run(
             vec![],
         ),
         Ok(spec) => {
-            train(
-                session,
-                launcher,
-                &spec,
-                &job,
-                lease_id,
-                cancel_tx.clone(),
-                cancel_rx,
-            )
-            .await
+            // Unreadable (a newer coordinator's syntax): this worker's default.
+            let every = wire.checkpoint_every.parse().unwrap_or_default();
+            let leased = Leased {
+                spec: &spec,
+                every,
+                job: &job,
+                lease: lease_id,
+            };
+            train(session, launcher, leased, cancel_tx.clone(), cancel_rx).await
         }
     };
     session.ended(lease_id);
@@ -71,35 +70,45 @@ pub async fn run(
     complete(session, &job, lease_id, &outcome).await
 }
 
-/// Trains `spec` in a child process; stops it when `cancel` is set (revoked lease) or the
+/// A leased job, as the worker runs it.
+struct Leased<'a> {
+    spec: &'a TrainSpec,
+    every: CheckpointEvery,
+    job: &'a JobId,
+    lease: LeaseId,
+}
+
+/// Trains the job in a child process; stops it when `cancel` is set (revoked lease) or the
 /// daemon stops.
 async fn train(
     session: &Session,
     launcher: &Launcher,
-    spec: &TrainSpec,
-    job: &JobId,
-    lease: LeaseId,
+    l: Leased<'_>,
     cancel: watch::Sender<bool>,
     cancelled: watch::Receiver<bool>,
 ) -> TrainOutcome {
+    let (spec, job, lease) = (l.spec, l.job, l.lease);
     let checkpoint = launcher.checkpoint_path(spec);
-    match checkpoint_sync::download(session, job, lease, &checkpoint).await {
-        Ok(true) => {
-            tracing::info!(job_id = %job, "resuming from the checkpoint stored with the coordinator")
-        }
-        Ok(false) => {}
-        Err(e) => {
-            tracing::warn!(job_id = %job, error = %e, "could not fetch the stored checkpoint")
+    if !launcher.checkpoints_shared {
+        match checkpoint_sync::download(session, job, lease, &checkpoint).await {
+            Ok(true) => {
+                tracing::info!(job_id = %job, "resuming from the checkpoint stored with the coordinator")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(job_id = %job, error = %e, "could not fetch the stored checkpoint")
+            }
         }
     }
-    let (epoch_tx, epoch_rx) = mpsc::channel::<EpochMetrics>(64);
-    let forwarder = tokio::spawn(forward_epochs(
+    let (progress_tx, progress_rx) = mpsc::channel::<Progress>(64);
+    let upload = (!launcher.checkpoints_shared).then_some(checkpoint);
+    let forwarder = tokio::spawn(forward_progress(
         session.clone(),
         job.clone(),
         lease,
         cancel.clone(),
-        checkpoint,
-        epoch_rx,
+        upload,
+        progress_rx,
     ));
     let cancel_on_stop = {
         let mut stop = session.stop.clone();
@@ -109,23 +118,36 @@ async fn train(
             }
         })
     };
-    let outcome = launcher.run(spec, epoch_tx, cancelled).await;
+    let outcome = launcher.run(spec, l.every, progress_tx, cancelled).await;
     cancel_on_stop.abort();
     let _ = forwarder.await;
     outcome
 }
 
-/// Reports each epoch as the child finishes it, then uploads the checkpoint the child wrote
-/// before reporting it. A rejected report means the lease is gone: the job is stopped.
-async fn forward_epochs(
+/// Reports each epoch as the child finishes it, and uploads each checkpoint once the child has
+/// written it (to `upload`: None where the coordinator shares the folder). A rejected report
+/// means the lease is gone: the job is stopped.
+async fn forward_progress(
     session: Session,
     job: JobId,
     lease: LeaseId,
     cancel: watch::Sender<bool>,
-    checkpoint: PathBuf,
-    mut epochs: mpsc::Receiver<EpochMetrics>,
+    upload: Option<PathBuf>,
+    mut progress: mpsc::Receiver<Progress>,
 ) {
-    while let Some(m) = epochs.recv().await {
+    while let Some(p) = progress.recv().await {
+        let m = match p {
+            Progress::Epoch(m) => m,
+            Progress::Checkpoint(epoch) => {
+                if let Some(path) = &upload {
+                    let sent = checkpoint_sync::upload(&session, &job, lease, epoch, path);
+                    if let Err(e) = sent.await {
+                        tracing::warn!(job_id = %job, error = %e, "checkpoint upload failed");
+                    }
+                }
+                continue;
+            }
+        };
         let req = pb::ReportEpochRequest {
             worker_id: session.worker.to_string(),
             job_id: job.to_string(),
@@ -142,13 +164,7 @@ async fn forward_epochs(
                 tracing::warn!(job_id = %job, lease_id = %lease, "lease no longer valid; stopping job");
                 let _ = cancel.send(true);
             }
-            Ok(_) => {
-                tracing::debug!(job_id = %job, epoch = m.epoch, "epoch reported");
-                let sent = checkpoint_sync::upload(&session, &job, lease, m.epoch, &checkpoint);
-                if let Err(e) = sent.await {
-                    tracing::warn!(job_id = %job, error = %e, "checkpoint upload failed");
-                }
-            }
+            Ok(_) => tracing::debug!(job_id = %job, epoch = m.epoch, "epoch reported"),
             Err(e) => tracing::warn!(job_id = %job, error = %e, "epoch report failed"),
         }
     }

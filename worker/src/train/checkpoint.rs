@@ -23,35 +23,110 @@ struct CheckpointMeta {
     started: Option<Started>,
 }
 
-/// Writes the checkpoint of job `id` to `path`: the metrics are stored as JSON bytes beside
-/// the tensors. Written to a temporary file and renamed, so a crash while saving leaves the
-/// previous checkpoint intact.
-pub fn save(
-    path: &Path,
+/// Every tensor of the checkpoint, copied (to the CPU), so training can go on changing the
+/// originals while the copy is written; the metrics as JSON bytes beside them.
+fn snapshot(
     id: &JobId,
     vs: &nn::VarStore,
     opt: &Optim,
     epochs: &[EpochMetrics],
     started: Started,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<(String, Tensor)>> {
     let (mut tensors, step) = opt.state();
     for (name, t) in vs.variables() {
         tensors.push((format!("model.{name}"), t));
     }
+    let mut copies = tch::no_grad(|| -> Result<Vec<_>, tch::TchError> {
+        tensors
+            .into_iter()
+            .map(|(name, t)| {
+                // A GPU tensor's copy to the host is new memory already; a CPU tensor needs
+                // an explicit copy (to_device would return the tensor itself).
+                let copy = match t.device() {
+                    Device::Cpu => t.f_detach()?.copy(),
+                    _ => t.f_detach()?.f_to_device(Device::Cpu)?,
+                };
+                Ok((name, copy))
+            })
+            .collect()
+    })?;
     let meta = serde_json::to_vec(&CheckpointMeta {
         job_id: id.clone(),
         step,
         epochs: epochs.to_vec(),
         started: Some(started),
     })?;
-    tensors.push(("meta".into(), Tensor::from_slice(&meta)));
+    copies.push(("meta".into(), Tensor::from_slice(&meta)));
+    Ok(copies)
+}
+
+/// Writes `tensors` to a temporary file beside `path` (named for this process, so two
+/// processes never share one), syncs it and renames it into place: a crash while saving
+/// leaves the previous checkpoint intact.
+fn write(path: &Path, tensors: Vec<(String, Tensor)>) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("tmp");
-    Tensor::save_multi(&tensors, &tmp)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    let written = Tensor::save_multi(&tensors, &tmp)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| Ok(std::fs::File::open(&tmp)?.sync_all()?))
+        .and_then(|()| Ok(std::fs::rename(&tmp, path)?));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Writes checkpoints off the training thread, one at a time: [`Writer::save`] copies the
+/// tensors (the only part training waits for) and hands the copy to a thread that writes it
+/// and then calls `done` with the epoch it holds.
+pub struct Writer {
+    path: std::path::PathBuf,
+    pending: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    done: std::sync::Arc<dyn Fn(u32) + Send + Sync>,
+}
+
+impl Writer {
+    pub fn new(path: std::path::PathBuf, done: std::sync::Arc<dyn Fn(u32) + Send + Sync>) -> Self {
+        Writer {
+            path,
+            pending: None,
+            done,
+        }
+    }
+
+    /// Starts writing the checkpoint after `epochs`, once the previous write has finished.
+    pub fn save(
+        &mut self,
+        id: &JobId,
+        vs: &nn::VarStore,
+        opt: &Optim,
+        epochs: &[EpochMetrics],
+        started: Started,
+    ) -> anyhow::Result<()> {
+        let tensors = snapshot(id, vs, opt, epochs, started)?;
+        self.wait()?;
+        let (path, done) = (self.path.clone(), self.done.clone());
+        let epoch = epochs.last().map_or(0, |m| m.epoch);
+        self.pending = Some(std::thread::spawn(move || {
+            write(&path, tensors)?;
+            done(epoch);
+            Ok(())
+        }));
+        Ok(())
+    }
+
+    /// Waits for the write in progress, if any; its error, if it failed.
+    pub fn wait(&mut self) -> anyhow::Result<()> {
+        match self.pending.take().map(|h| h.join()) {
+            None => Ok(()),
+            Some(Ok(r)) => r.with_context(|| format!("writing checkpoint {}", self.path.display())),
+            Some(Err(_)) => anyhow::bail!("the checkpoint writer panicked"),
+        }
+    }
 }
 
 /// What a checkpoint holds besides the tensors.

@@ -17,11 +17,14 @@ mod evaluate;
 mod step;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use domain::metrics::now_ms;
-use domain::{EpochClock, EpochMetrics, JobId, Outcome, RunClock, TrainOutcome, TrainSpec};
+use domain::{
+    CheckpointEvery, EpochClock, EpochMetrics, JobId, Outcome, RunClock, TrainOutcome, TrainSpec,
+};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::Device;
@@ -36,11 +39,26 @@ use crate::optim::Optim;
 pub struct Options {
     pub data: DataSource,
     pub device: Device,
-    /// Checkpoint file: written after every epoch, resumed from when it exists.
+    /// The GPU's UUID, recorded with the outcome.
+    pub device_uuid: Option<String>,
+    /// Checkpoint file: written as `checkpoint_every` says, resumed from when it exists.
     pub checkpoint: Option<PathBuf>,
+    pub checkpoint_every: CheckpointEvery,
+    /// Called (from the writer thread) with the epoch of each checkpoint once it is in place.
+    pub on_checkpoint: Option<CheckpointHook>,
     /// Testing hook: abort the process right after this epoch's checkpoint is written, as a
     /// crash or a kill would (`WORKER_FAULT=abort-after-epoch:N`, read by `main`).
     pub abort_after_epoch: Option<u32>,
+}
+
+/// A callback for written checkpoints.
+#[derive(Clone)]
+pub struct CheckpointHook(pub Arc<dyn Fn(u32) + Send + Sync>);
+
+impl std::fmt::Debug for CheckpointHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CheckpointHook")
+    }
 }
 
 /// When a job's first attempt started, by the wall clock, milliseconds since the Unix epoch:
@@ -63,6 +81,13 @@ struct Setup {
 
 fn setup(spec: &TrainSpec, opts: &Options) -> anyhow::Result<Setup> {
     let device = opts.device;
+    if device.is_cuda() {
+        crate::cuda::Backend {
+            tf32: spec.tf32,
+            deterministic: spec.deterministic,
+        }
+        .apply()?;
+    }
     tch::manual_seed(spec.seed as i64);
     let raw = data::load(spec.dataset, &opts.data)?;
     let train = data::to_device(&raw.train, spec.train_limit, spec.dataset, device)
@@ -72,6 +97,9 @@ fn setup(spec: &TrainSpec, opts: &Options) -> anyhow::Result<Setup> {
     let vs = nn::VarStore::new(device);
     let shape = spec.dataset.info().shape;
     let net = model::build(&vs.root(), spec.model, shape, spec.activation);
+    if device.is_cuda() {
+        weights_channels_last(&vs)?;
+    }
     let param_count = model::param_count(&vs);
     let opt = Optim::new(
         &vs,
@@ -112,10 +140,11 @@ pub fn run(
     for m in &epochs {
         on_epoch(m);
     }
+    let param_count = s.param_count;
     let outcome = |status, epochs, latency, error| TrainOutcome {
         status,
         device: spec_of(opts.device),
-        param_count: s.param_count,
+        param_count,
         epochs,
         latency_ms_per_sample: latency,
         error,
@@ -124,44 +153,42 @@ pub fn run(
             run_start_ms: Some(started.run_ms),
             run_stop_ms: now_ms(),
         }),
+        device_uuid: opts.device_uuid.clone(),
     };
-    let mut train_seconds = epochs.last().map_or(0.0, |m| m.train_seconds);
+    let mut writer = opts.checkpoint.clone().map(|path| {
+        let hook = opts.on_checkpoint.clone();
+        checkpoint::Writer::new(
+            path,
+            Arc::new(move |e| hook.as_ref().map_or((), |h| (h.0)(e))),
+        )
+    });
+    let mut last_checkpoint = Instant::now();
     for epoch in epochs.len() as u32 + 1..=spec.epochs {
-        tch::manual_seed(epoch_seed(spec.seed, epoch));
-        let start_ms = now_ms();
-        let clock = Instant::now();
-        let loss_sum = step::train_epoch(&*s.net, &mut s.opt, &s.train, spec)?;
-        // Reading the loss waits for the device, so the clock stops after the last step.
-        let train_loss = loss_sum / s.train.samples() as f64;
-        train_seconds += clock.elapsed().as_secs_f64();
-        let train_end_ms = now_ms();
-        if !train_loss.is_finite() {
-            let why = format!("training loss became {train_loss} in epoch {epoch}");
-            return Ok(outcome(Outcome::Diverged, epochs, None, Some(why)));
-        }
-        let (test_loss, test_accuracy) = evaluate::evaluate(&*s.net, &s.test, spec.precision)?;
-        let m = EpochMetrics {
-            epoch,
-            train_seconds,
-            train_loss,
-            test_loss,
-            test_accuracy,
-            clock: Some(EpochClock {
-                start_ms,
-                train_end_ms,
-                eval_end_ms: now_ms(),
-            }),
+        let m = match train_and_evaluate(&mut s, spec, epoch, &epochs)? {
+            Ok(m) => m,
+            Err(why) => return Ok(outcome(Outcome::Diverged, epochs, None, Some(why))),
         };
         epochs.push(m.clone());
-        if let Some(path) = &opts.checkpoint {
-            checkpoint::save(path, &id, &s.vs, &s.opt, &epochs, started)
-                .with_context(|| format!("writing checkpoint {}", path.display()))?;
-        }
         on_epoch(&m);
+        if let Some(w) = writer.as_mut() {
+            if opts
+                .checkpoint_every
+                .due(epoch, last_checkpoint.elapsed().as_secs_f64())
+            {
+                w.save(&id, &s.vs, &s.opt, &epochs, started)?;
+                last_checkpoint = Instant::now();
+            }
+            if opts.abort_after_epoch == Some(epoch) {
+                w.wait()?;
+            }
+        }
         if opts.abort_after_epoch == Some(epoch) {
             tracing::error!(epoch, "WORKER_FAULT: aborting on purpose");
             std::process::abort();
         }
+    }
+    if let Some(w) = writer.as_mut() {
+        w.wait()?;
     }
     let latency = evaluate::latency_ms_per_sample(
         &*s.net,
@@ -171,6 +198,57 @@ pub fn run(
         opts.device,
     )?;
     Ok(outcome(Outcome::Succeeded, epochs, Some(latency), None))
+}
+
+/// One epoch of training and its evaluation: its metrics, or why it diverged.
+fn train_and_evaluate(
+    s: &mut Setup,
+    spec: &TrainSpec,
+    epoch: u32,
+    done: &[EpochMetrics],
+) -> anyhow::Result<Result<EpochMetrics, String>> {
+    tch::manual_seed(epoch_seed(spec.seed, epoch));
+    let start_ms = now_ms();
+    let clock = Instant::now();
+    let loss_sum = step::train_epoch(&*s.net, &mut s.opt, &s.train, spec)?;
+    // Reading the loss waits for the device, so the clock stops after the last step.
+    let train_loss = loss_sum / s.train.samples() as f64;
+    let train_seconds =
+        done.last().map_or(0.0, |m| m.train_seconds) + clock.elapsed().as_secs_f64();
+    let train_end_ms = now_ms();
+    if !train_loss.is_finite() {
+        return Ok(Err(format!(
+            "training loss became {train_loss} in epoch {epoch}"
+        )));
+    }
+    let (test_loss, test_accuracy) = evaluate::evaluate(&*s.net, &s.test, spec.precision)?;
+    Ok(Ok(EpochMetrics {
+        epoch,
+        train_seconds,
+        train_loss,
+        test_loss,
+        test_accuracy,
+        clock: Some(EpochClock {
+            start_ms,
+            train_end_ms,
+            eval_end_ms: now_ms(),
+        }),
+    }))
+}
+
+/// Puts every 4-d weight (the convolutions') in channels-last memory, as the images are on
+/// CUDA, so cuDNN does not convert them at every step (as `model.to(memory_format=
+/// torch.channels_last)` does in PyTorch). Optimizer state made later follows the layout.
+fn weights_channels_last(vs: &nn::VarStore) -> anyhow::Result<()> {
+    tch::no_grad(|| {
+        for (_, mut t) in vs.variables() {
+            if t.dim() == 4 {
+                let cl = data::channels_last(&t)?;
+                t.set_data(&cl);
+            }
+        }
+        Ok(())
+    })
 }
 
 /// What the job's checkpoint holds, if it has a usable one.

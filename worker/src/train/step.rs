@@ -5,7 +5,7 @@ use domain::{Precision, TrainSpec};
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
 
-use super::augment::augment;
+use super::augment::Augmenter;
 use crate::data::DeviceSplit;
 use crate::ops::{self, AutocastDtype};
 use crate::optim::Optim;
@@ -22,13 +22,14 @@ pub fn train_epoch(
     let bs = spec.batch_size as i64;
     let perm = Tensor::randperm(n, (Kind::Int64, device));
     let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
+    let mut grids = None;
     let mut start = 0;
     while start < n {
         let len = bs.min(n - start);
         let idx = perm.narrow(0, start, len);
         let mut x = train.gather(&idx)?;
         if spec.augment {
-            x = train.in_layout(&augment(&x)?)?;
+            x = train.in_layout(&Augmenter::apply(&mut grids, &x)?)?;
         }
         let y = train.labels.f_index_select(0, &idx)?;
         let logits = forward(spec.precision, device, || net.forward_t(&x, true))?;
