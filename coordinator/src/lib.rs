@@ -54,10 +54,12 @@ pub use crate::progress::Ending;
 use crate::service::Shared;
 use crate::state::State;
 
-/// Runs `cfg.grid` to completion, serving gRPC on `listener` and the live report on `http`,
-/// or until `shutdown` completes.
+/// Runs `cfg.grid` to completion with the `planned` local workers (see
+/// [`plan_local_workers`]), serving gRPC on `listener` and the live report on `http`, or until
+/// `shutdown` completes.
 pub async fn run(
     cfg: Config,
+    planned: Vec<local::LocalWorker>,
     listener: TcpListener,
     http: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
@@ -102,7 +104,7 @@ pub async fn run(
     if cfg.display {
         announce_start(&cfg, &counts, addr, http_addr);
     }
-    let mut children = start_local_workers(&cfg, &shared, &socket.url())?;
+    let mut children = start_local_workers(&cfg, &planned, &shared, &socket.url())?;
     let expiry = tokio::spawn(expiry::run(shared.clone()));
 
     tokio::pin!(shutdown);
@@ -162,9 +164,9 @@ fn open(cfg: &Config) -> anyhow::Result<Shared> {
     Ok(Shared::new(state, cfg.heartbeat_seconds, checkpoints))
 }
 
-/// Starts the local workers `cfg` asks for, connecting to `url`, unless the grid is already
-/// finished.
-fn start_local_workers(cfg: &Config, shared: &Shared, url: &str) -> anyhow::Result<Processes> {
+/// The local workers `cfg` asks for. For GPUs it runs the worker's preflight, whose error
+/// (an old driver, GPUs CUDA cannot see) stops the run before anything starts.
+pub fn plan_local_workers(cfg: &Config) -> anyhow::Result<Vec<local::LocalWorker>> {
     let wants_gpus =
         cfg.device != domain::DeviceSpec::Cpu && cfg.local_workers != local::LocalWorkers::Count(0);
     let gpus = if wants_gpus && cfg.worker_bin.is_file() {
@@ -172,11 +174,22 @@ fn start_local_workers(cfg: &Config, shared: &Shared, url: &str) -> anyhow::Resu
     } else {
         vec![]
     };
-    let devices = local::plan(cfg.local_workers, cfg.device, &gpus);
-    if let Some(w) = local::sharing_warning(&devices, cfg.worker_slots) {
+    let plan = local::plan(cfg.local_workers, cfg.device, &gpus);
+    if let Some(w) = local::sharing_warning(&plan, cfg.worker_slots) {
         tracing::warn!("{w}");
     }
-    if devices.is_empty() {
+    Ok(plan)
+}
+
+/// Starts the `planned` local workers, connecting to `url`, unless the grid is already
+/// finished.
+fn start_local_workers(
+    cfg: &Config,
+    planned: &[local::LocalWorker],
+    shared: &Shared,
+    url: &str,
+) -> anyhow::Result<Processes> {
+    if planned.is_empty() {
         tracing::info!("waiting for external workers");
     }
     if shared.lock().is_finished() {
@@ -192,7 +205,7 @@ fn start_local_workers(cfg: &Config, shared: &Shared, url: &str) -> anyhow::Resu
         slots: cfg.worker_slots,
         log_format: cfg.log_format,
     };
-    Processes::spawn(&spawn, &devices)
+    Processes::spawn(&spawn, planned)
 }
 
 /// What the info lines would have said at start, once, above the live display (which

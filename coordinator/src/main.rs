@@ -79,6 +79,15 @@ const CANCELLED_JOBS: u8 = 4;
 
 /// Runs the grid; returns the exit code.
 async fn run(cfg: Config, listen: Listen) -> anyhow::Result<u8> {
+    let local = match coordinator::plan_local_workers(&cfg) {
+        Ok(plan) => plan,
+        Err(e) => {
+            // The machine cannot run what was asked (its GPUs unusable): bad input, like a
+            // wrong flag, found before anything starts.
+            fail(cfg.log_format, "coordinator", &format!("{e:#}"));
+            return Ok(2);
+        }
+    };
     let listener = tokio::net::TcpListener::bind(listen.grpc)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", listen.grpc))?;
@@ -95,7 +104,7 @@ async fn run(cfg: Config, listen: Listen) -> anyhow::Result<u8> {
         let which = orchestrator_proto::shutdown::shutdown_which().await;
         *heard.lock().unwrap_or_else(|p| p.into_inner()) = Some(which);
     };
-    let (said, code) = match coordinator::run(cfg, listener, http, shutdown).await? {
+    let (said, code) = match coordinator::run(cfg, local, listener, http, shutdown).await? {
         Ending::Finished {
             counts: c,
             cancelled,

@@ -6,7 +6,7 @@ use crate::device::DeviceSpec;
 use crate::ids::JobId;
 use crate::job::{Job, JobStatus, TrainSpec};
 use crate::metrics::{EpochMetrics, RunClock, Summary};
-use crate::names::{Activation, Dataset, Model};
+use crate::names::{Activation, Dataset, Model, Tf32};
 use crate::outcome::TrainOutcome;
 
 /// What is known about a job's attempts, besides its spec.
@@ -87,6 +87,9 @@ pub struct JobRecord {
     /// their work (see [`mark_shared_devices`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shared_device: bool,
+    /// Where TF32 was allowed, for a job that trained on CUDA (the spec omits the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tf32: Option<Tf32>,
 }
 
 /// Marks each CUDA record whose run overlapped, on the same GPU (by UUID), another record's
@@ -157,6 +160,10 @@ impl JobRecord {
             clock: facts.clock,
             device_uuid: facts.device_uuid,
             shared_device: false,
+            tf32: facts
+                .device
+                .filter(|d| matches!(d, DeviceSpec::Cuda(_)))
+                .map(|_| job.spec.tf32),
         }
     }
 }

@@ -117,7 +117,7 @@ fn table(t: &Table) -> String {
         let _ = write!(
             h,
             "<tr><th>{}</th><td>{}</td>{}{}{}{}{}",
-            esc(&r.activation),
+            esc(&r.label()),
             r.n,
             cell(&r.total, b.total, r.total.text(fmt_hms)),
             cell(&r.latency, b.latency, r.latency.text(|v| format!("{v:.3}"))),
@@ -137,6 +137,9 @@ fn table(t: &Table) -> String {
         h.push_str("</tr>");
     }
     h.push_str("</tbody></table>");
+    if let Some(note) = crate::table::shared_note(t) {
+        let _ = write!(h, "<p>{}</p>", esc(&note));
+    }
     h
 }
 
@@ -254,6 +257,9 @@ fn environment(r: &Results) -> String {
             esc(&w.libtorch_version),
             w.slots
         );
+    }
+    for line in crate::table::cuda_settings(r) {
+        let _ = write!(h, "<li>{}</li>", esc(&line.replace('`', "")));
     }
     h.push_str("</ul>");
     h

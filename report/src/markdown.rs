@@ -8,7 +8,7 @@ use domain::JobStatus;
 use crate::format::{fmt_hms, md_cell};
 use crate::results::{attempts_text, Results};
 use crate::summary::summary;
-use crate::table::{tables, Stat, Table, ALPHA};
+use crate::table::{cuda_settings, shared_note, tables, Stat, Table, ALPHA};
 
 impl Results {
     pub fn to_markdown(&self) -> String {
@@ -52,7 +52,7 @@ fn table_section(table: &Table) -> String {
     let b = &table.best;
     for row in &table.rows {
         let mut cells = vec![
-            md_cell(&row.activation),
+            md_cell(&row.label()),
             row.n.to_string(),
             render(&row.total, b.total, row.total.text(fmt_hms)),
             render(
@@ -86,6 +86,9 @@ fn table_section(table: &Table) -> String {
          (Welch's t-test, p < {ALPHA}); N/A: the target was never reached. With several \
          seeds: mean ± standard deviation over the runs that reached it.\n"
     );
+    if let Some(note) = shared_note(table) {
+        let _ = writeln!(md, "{note}\n");
+    }
     for line in summary(table) {
         let _ = writeln!(md, "- {line}");
     }
@@ -155,6 +158,9 @@ fn environment(r: &Results) -> String {
             w.slots
         );
     }
+    for line in cuda_settings(r) {
+        let _ = writeln!(md, "- {line}");
+    }
     md
 }
 
@@ -191,5 +197,40 @@ mod tests {
         );
         // relu: mean total 20.5 s at $3.6/h = $0.0205.
         assert!(md.contains("**0.0205 ± 0.0007**"), "{md}");
+    }
+
+    /// GPU runs: those that overlapped on one GPU are marked, and the CUDA settings listed.
+    #[test]
+    fn runs_that_shared_a_gpu_are_marked_and_cuda_settings_listed() {
+        let mut r = results();
+        for (i, j) in r.jobs.iter_mut().enumerate() {
+            j.device = Some(domain::DeviceSpec::Cuda(Some(0)));
+            j.tf32 = Some(domain::Tf32::Conv);
+            j.device_uuid = Some(format!("GPU-{}", i % 2));
+            // Jobs 0 and 2 (relu s0, tanh s0) overlap on GPU-0; 1 and 3 run one after the other.
+            let (start, stop) = [(0, 100), (0, 50), (50, 150), (60, 90)][i];
+            j.clock = Some(domain::RunClock {
+                init_start_ms: start,
+                run_start_ms: Some(start),
+                run_stop_ms: stop,
+            });
+        }
+        domain::record::mark_shared_devices(&mut r.jobs);
+        let md = r.to_markdown();
+        assert!(md.contains("| relu † | 2 |"), "{md}");
+        assert!(md.contains("| tanh † | 2 |"), "{md}");
+        assert!(
+            md.contains("† 2 of these 4 runs ran beside other jobs on the same GPU"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "- CUDA: TF32 `conv` (convolutions only, PyTorch's default); cuDNN benchmark on"
+            ),
+            "{md}"
+        );
+        let html = r.to_html();
+        assert!(html.contains("<th>relu †</th>"), "{html}");
+        assert!(!results().to_markdown().contains('†'));
     }
 }

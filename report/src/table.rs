@@ -93,6 +93,54 @@ pub struct Row {
     pub first_epoch: Stat,
     pub to_target: Stat,
     pub error: Stat,
+    /// Runs that shared their GPU with other jobs (their times include that work).
+    pub shared: usize,
+}
+
+impl Row {
+    /// The activation's name, with `†` when some of its runs shared their GPU.
+    pub fn label(&self) -> String {
+        if self.shared > 0 {
+            format!("{} †", self.activation)
+        } else {
+            self.activation.clone()
+        }
+    }
+}
+
+/// The note under a table whose rows include runs that shared their GPU.
+pub fn shared_note(t: &Table) -> Option<String> {
+    let shared: usize = t.rows.iter().map(|r| r.shared).sum();
+    let runs: usize = t.rows.iter().map(|r| r.n).sum();
+    (shared > 0).then(|| {
+        format!(
+            "† {shared} of these {runs} runs ran beside other jobs on the same GPU: their times \
+             include that work and do not compare with runs that had the GPU alone."
+        )
+    })
+}
+
+/// The CUDA settings the grid's GPU runs trained under, for the report's environment.
+pub fn cuda_settings(results: &Results) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for j in &results.jobs {
+        let Some(tf32) = j.tf32 else { continue };
+        let what = match tf32 {
+            domain::Tf32::Conv => "convolutions only, PyTorch's default",
+            domain::Tf32::All => "convolutions and matrix products",
+            domain::Tf32::Off => "nowhere: full float32",
+        };
+        let det = if j.spec.deterministic {
+            "deterministic algorithms (cuDNN benchmark off)"
+        } else {
+            "cuDNN benchmark on, not bitwise repeatable"
+        };
+        let line = format!("CUDA: TF32 `{tf32}` ({what}); {det}");
+        if !seen.contains(&line) {
+            seen.push(line);
+        }
+    }
+    seen
 }
 
 /// The best (lowest) mean of each column.
@@ -213,6 +261,7 @@ fn rows(results: &Results, dataset: Dataset, model: Model) -> Vec<Row> {
             first_epoch: Stat::of(runs.iter().map(|r| r.first_epoch_at_target.map(f64::from))),
             to_target: Stat::of(runs.iter().map(|r| r.seconds_to_target)),
             error: Stat::of(runs.iter().map(|r| r.error_rate)),
+            shared: runs.iter().filter(|r| r.shared_device).count(),
         })
         .collect()
 }

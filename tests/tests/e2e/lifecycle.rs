@@ -62,6 +62,16 @@ fn resume_after_ctrl_c_does_not_wait_out_the_lease() {
         wait_exit(&mut first, Duration::from_secs(10)).code(),
         Some(130)
     );
+    // The local worker wrote its checkpoint straight into the coordinator's folder.
+    let ckpts = out.join("checkpoints");
+    let written = std::fs::read_dir(&ckpts).unwrap().flatten();
+    assert!(
+        written
+            .into_iter()
+            .any(|e| e.path().extension().is_some_and(|x| x == "ckpt")),
+        "a checkpoint in {}",
+        ckpts.display()
+    );
     let from = std::fs::metadata(&log).unwrap().len() as usize;
     let restarted = Instant::now();
     let (mut second, url) = start(from);
@@ -78,6 +88,16 @@ fn resume_after_ctrl_c_does_not_wait_out_the_lease() {
         &text[from..]
     );
     assert!(wait_exit(&mut second, Duration::from_secs(120)).success());
+    // Resumed from that file in place: nothing was copied over the coordinator's socket.
+    let worker_log = std::fs::read_to_string(out.join("logs").join("worker-0.log")).unwrap();
+    assert!(
+        worker_log.contains("resumed from checkpoint"),
+        "{worker_log}"
+    );
+    assert!(
+        !worker_log.contains("stored with the coordinator"),
+        "{worker_log}"
+    );
 }
 
 /// A job that fails says why on the console when it happens; `--fail-on-job-failure` makes

@@ -5,6 +5,7 @@ mod auth;
 mod data;
 mod deploy;
 mod faults;
+mod gpu;
 mod grid;
 mod interop;
 mod lifecycle;
