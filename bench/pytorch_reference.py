@@ -103,9 +103,17 @@ def main():
     ap.add_argument("--fused-adam", action="store_true", help="torch.optim.Adam(fused=True)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--tf32", default="conv", choices=["conv", "all", "off"])
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    # The CUDA settings the worker trains under by default (grid `training.tf32: conv`, not
+    # deterministic): TF32 in convolutions only, as PyTorch's defaults, set explicitly; cuDNN
+    # autotuning on.
+    torch.backends.cudnn.conv.fp32_precision = "tf32" if a.tf32 != "off" else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = "tf32" if a.tf32 == "all" else "ieee"
+    torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
     dev = torch.device(a.device)
     if a.model == "paper-cnn":
@@ -128,7 +136,9 @@ def main():
         perm = torch.randperm(len(x), device=dev)
         for i in range(0, len(x), 128):
             idx = perm[i : i + 128]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+                logits = model(x[idx])
+            loss = F.cross_entropy(logits.float(), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -142,6 +152,7 @@ def main():
         epochs.append({"epoch": epoch, "seconds": seconds, "test_accuracy": correct / len(tx)})
     variant = "pytorch-eager" + ("-channels-last" if a.channels_last else "")
     variant += "-fused-adam" if a.fused_adam else ""
+    variant += "-bf16" if a.precision == "bf16" else ""
     print(json.dumps({"variant": variant, "model": a.model, "epochs": epochs}))
 
 

@@ -21,19 +21,26 @@ if [ -z "${PYTHON:-}" ]; then
     PYTHON="$TORCH_VENV/bin/python"
 fi
 worker="${WORKER_BIN:-./target/release/worker}"
+precision="${PRECISION:-fp32}"
 threads="${THREADS:-$(nproc)}"
 dataset=mnist; [ "$model" = vgg11-bn ] && dataset=cifar10
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-echo "== $model on $dataset, $epochs epoch(s), train_limit=$limit, device=$device, threads=$threads" >&2
+echo "== $model on $dataset, $epochs epoch(s), train_limit=$limit, device=$device, threads=$threads, precision=$precision"
+# Which machine the numbers come from: a speed-up on one CPU does not carry to another.
+echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores available"
+echo "cpu flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx|avx2|fma|avx512f|avx512bw|avx512_vnni|avx512_bf16|amx_tile)$' | tr '\n' ' ')"
+if [ "$device" != cpu ]; then
+    echo "gpu: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+fi
 "$worker" train --dataset "$dataset" --model "$model" --activation relu \
     --epochs "$epochs" --train-limit "$limit" --latency-samples 100 --augment false \
-    --data-dir "$data" --device "$device" --json >"$tmp/ours.json"
+    --data-dir "$data" --device "$device" --precision "$precision" --json >"$tmp/ours.json"
 "$PYTHON" bench/pytorch_reference.py --data-dir "$data" --model "$model" --epochs "$epochs" \
-    --train-limit "$limit" --device "$device" --threads "$threads" >"$tmp/pt.json"
+    --train-limit "$limit" --device "$device" --threads "$threads" --precision "$precision" >"$tmp/pt.json"
 "$PYTHON" bench/pytorch_reference.py --data-dir "$data" --model "$model" --epochs "$epochs" \
-    --train-limit "$limit" --device "$device" --threads "$threads" --channels-last >"$tmp/ptcl.json"
+    --train-limit "$limit" --device "$device" --threads "$threads" --precision "$precision" --channels-last >"$tmp/ptcl.json"
 "$PYTHON" bench/pytorch_reference.py --data-dir "$data" --model "$model" --epochs "$epochs" \
-    --train-limit "$limit" --device "$device" --threads "$threads" --channels-last --fused-adam \
+    --train-limit "$limit" --device "$device" --threads "$threads" --precision "$precision" --channels-last --fused-adam \
     >"$tmp/ptclf.json"
 "$PYTHON" - "$tmp" <<'PY'
 import json, sys, os

@@ -141,6 +141,26 @@ pub fn write_synthetic_mnist(dir: &Path, train: u32, test: u32) {
     }
 }
 
+/// Writes CIFAR-10 binary batches into `dir`: `per_batch` records in each of the five training
+/// files and `test` in the test file, labels cycling through the ten classes.
+pub fn write_synthetic_cifar10(dir: &Path, per_batch: u32, test: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let batch = |n: u32, salt: u32| -> Vec<u8> {
+        let mut out = Vec::with_capacity(n as usize * 3073);
+        for r in 0..n {
+            let label = ((r + salt) % 10) as u8;
+            out.push(label);
+            // Each class a different brightness, plus a little texture.
+            out.extend((0..3072u32).map(|p| (label as u32 * 25 + (p * 7 + r) % 13) as u8));
+        }
+        out
+    };
+    for i in 1..=5 {
+        std::fs::write(dir.join(format!("data_batch_{i}.bin")), batch(per_batch, i)).unwrap();
+    }
+    std::fs::write(dir.join("test_batch.bin"), batch(test, 0)).unwrap();
+}
+
 /// Runs a command to completion, returning (status, stdout, stderr).
 pub fn output(cmd: &mut Command) -> (ExitStatus, String, String) {
     let o = cmd.output().expect("run command");

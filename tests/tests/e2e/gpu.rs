@@ -241,3 +241,52 @@ fn checkpoints_follow_their_cadence() {
     assert!(!status.success(), "{err}");
     assert!(!default.exists(), "no checkpoint within the first minute");
 }
+
+/// `bench/gpu_check.sh dry-run`: every step of the GPU check on the CPU with tiny limits, so
+/// the script that runs once on a GPU machine is known to work before it gets there.
+#[test]
+fn gpu_check_dry_run_runs_every_step() {
+    let python_torch = Command::new("python3")
+        .args(["-c", "import torch"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !python_torch {
+        eprintln!("skipped: no python3 with torch (scripts/env.sh puts it on PATH)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    integration_tests::write_synthetic_cifar10(&data.join("cifar-10"), 40, 60);
+    let out = tmp.path().join("gpu-check");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let (status, stdout, stderr) = output(
+        Command::new(root.join("bench/gpu_check.sh"))
+            .arg("dry-run")
+            .arg(&data)
+            .arg(&out)
+            .env("COORDINATOR_BIN", bin("coordinator"))
+            .env("WORKER_BIN", bin("worker"))
+            .env("PYTHON", "python3")
+            .env("WORKER_DATASET_MIRRORS", "http://127.0.0.1:9"),
+    );
+    assert!(status.success(), "{stdout}{stderr}");
+    for file in [
+        "preflight.txt",
+        "mnist/report.md",
+        "vgg11-fp32.json",
+        "vgg11-bf16.json",
+        "vgg11-precision.txt",
+        "speed-paper-cnn.txt",
+        "speed-vgg11-bn.txt",
+        "shared/report.md",
+        "gpu_check.log",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing: {stdout}{stderr}");
+    }
+    let speed = std::fs::read_to_string(out.join("speed-vgg11-bn.txt")).unwrap();
+    assert!(speed.contains("cpu: ") && speed.contains("ours / pytorch-eager"), "{speed}");
+    let mnist = std::fs::read_to_string(out.join("mnist/report.md")).unwrap();
+    assert!(mnist.contains("| relu |") && mnist.contains("| tanh |"), "{mnist}");
+    let precision = std::fs::read_to_string(out.join("vgg11-precision.txt")).unwrap();
+    assert!(precision.contains("bf16 / fp32 epoch time"), "{precision}");
+}
