@@ -284,9 +284,15 @@ fn gpu_check_dry_run_runs_every_step() {
         assert!(out.join(file).is_file(), "{file} missing: {stdout}{stderr}");
     }
     let speed = std::fs::read_to_string(out.join("speed-vgg11-bn.txt")).unwrap();
-    assert!(speed.contains("cpu: ") && speed.contains("ours / pytorch-eager"), "{speed}");
+    assert!(
+        speed.contains("cpu: ") && speed.contains("ours / pytorch-eager"),
+        "{speed}"
+    );
     let mnist = std::fs::read_to_string(out.join("mnist/report.md")).unwrap();
-    assert!(mnist.contains("| relu |") && mnist.contains("| tanh |"), "{mnist}");
+    assert!(
+        mnist.contains("| relu |") && mnist.contains("| tanh |"),
+        "{mnist}"
+    );
     let precision = std::fs::read_to_string(out.join("vgg11-precision.txt")).unwrap();
     assert!(precision.contains("bf16 / fp32 epoch time"), "{precision}");
 }
