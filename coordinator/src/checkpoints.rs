@@ -28,9 +28,21 @@ impl CheckpointStore {
         self.dir.join(format!("{job}.ckpt"))
     }
 
-    /// Drops a job's checkpoint once the job has finished for good.
+    /// Drops a job's checkpoint once the job has finished for good, with any temporary file a
+    /// local worker killed while writing one left beside it (`<job>.ckpt.<pid>.tmp`).
     pub fn remove(&self, job: &JobId) {
         let _ = std::fs::remove_file(self.path(job));
+        let prefix = format!("{job}.ckpt.");
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&prefix) && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     /// Writes `first` and the rest of `stream` to a temporary file, fsynced; refuses an upload

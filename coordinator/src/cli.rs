@@ -157,8 +157,9 @@ pub enum Cmd {
         #[command(flatten)]
         conn: Connect,
     },
-    /// Cancel jobs of a running coordinator (`--job ID`... or `--all`): they end as failed;
-    /// their workers stop them.
+    /// Cancel jobs of a running coordinator (`--job ID`... or `--all`): they end as
+    /// `cancelled`, their workers stop them, and later runs of the grid skip them until
+    /// `uncancel` (or `--rerun`).
     #[command(group = clap::ArgGroup::new("which").required(true).args(["jobs", "all"]))]
     Cancel {
         #[command(flatten)]
@@ -167,6 +168,20 @@ pub enum Cmd {
         #[arg(long = "job")]
         jobs: Vec<String>,
         /// Cancel every job that has not finished: the whole grid.
+        #[arg(long, conflicts_with = "jobs")]
+        all: bool,
+    },
+    /// Make cancelled jobs pending again in a state no coordinator is running on (`--job ID`...
+    /// or `--all`): the next run of the grid runs them.
+    #[command(group = clap::ArgGroup::new("which_jobs").required(true).args(["jobs", "all"]))]
+    Uncancel {
+        /// The state file (default of a run: <out>/state.db).
+        #[arg(long)]
+        state: PathBuf,
+        /// Job ids to run again.
+        #[arg(long = "job")]
+        jobs: Vec<String>,
+        /// Every cancelled job.
         #[arg(long, conflicts_with = "jobs")]
         all: bool,
     },

@@ -63,8 +63,8 @@ pub async fn status(conn: Connect) -> anyhow::Result<()> {
         .map_err(failed("GridStatus", &conn))?
         .into_inner();
     println!(
-        "grid {}: {} pending, {} running, {} succeeded, {} failed, {} diverged",
-        s.grid_name, s.pending, s.running, s.succeeded, s.failed, s.diverged
+        "grid {}: {} pending, {} running, {} succeeded, {} failed, {} diverged, {} cancelled",
+        s.grid_name, s.pending, s.running, s.succeeded, s.failed, s.diverged, s.cancelled
     );
     print!("{}", coordinator::terminal::render_once(&progress(&s)));
     if s.denied_calls > 0 {
@@ -108,6 +108,7 @@ fn progress(s: &pb::GridStatusResponse) -> Progress {
             succeeded: s.succeeded,
             failed: s.failed,
             diverged: s.diverged,
+            cancelled: s.cancelled,
         },
         running: s
             .running_jobs

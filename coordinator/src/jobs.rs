@@ -163,7 +163,7 @@ impl JobEntry {
         }
     }
 
-    /// Cancelled by the operator: failed with [`CANCELLED`].
+    /// Cancelled by the operator: `cancelled`, with [`CANCELLED`] as its error.
     pub fn cancel(&self, at: String) -> Change {
         Change::Cancelled {
             job: self.job.id.clone(),
@@ -234,7 +234,7 @@ impl JobEntry {
                 }
             }
             Change::Cancelled { error, .. } => {
-                self.status = JobStatus::Failed;
+                self.status = JobStatus::Cancelled;
                 self.result_mut().error = Some(error.clone());
                 self.lease = None;
             }

@@ -41,6 +41,7 @@ pub mod tls;
 pub mod writer;
 
 use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -64,6 +65,8 @@ pub async fn run(
     http: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<Ending> {
+    // Declared first, so it is released last, after SQLite has closed the state.
+    let _state_lock = lock_state(&cfg.state)?;
     let shared = open(&cfg)?;
     let addr = listener.local_addr()?;
     let counts = shared.lock().counts();
@@ -122,6 +125,8 @@ pub async fn run(
         progress::drain(&shared, &mut children, lease, shutdown.as_mut()).await;
     }
     children.kill_all().await;
+    // The local workers that could still have written a cancelled job's checkpoint are gone.
+    shared.remove_cancelled_checkpoints();
     let _ = stop_tx.send(true);
     grpc.await.context("server task")??;
     if let Some(task) = http {
@@ -131,6 +136,34 @@ pub async fn run(
     let _ = stop_writer.send(true);
     writer.await.context("state writer task")??;
     Ok(ending)
+}
+
+/// Locks the state file for as long as the returned handle lives, so that no two coordinators
+/// (or a coordinator and `uncancel`) work on one state. An advisory `flock`, which SQLite's own
+/// (`fcntl`) locks do not interact with; the handle stays open until SQLite has closed.
+pub fn lock_state(path: &Path) -> anyhow::Result<std::fs::File> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("opening state {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "state {} is in use by a running coordinator (one coordinator per state; \
+             `coordinator status` and `coordinator cancel` talk to it)",
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking state {}", path.display()))
+        }
+    }
 }
 
 /// The state of `cfg.grid`, opened for this run, with its checkpoint store.

@@ -43,6 +43,11 @@ fn main() -> ExitCode {
             state.display()
         )))),
         Some(Cmd::Report { state, out }) => report(&state, &out).map(|_| 0).map_err(Err),
+        Some(Cmd::Uncancel { state, .. }) if !state.is_file() => Err(Ok(BadInput(format!(
+            "--state {}: no such file",
+            state.display()
+        )))),
+        Some(Cmd::Uncancel { state, jobs, all }) => uncancel(&state, jobs, all),
         Some(Cmd::Status { conn }) => rt.block_on(control::status(conn)).map(|_| 0).map_err(Err),
         Some(Cmd::Cancel { conn, jobs, all }) => rt
             .block_on(control::cancel(conn, jobs, all))
@@ -111,10 +116,10 @@ async fn run(cfg: Config, listen: Listen) -> anyhow::Result<u8> {
         } => {
             let cancelled_note = match cancelled {
                 0 => String::new(),
-                n => format!(" ({n} of them cancelled)"),
+                n => format!(", {n} cancelled (`coordinator uncancel` runs them again)"),
             };
             let said = format!(
-                "grid finished: {} succeeded, {} failed{cancelled_note}, {} diverged; report in {}",
+                "grid finished: {} succeeded, {} failed, {} diverged{cancelled_note}; report in {}",
                 c.succeeded,
                 c.failed,
                 c.diverged,
@@ -142,6 +147,26 @@ async fn run(cfg: Config, listen: Listen) -> anyhow::Result<u8> {
     };
     announce(log, "coordinator", &said);
     Ok(code)
+}
+
+/// `coordinator uncancel`: cancelled jobs of `state` pending again (unknown ids: bad input).
+fn uncancel(
+    state: &Path,
+    jobs: Vec<String>,
+    all: bool,
+) -> Result<u8, Result<BadInput, anyhow::Error>> {
+    let _lock = coordinator::lock_state(state).map_err(Err)?;
+    let mut store = coordinator::store::Store::open(state, coordinator::store::Durability::Full)
+        .map_err(|e| Err(anyhow::Error::from(e)))?;
+    let ids = (!all).then_some(jobs.as_slice());
+    match store.uncancel(ids) {
+        Ok(n) => {
+            println!("{n} job(s) uncancelled: the next run of the grid runs them");
+            Ok(0)
+        }
+        Err(e @ coordinator::store::StoreError::UnknownJobs(_)) => Err(Ok(BadInput(e.to_string()))),
+        Err(e) => Err(Err(e.into())),
+    }
 }
 
 fn report(state: &Path, out: &Path) -> anyhow::Result<()> {

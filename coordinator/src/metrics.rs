@@ -4,7 +4,7 @@
 //!
 //! | metric | type | labels |
 //! | --- | --- | --- |
-//! | `dlgrid_jobs` | gauge | `state`: pending, running, succeeded, failed, diverged |
+//! | `dlgrid_jobs` | gauge | `state`: pending, running, succeeded, failed, diverged, cancelled |
 //! | `dlgrid_workers_connected` | gauge | `device`: cpu, cuda:0, ... (heard from within a lease) |
 //! | `dlgrid_leases_expired_total` | counter | |
 //! | `dlgrid_leases_released_total` | counter | (handed back by draining workers, re-queued) |
@@ -157,6 +157,7 @@ impl Metrics {
             ("succeeded", counts.succeeded),
             ("failed", counts.failed),
             ("diverged", counts.diverged),
+            ("cancelled", counts.cancelled),
         ] {
             self.jobs.with_label_values(&[state]).set(n as i64);
         }
@@ -242,6 +243,7 @@ mod tests {
             succeeded: 2,
             failed: 0,
             diverged: 1,
+            cancelled: 0,
         };
         let workers = BTreeMap::from([("cuda:0".to_string(), 2)]);
         let text = m.render(&counts, &workers);

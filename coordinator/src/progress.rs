@@ -16,7 +16,7 @@ use crate::terminal::Display;
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
-    /// Every job reached a terminal status; `cancelled` of the failed ones were cancelled by
+    /// Every job reached a terminal status; `cancelled` of them were cancelled by
     /// the operator.
     Finished { counts: Counts, cancelled: u32 },
     /// Stopped by the shutdown signal before the end; state is saved and the same command
@@ -97,12 +97,13 @@ async fn watch_until(
 
 fn log_progress(c: &Counts) {
     tracing::info!(
-        "progress: {}/{} done ({} succeeded, {} failed, {} diverged), {} running, {} pending",
+        "progress: {}/{} done ({} succeeded, {} failed, {} diverged, {} cancelled), {} running, {} pending",
         c.finished(),
         c.total(),
         c.succeeded,
         c.failed,
         c.diverged,
+        c.cancelled,
         c.running,
         c.pending
     );

@@ -33,8 +33,12 @@ fn summary(c: &Counts, eta: Option<Duration>) -> String {
         || "ETA after the first epoch".to_string(),
         |d| format!("ETA {}", duration(d)),
     );
+    let cancelled = match c.cancelled {
+        0 => String::new(),
+        n => format!(", {n} cancelled"),
+    };
     format!(
-        "{eta} · {} running, {} pending, {} succeeded, {} failed, {} diverged",
+        "{eta} · {} running, {} pending, {} succeeded, {} failed, {} diverged{cancelled}",
         c.running, c.pending, c.succeeded, c.failed, c.diverged
     )
 }
@@ -162,6 +166,7 @@ mod tests {
                 succeeded: 16,
                 failed: 1,
                 diverged: 1,
+                cancelled: 0,
             },
             running,
             eta: Some(Duration::from_secs(3723)),

@@ -101,6 +101,9 @@ pub enum JobStatus {
     Succeeded,
     Failed,
     Diverged,
+    /// Cancelled by the operator: final, and kept when the grid runs again, until
+    /// `coordinator uncancel` or `--rerun`.
+    Cancelled,
 }
 
 impl JobStatus {
@@ -111,6 +114,7 @@ impl JobStatus {
             JobStatus::Succeeded => "succeeded",
             JobStatus::Failed => "failed",
             JobStatus::Diverged => "diverged",
+            JobStatus::Cancelled => "cancelled",
         }
     }
 
@@ -121,21 +125,23 @@ impl JobStatus {
             "succeeded" => JobStatus::Succeeded,
             "failed" => JobStatus::Failed,
             "diverged" => JobStatus::Diverged,
+            "cancelled" => JobStatus::Cancelled,
             _ => return None,
         })
     }
 
+    /// Finished: by an outcome of training, or cancelled.
     pub fn is_terminal(self) -> bool {
-        self.outcome().is_some()
+        self.outcome().is_some() || self == JobStatus::Cancelled
     }
 
-    /// The outcome, for a finished job.
+    /// The outcome of training, for a job that finished by training (not a cancelled one).
     pub fn outcome(self) -> Option<Outcome> {
         match self {
             JobStatus::Succeeded => Some(Outcome::Succeeded),
             JobStatus::Failed => Some(Outcome::Failed),
             JobStatus::Diverged => Some(Outcome::Diverged),
-            JobStatus::Pending | JobStatus::Running => None,
+            JobStatus::Pending | JobStatus::Running | JobStatus::Cancelled => None,
         }
     }
 }
@@ -168,9 +174,11 @@ mod tests {
             JobStatus::Succeeded,
             JobStatus::Failed,
             JobStatus::Diverged,
+            JobStatus::Cancelled,
         ] {
             assert_eq!(JobStatus::parse(s.as_str()), Some(s));
-            assert_eq!(s.is_terminal(), s.outcome().is_some());
+            let cancelled = s == JobStatus::Cancelled;
+            assert_eq!(s.is_terminal(), s.outcome().is_some() || cancelled);
             if let Some(o) = s.outcome() {
                 assert_eq!(JobStatus::from(o), s);
             }

@@ -63,6 +63,7 @@ fn progress(jobs: &[JobRecord]) -> String {
         JobStatus::Succeeded,
         JobStatus::Failed,
         JobStatus::Diverged,
+        JobStatus::Cancelled,
     ] {
         let n = jobs.iter().filter(|j| j.status == status).count();
         let _ = write!(h, r#"<span class="state">{status}: <b>{n}</b></span> "#);
@@ -175,7 +176,7 @@ fn figures(r: &Results, t: &Table) -> String {
                     && j.model == t.model
                     && j.activation == a
                     && !j.epochs.is_empty()
-                    && j.status != JobStatus::Failed
+                    && !matches!(j.status, JobStatus::Failed | JobStatus::Cancelled)
             })
             .collect();
         if runs.is_empty() {

@@ -27,8 +27,12 @@ impl Results {
 fn status_line(r: &Results) -> String {
     let count = |s: JobStatus| r.jobs.iter().filter(|j| j.status == s).count();
     let unfinished = r.jobs.iter().filter(|j| !j.status.is_terminal()).count();
+    let cancelled = match count(JobStatus::Cancelled) {
+        0 => String::new(),
+        n => format!(", {n} cancelled"),
+    };
     format!(
-        "{} jobs: {} succeeded, {} failed, {} diverged, {} not finished.\n\n",
+        "{} jobs: {} succeeded, {} failed, {} diverged{cancelled}, {} not finished.\n\n",
         r.jobs.len(),
         count(JobStatus::Succeeded),
         count(JobStatus::Failed),

@@ -34,11 +34,16 @@ pub struct Results {
 }
 
 impl Results {
-    /// Jobs that failed or diverged, for the reports' list of problems.
+    /// Jobs that failed, diverged or were cancelled, for the reports' list of problems.
     pub fn problem_jobs(&self) -> Vec<&JobRecord> {
         self.jobs
             .iter()
-            .filter(|j| matches!(j.status, JobStatus::Failed | JobStatus::Diverged))
+            .filter(|j| {
+                matches!(
+                    j.status,
+                    JobStatus::Failed | JobStatus::Diverged | JobStatus::Cancelled
+                )
+            })
             .collect()
     }
 

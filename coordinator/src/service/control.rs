@@ -107,6 +107,7 @@ impl ControlService for Shared {
             succeeded: c.succeeded,
             failed: c.failed,
             diverged: c.diverged,
+            cancelled: c.cancelled,
             jobs,
             workers,
             next_page_token: if next < total {

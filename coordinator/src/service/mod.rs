@@ -93,6 +93,13 @@ impl Shared {
         }
     }
 
+    /// Removes the checkpoints of cancelled jobs: nobody will resume them.
+    pub fn remove_cancelled_checkpoints(&self) {
+        for job in self.lock().cancelled_ids() {
+            self.checkpoints.remove(&job);
+        }
+    }
+
     /// Whether the writer has failed (the run must stop).
     pub fn write_failed(&self) -> bool {
         *self.durable.borrow() == Durable::Failed

@@ -45,6 +45,7 @@ pub struct Counts {
     pub succeeded: u32,
     pub failed: u32,
     pub diverged: u32,
+    pub cancelled: u32,
 }
 
 impl Counts {
@@ -56,12 +57,13 @@ impl Counts {
             JobStatus::Succeeded => &mut self.succeeded,
             JobStatus::Failed => &mut self.failed,
             JobStatus::Diverged => &mut self.diverged,
+            JobStatus::Cancelled => &mut self.cancelled,
         };
         *c = c.saturating_add_signed(n);
     }
 
     pub fn finished(&self) -> u32 {
-        self.succeeded + self.failed + self.diverged
+        self.succeeded + self.failed + self.diverged + self.cancelled
     }
     pub fn total(&self) -> u32 {
         self.finished() + self.pending + self.running
@@ -473,7 +475,7 @@ impl State {
     }
 
     /// Cancels the given jobs (all when `ids` is None) that have not finished: they end as
-    /// failed with "cancelled by the operator"; their leases are revoked, so the workers stop
+    /// `cancelled` ("cancelled by the operator"); their leases are revoked, so the workers stop
     /// them at their next heartbeat. Returns how many were cancelled.
     pub fn cancel(&mut self, ids: Option<&[JobId]>, now: Instant) -> Result<u32> {
         let at = timestamp();

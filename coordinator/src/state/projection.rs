@@ -121,18 +121,18 @@ impl State {
         }
     }
 
-    /// Jobs cancelled by the operator (they count as failed).
+    /// Jobs cancelled by the operator.
     pub fn cancelled(&self) -> u32 {
-        let cancelled = |e: &&crate::jobs::JobEntry| {
-            e.result
-                .as_ref()
-                .is_some_and(|r| r.error.as_deref() == Some(crate::jobs::CANCELLED))
-        };
-        self.jobs
+        self.counts.cancelled
+    }
+
+    /// The ids of the jobs cancelled by the operator.
+    pub fn cancelled_ids(&self) -> Vec<domain::JobId> {
+        let cancelled = self
+            .jobs
             .iter()
-            .filter(|e| e.status == domain::JobStatus::Failed)
-            .filter(cancelled)
-            .count() as u32
+            .filter(|e| e.status == domain::JobStatus::Cancelled);
+        cancelled.map(|e| e.job.id.clone()).collect()
     }
 
     /// How many workers were heard from within a lease time, by device.

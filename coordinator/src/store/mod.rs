@@ -21,6 +21,8 @@ pub enum StoreError {
     Db(#[from] rusqlite::Error),
     #[error("state database holds invalid data: {0}")]
     Corrupt(String),
+    #[error("unknown job id(s) {0}: nothing changed")]
+    UnknownJobs(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -161,6 +163,39 @@ impl Store {
         Ok(())
     }
 
+    /// Makes cancelled jobs pending again (those of `ids`, or all with None), so the next run
+    /// runs them. Returns how many were cancelled; ids the state does not hold are an error
+    /// and change nothing.
+    pub fn uncancel(&mut self, ids: Option<&[String]>) -> Result<u32> {
+        let tx = self.db.transaction()?;
+        let reset = "UPDATE jobs SET status = 'pending', error = NULL, failures = 0, lost = 0,
+                     finished_lease = NULL WHERE status = 'cancelled'";
+        let n = match ids {
+            None => tx.execute(reset, [])?,
+            Some(ids) => {
+                let mut unknown = Vec::new();
+                let mut n = 0;
+                for id in ids {
+                    let known: bool =
+                        tx.query_row("SELECT COUNT(*) > 0 FROM jobs WHERE id = ?1", [id], |r| {
+                            r.get(0)
+                        })?;
+                    if !known {
+                        unknown.push(format!("{id:?}"));
+                        continue;
+                    }
+                    n += tx.execute(&format!("{reset} AND id = ?1"), [id])?;
+                }
+                if !unknown.is_empty() {
+                    return Err(StoreError::UnknownJobs(unknown.join(", ")));
+                }
+                n
+            }
+        };
+        tx.commit()?;
+        Ok(n as u32)
+    }
+
     /// Everything stored, for the state to be rebuilt in memory.
     pub fn load(&self) -> Result<Loaded> {
         load::load(&self.db)
@@ -241,7 +276,7 @@ fn write(tx: &Transaction<'_>, change: &Change) -> Result<()> {
         }
         Change::Cancelled { job, error, at } => {
             tx.execute(
-                "UPDATE jobs SET status = 'failed', error = ?2 WHERE id = ?1",
+                "UPDATE jobs SET status = 'cancelled', error = ?2 WHERE id = ?1",
                 params![job.as_str(), error],
             )?;
             tx.execute(

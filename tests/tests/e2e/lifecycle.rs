@@ -134,9 +134,10 @@ fn failures_reach_the_console_and_the_exit_code() {
 }
 
 /// Cancelling every job ends the run with exit 4; an unknown job id is an error that names it
-/// and cancels nothing.
+/// and cancels nothing; cancelled jobs stay cancelled when the grid runs again, until
+/// `coordinator uncancel`; one coordinator per state.
 #[test]
-fn cancel_refuses_unknown_ids_and_a_cancelled_grid_exits_4() {
+fn cancel_refuses_unknown_ids_and_cancelled_jobs_stay_cancelled_until_uncancel() {
     let tmp = tempfile::tempdir().unwrap();
     let grid = tmp.path().join("grid.yaml");
     std::fs::write(&grid, LONG_JOB).unwrap();
@@ -160,11 +161,74 @@ fn cancel_refuses_unknown_ids_and_a_cancelled_grid_exits_4() {
         stderr.contains("CancelJobs: unknown job id(s) \"no-such-job\": nothing cancelled"),
         "{stderr}"
     );
+    // One coordinator per state: a second one, or `uncancel`, is refused while it runs.
+    let state = tmp.path().join("out").join("state.db");
+    let uncancel = |args: &[&str]| {
+        output(
+            Command::new(bin("coordinator"))
+                .arg("uncancel")
+                .arg("--state")
+                .arg(&state)
+                .args(args),
+        )
+    };
+    let (status, _, stderr) = uncancel(&["--all"]);
+    assert!(
+        !status.success() && stderr.contains("in use by a running coordinator"),
+        "{stderr}"
+    );
+    let (status, _, stderr) = output(
+        Command::new(bin("coordinator"))
+            .arg("--grid")
+            .arg(&grid)
+            .arg("--out")
+            .arg(tmp.path().join("out"))
+            .args([
+                "--local-workers",
+                "0",
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "off",
+            ]),
+    );
+    assert!(
+        !status.success() && stderr.contains("in use by a running coordinator"),
+        "{stderr}"
+    );
     let (status, stdout, stderr) = cancel(&["--all"]);
     assert!(status.success(), "{stderr}");
     assert!(stdout.contains("1 job(s) cancelled"), "{stdout}");
     let status = wait_exit(&mut coord.0, Duration::from_secs(30));
     assert_eq!(status.code(), Some(4));
+
+    // Cancelled is kept: the same command again trains nothing and still exits 4.
+    let (again, _) = waiting_coordinator(&grid, tmp.path());
+    let mut again = Killed(again);
+    assert_eq!(
+        wait_exit(&mut again.0, Duration::from_secs(30)).code(),
+        Some(4)
+    );
+    let results = crate::support::read_json(&tmp.path().join("out").join("results.json"));
+    assert_eq!(results["jobs"][0]["status"], "cancelled", "{results}");
+    let report = std::fs::read_to_string(tmp.path().join("out").join("report.md")).unwrap();
+    assert!(report.contains("1 cancelled"), "{report}");
+
+    // Until `uncancel`: unknown ids are bad input; then the job runs and the grid exits 0.
+    let (status, _, stderr) = uncancel(&["--job", "no-such-job"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unknown job id(s) \"no-such-job\""),
+        "{stderr}"
+    );
+    let (status, stdout, stderr) = uncancel(&["--all"]);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("1 job(s) uncancelled"), "{stdout}");
+    let data = fixture(tmp.path());
+    let (status, _, stderr) = output(&mut coordinator(&grid, &tmp.path().join("out"), &data));
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let results = crate::support::read_json(&tmp.path().join("out").join("results.json"));
+    assert_eq!(results["jobs"][0]["status"], "succeeded", "{results}");
 }
 
 /// A worker whose coordinator is not there says so, instead of staying silent.

@@ -59,8 +59,13 @@ pub async fn run(
             // checkpoint right away.
             session.release(&job, lease_id).await;
         } else {
-            // Revoked: the coordinator has already moved on; nothing to report.
+            // Revoked: the coordinator has already moved on; nothing to report. This worker's
+            // own copy of the checkpoint is of no use any more (the coordinator keeps one where
+            // the job may resume), unless the folder is the coordinator's itself.
             tracing::info!(job_id = %job, lease_id = %lease_id, "job stopped");
+            if let (false, Ok(spec)) = (launcher.checkpoints_shared, TrainSpec::try_from(&wire)) {
+                let _ = std::fs::remove_file(launcher.checkpoint_path(&spec));
+            }
         }
         return Ok(Ended {
             grid_finished: false,
