@@ -61,9 +61,11 @@ pub enum Change {
         error: Option<String>,
         at: String,
     },
-    /// The operator cancelled an unfinished job.
-    Cancelled {
+    /// An unfinished job ended without an outcome of its own: `cancelled` by the operator, or
+    /// `failed` unrun because its cell group kept failing with one error.
+    Stopped {
         job: JobId,
+        status: JobStatus,
         error: String,
         at: String,
     },
@@ -80,7 +82,7 @@ impl Change {
             | Change::Finished { job, .. }
             | Change::Released { job, .. }
             | Change::Lost { job, .. }
-            | Change::Cancelled { job, .. } => Some(job),
+            | Change::Stopped { job, .. } => Some(job),
             Change::WorkerRegistered { .. } | Change::GridFinished { .. } => None,
         }
     }

@@ -165,9 +165,20 @@ impl JobEntry {
 
     /// Cancelled by the operator: `cancelled`, with [`CANCELLED`] as its error.
     pub fn cancel(&self, at: String) -> Change {
-        Change::Cancelled {
+        Change::Stopped {
             job: self.job.id.clone(),
+            status: JobStatus::Cancelled,
             error: CANCELLED.into(),
+            at,
+        }
+    }
+
+    /// Not run (it has not started): `failed` with `why`, as its group kept failing.
+    pub fn skip(&self, why: String, at: String) -> Change {
+        Change::Stopped {
+            job: self.job.id.clone(),
+            status: JobStatus::Failed,
+            error: why,
             at,
         }
     }
@@ -233,8 +244,8 @@ impl JobEntry {
                     self.result_mut().error = error.clone();
                 }
             }
-            Change::Cancelled { error, .. } => {
-                self.status = JobStatus::Cancelled;
+            Change::Stopped { status, error, .. } => {
+                self.status = *status;
                 self.result_mut().error = Some(error.clone());
                 self.lease = None;
             }

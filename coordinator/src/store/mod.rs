@@ -274,10 +274,15 @@ fn write(tx: &Transaction<'_>, change: &Change) -> Result<()> {
             )?;
             end_attempt(tx, lease.get(), at, "lost", Some("lease expired"))?;
         }
-        Change::Cancelled { job, error, at } => {
+        Change::Stopped {
+            job,
+            status,
+            error,
+            at,
+        } => {
             tx.execute(
-                "UPDATE jobs SET status = 'cancelled', error = ?2 WHERE id = ?1",
-                params![job.as_str(), error],
+                "UPDATE jobs SET status = ?2, error = ?3 WHERE id = ?1",
+                params![job.as_str(), status.as_str(), error],
             )?;
             tx.execute(
                 "UPDATE attempts SET ended_at = ?2, outcome = 'cancelled' WHERE job_id = ?1 AND ended_at IS NULL",

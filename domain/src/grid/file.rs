@@ -27,6 +27,8 @@ pub(super) struct GridFile {
     pub retries: u32,
     #[serde(default)]
     pub checkpoint_every: CheckpointEvery,
+    #[serde(default = "default_stop_after_failures")]
+    pub stop_after_failures: u32,
     #[serde(default, deserialize_with = "checks::person")]
     pub author: String,
     #[serde(default, deserialize_with = "checks::person")]
@@ -60,4 +62,9 @@ impl DedupKey for DatasetEntryFile {
     fn dedup_key(&self) -> String {
         format!("dataset `{}` with model `{}`", self.dataset, self.model)
     }
+}
+
+/// Jobs of one dataset × model failing with the same error before the rest are not run.
+pub(super) fn default_stop_after_failures() -> u32 {
+    3
 }

@@ -62,6 +62,10 @@ pub struct Grid {
     /// How often jobs checkpoint.
     #[serde(default)]
     checkpoint_every: CheckpointEvery,
+    /// After this many jobs of one dataset × model failed with the same error (and none
+    /// succeeded), the rest of them are not run; 0 = never stop.
+    #[serde(default = "file::default_stop_after_failures")]
+    stop_after_failures: u32,
     /// SHA-256 of the grid file's bytes, for the report's provenance.
     source_sha256: String,
     /// Who ran the study, for DAWNBench entries and MLPerf logs (may be empty).
@@ -134,6 +138,7 @@ impl Grid {
             cost_per_hour: file.cost_per_hour,
             retries: file.retries,
             checkpoint_every: file.checkpoint_every,
+            stop_after_failures: file.stop_after_failures,
             source_sha256: hex::encode(Sha256::digest(text.as_bytes())),
             author: file.author,
             author_email: file.author_email,
@@ -162,6 +167,11 @@ impl Grid {
     /// How many times a job that fails in training is retried.
     pub fn retries(&self) -> u32 {
         self.retries
+    }
+    /// grid.yaml `stop_after_failures`: jobs of one dataset × model failing alike before the
+    /// rest of them are not run (0: never).
+    pub fn stop_after_failures(&self) -> u32 {
+        self.stop_after_failures
     }
     /// How often jobs checkpoint (grid.yaml `checkpoint_every`).
     pub fn checkpoint_every(&self) -> CheckpointEvery {

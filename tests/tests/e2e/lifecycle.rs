@@ -133,6 +133,45 @@ fn failures_reach_the_console_and_the_exit_code() {
     }
 }
 
+/// A systematic error (no dataset) stops its dataset × model after `stop_after_failures` (3)
+/// jobs failed alike: the rest are not run, each saying why, and the console says so once.
+#[test]
+fn a_group_failing_alike_stops_after_three() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("no-data");
+    std::fs::create_dir_all(&empty).unwrap();
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        "name: nodata\nactivations: [relu, tanh, selu, elu, gelu, silu, mish]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.5}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let mut cmd = coordinator(&grid, &out, &empty);
+    cmd.env("WORKER_DATASET_MIRRORS", "http://127.0.0.1:9");
+    let (status, _, stderr) = output(&mut cmd);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr.matches("stopping this dataset/model").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("job failed").count(), 3, "{stderr}");
+    let results = crate::support::read_json(&out.join("results.json"));
+    let jobs = crate::support::jobs(&results);
+    let ran: Vec<_> = jobs.iter().filter(|j| j["attempts"] == 1).collect();
+    let unrun: Vec<_> = jobs.iter().filter(|j| j["attempts"] == 0).collect();
+    assert_eq!((ran.len(), unrun.len()), (3, 4), "{results}");
+    for j in unrun {
+        assert_eq!(j["status"], "failed");
+        let e = j["error"].as_str().unwrap();
+        assert!(
+            e.starts_with("not run: 3 jobs of mnist / paper-cnn failed with the same error first:"),
+            "{e}"
+        );
+    }
+}
+
 /// Cancelling every job ends the run with exit 4; an unknown job id is an error that names it
 /// and cancels nothing; cancelled jobs stay cancelled when the grid runs again, until
 /// `coordinator uncancel`; one coordinator per state.
