@@ -222,6 +222,8 @@ fn command(
         .arg("--checkpoint-dir")
         .arg(s.checkpoint_dir)
         .arg("--shared-checkpoint-dir")
+        .arg("--job-log-dir")
+        .arg(s.log_dir.join("jobs"))
         .arg("--exit-with-parent")
         .arg("--log-format")
         .arg(s.log_format.as_str())

@@ -65,6 +65,10 @@ pub struct DaemonArgs {
     /// coordinator's machine): checkpoints are not copied to and from the coordinator.
     #[arg(long, requires = "checkpoint_dir")]
     pub shared_checkpoint_dir: bool,
+    /// Also write each job's output to DIR/<job id>.log (the coordinator points its own
+    /// workers at <out>/logs/jobs).
+    #[arg(long, env = "WORKER_JOB_LOG_DIR")]
+    pub job_log_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]

@@ -243,6 +243,7 @@ pub fn daemon(a: DaemonArgs, env: &Env) -> anyhow::Result<ExitCode> {
                 .checkpoint_dir
                 .unwrap_or_else(|| env.cache.join("checkpoints")),
             checkpoints_shared: a.shared_checkpoint_dir,
+            job_log_dir: a.job_log_dir,
         },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -89,6 +89,9 @@ pub struct Launcher {
     /// `checkpoint_dir` is the coordinator's own checkpoint folder (a worker it started on its
     /// machine): checkpoints are neither uploaded nor downloaded, as they are already there.
     pub checkpoints_shared: bool,
+    /// Each job's output also goes to `<dir>/<job id>.log` (appended to, one section per
+    /// attempt), besides the daemon's own log.
+    pub job_log_dir: Option<PathBuf>,
 }
 
 /// Keeps the last bytes of stderr for the error message.
@@ -122,7 +125,8 @@ impl Launcher {
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
-        let stderr_tail = tokio::spawn(pass_through(stderr));
+        let job_log = self.job_log(spec);
+        let stderr_tail = tokio::spawn(pass_through(stderr, job_log));
         // A spec is a few hundred bytes: the pipe buffer takes it whole.
         let _ = stdin.write_all(&spec_json).await;
         drop(stdin);
@@ -174,6 +178,34 @@ impl Launcher {
         }
     }
 
+    /// The job's log file, opened for appending with a line that starts this attempt; None
+    /// without a log folder, or (after a warning) when it cannot be written.
+    fn job_log(&self, spec: &TrainSpec) -> Option<tokio::fs::File> {
+        let dir = self.job_log_dir.as_ref()?;
+        let path = dir.join(format!("{}.log", spec.id()));
+        let opened = std::fs::create_dir_all(dir).and_then(|()| {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            let host = orchestrator_proto::host::hostname();
+            let started = domain::metrics::now_ms();
+            writeln!(
+                f,
+                "== attempt started at {started} ms (Unix time) on {host}, device {}",
+                self.device
+            )?;
+            Ok(f)
+        });
+        match opened {
+            Ok(f) => Some(tokio::fs::File::from_std(f)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the job's log");
+                None
+            }
+        }
+    }
+
     /// Where the job of `spec` checkpoints on this worker.
     pub fn checkpoint_path(&self, spec: &TrainSpec) -> PathBuf {
         self.checkpoint_dir.join(format!("{}.ckpt", spec.id()))
@@ -210,13 +242,21 @@ impl Launcher {
 }
 
 /// Passes the child's log lines through to the daemon's stderr (so they land in its log) and
-/// returns the last [`STDERR_TAIL`] bytes of them.
-async fn pass_through(stderr: tokio::process::ChildStderr) -> String {
+/// to the job's own log, if any, and returns the last [`STDERR_TAIL`] bytes of them.
+async fn pass_through(
+    stderr: tokio::process::ChildStderr,
+    mut job_log: Option<tokio::fs::File>,
+) -> String {
     let mut lines = BufReader::new(stderr).lines();
     let mut tail = VecDeque::new();
     let mut size = 0;
     while let Ok(Some(line)) = lines.next_line().await {
         eprintln!("{line}");
+        if let Some(f) = job_log.as_mut() {
+            if f.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+                job_log = None;
+            }
+        }
         size += line.len() + 1;
         tail.push_back(line);
         while size > STDERR_TAIL {

@@ -98,6 +98,17 @@ fn resume_after_ctrl_c_does_not_wait_out_the_lease() {
         !worker_log.contains("stored with the coordinator"),
         "{worker_log}"
     );
+    // The job's own log holds both attempts' output.
+    let results = crate::support::read_json(&out.join("results.json"));
+    let id = results["jobs"][0]["id"].as_str().unwrap();
+    let job_log = out.join("logs").join("jobs").join(format!("{id}.log"));
+    let job_log = std::fs::read_to_string(&job_log).unwrap();
+    assert_eq!(
+        job_log.matches("== attempt started").count(),
+        2,
+        "{job_log}"
+    );
+    assert!(job_log.contains("resumed from checkpoint"), "{job_log}");
 }
 
 /// A job that fails says why on the console when it happens; `--fail-on-job-failure` makes
