@@ -152,6 +152,22 @@ pub enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// What running a grid would do, without running it: the jobs to run, those its state
+    /// already holds, and the time and cost to expect (from the jobs the state saw finish).
+    Plan {
+        /// The grid file.
+        #[arg(long)]
+        grid: PathBuf,
+        /// Output folder, as for a run (default runs/<grid name>/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// State file, as for a run (default <out>/state.db).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Plan a run with --rerun (every job again).
+        #[arg(long)]
+        rerun: bool,
+    },
     /// Show jobs and workers of a running coordinator.
     Status {
         #[command(flatten)]

@@ -15,7 +15,8 @@
 //! - [`checkpoints`]: job checkpoints stored for resumption on any worker.
 //! - [`server`]: the gRPC server; [`live`]: the live report over HTTP.
 //! - [`expiry`]: the lease-expiry task; [`progress`]: watching the grid to its end.
-//! - [`local`]: worker processes started on this machine; [`output`]: the files in `--out`.
+//! - [`local`]: worker processes started on this machine; [`output`]: the files in `--out`;
+//!   [`plan`]: what a run would do (`coordinator plan`).
 //! - [`run`]: one grid, start to finish, wiring the above together.
 
 pub mod change;
@@ -30,6 +31,7 @@ pub mod live;
 pub mod local;
 pub mod metrics;
 pub mod output;
+pub mod plan;
 pub mod progress;
 pub mod scheduler;
 pub mod server;

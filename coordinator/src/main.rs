@@ -48,6 +48,12 @@ fn main() -> ExitCode {
             state.display()
         )))),
         Some(Cmd::Uncancel { state, jobs, all }) => uncancel(&state, jobs, all),
+        Some(Cmd::Plan {
+            grid,
+            out,
+            state,
+            rerun,
+        }) => plan(&grid, out, state, rerun),
         Some(Cmd::Status { conn }) => rt.block_on(control::status(conn)).map(|_| 0).map_err(Err),
         Some(Cmd::Cancel { conn, jobs, all }) => rt
             .block_on(control::cancel(conn, jobs, all))
@@ -147,6 +153,43 @@ async fn run(cfg: Config, listen: Listen) -> anyhow::Result<u8> {
     };
     announce(log, "coordinator", &said);
     Ok(code)
+}
+
+/// `coordinator plan`: the plan of a run, printed; nothing is started or written.
+fn plan(
+    grid_file: &Path,
+    out: Option<PathBuf>,
+    state: Option<PathBuf>,
+    rerun: bool,
+) -> Result<u8, Result<BadInput, anyhow::Error>> {
+    let grid = domain::Grid::from_file(grid_file).map_err(|e| Ok(BadInput(e.to_string())))?;
+    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(grid.name()));
+    let state_path = state.unwrap_or_else(|| out.join("state.db"));
+    let (records, slots, source) = if state_path.is_file() {
+        let s = State::open_existing(&state_path)
+            .with_context(|| format!("reading state {}", state_path.display()))
+            .map_err(Err)?;
+        let workers = s.worker_statuses(std::time::Instant::now());
+        let slots = workers.iter().map(|w| w.env.info.slots).sum();
+        (
+            s.records(),
+            slots,
+            format!("state {}", state_path.display()),
+        )
+    } else {
+        let none = format!("no state yet at {}", state_path.display());
+        (Vec::new(), 0, none)
+    };
+    println!(
+        "plan for grid {} ({}), {source}",
+        grid.name(),
+        grid_file.display()
+    );
+    print!(
+        "{}",
+        coordinator::plan::render(&grid, &records, slots, rerun)
+    );
+    Ok(0)
 }
 
 /// `coordinator uncancel`: cancelled jobs of `state` pending again (unknown ids: bad input).

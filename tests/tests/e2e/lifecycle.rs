@@ -304,3 +304,44 @@ fn a_worker_says_it_is_waiting_for_its_coordinator() {
     ]));
     assert!(!status.success() && stderr.contains("http://"), "{stderr}");
 }
+
+/// `coordinator plan` says what a run would do, and after the run, that nothing is left, with
+/// an estimate from the jobs that finished.
+#[test]
+fn plan_shows_what_would_run_and_what_is_done() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let grid = tmp.path().join("grid.yaml");
+    let text = "name: plan\ncost_per_hour: 3.6\nactivations: [relu, tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.5, train_limit: 500, test_limit: 100, latency_samples: 5}\n";
+    std::fs::write(&grid, text).unwrap();
+    let out = tmp.path().join("out");
+    let plan = || {
+        let (status, stdout, stderr) = output(
+            Command::new(bin("coordinator"))
+                .args(["plan", "--grid"])
+                .arg(&grid)
+                .arg("--out")
+                .arg(&out),
+        );
+        assert!(status.success(), "{stderr}");
+        stdout
+    };
+    let before = plan();
+    assert!(
+        before.contains("2 jobs: 2 to run, 0 already done"),
+        "{before}"
+    );
+    assert!(before.contains("no state yet"), "{before}");
+    assert!(!out.exists(), "plan writes nothing");
+    let (status, _, stderr) = output(&mut coordinator(&grid, &out, &data));
+    assert!(status.success(), "{stderr}");
+    std::fs::write(&grid, text.replace("[relu, tanh]", "[relu, tanh, elu]")).unwrap();
+    let after = plan();
+    assert!(
+        after.contains("3 jobs: 1 to run, 2 already done (2 succeeded)"),
+        "{after}"
+    );
+    assert!(after.contains("(from 2 finished job(s))"), "{after}");
+    assert!(after.contains("at $3.6/worker-hour"), "{after}");
+    assert!(after.contains("mnist-paper-cnn-elu-s0-"), "{after}");
+}
