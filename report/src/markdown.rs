@@ -183,7 +183,7 @@ mod tests {
         assert!(md.contains("N/A"), "{md}");
         // relu 95% vs tanh 85% error-free constant runs: a certain difference.
         assert!(
-            md.contains("Significantly higher error than relu (p < 0.05): tanh."),
+            md.contains("Significantly higher error than relu (p < 0.05): tanh (+10.00 pp, 95% CI [+10.00, +10.00])."),
             "{md}"
         );
         assert!(

@@ -9,6 +9,10 @@ pub struct Welch {
     pub df: f64,
     /// Two-sided p-value.
     pub p: f64,
+    /// The effect: mean of `a` minus mean of `b`, in the values' units.
+    pub diff: f64,
+    /// Its 95% confidence interval (Welch–Satterthwaite: diff ± t(0.975, df) · se).
+    pub ci95: (f64, f64),
 }
 
 fn mean_var(xs: &[f64]) -> (f64, f64) {
@@ -34,13 +38,23 @@ pub fn welch(a: &[f64], b: &[f64]) -> Option<Welch> {
             t: if ma == mb { 0.0 } else { f64::INFINITY },
             df: na + nb - 2.0,
             p: if ma == mb { 1.0 } else { 0.0 },
+            diff: ma - mb,
+            ci95: (ma - mb, ma - mb),
         });
     }
     let t = (ma - mb) / se2.sqrt();
     let df = se2.powi(2) / ((va / na).powi(2) / (na - 1.0) + (vb / nb).powi(2) / (nb - 1.0));
     let dist = StudentsT::new(0.0, 1.0, df).ok()?;
     let p = 2.0 * (1.0 - dist.cdf(t.abs()));
-    Some(Welch { t, df, p })
+    let half = dist.inverse_cdf(0.975) * se2.sqrt();
+    let diff = ma - mb;
+    Some(Welch {
+        t,
+        df,
+        p,
+        diff,
+        ci95: (diff - half, diff + half),
+    })
 }
 
 #[cfg(test)]
@@ -56,6 +70,10 @@ mod tests {
         assert!((w.df - 4.0).abs() < 1e-9, "{w:?}");
         // Two-sided p for t = 3.6742 with 4 df (scipy.stats.ttest_ind(equal_var=False)): 0.02131.
         assert!((w.p - 0.021_312).abs() < 1e-4, "{w:?}");
+        // diff -3, 95% CI -3 ± t(0.975, 4) · sqrt(2/3) = -3 ± 2.776445 · 0.816497 = ±2.266958.
+        assert_eq!(w.diff, -3.0);
+        assert!((w.ci95.0 + 5.266_958).abs() < 1e-5, "{w:?}");
+        assert!((w.ci95.1 + 0.733_042).abs() < 1e-5, "{w:?}");
     }
 
     #[test]

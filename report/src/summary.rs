@@ -75,20 +75,21 @@ fn differences(t: &Table, lowest: &Row, runs: usize) -> Vec<String> {
     } else {
         for r in untold {
             out.push(format!(
-                "No significant difference between {} and {} on {} after {} seeds (error rate: Welch's t-test p = {:.2}); that does not show they are equal.",
+                "No significant difference between {} and {} on {} after {} seeds (error rate {}, Welch's t-test p = {:.2}); that does not show they are equal.",
                 r.activation,
                 lowest.activation,
                 t.dataset,
                 runs,
+                effect(r),
                 r.error.p_vs_best.unwrap_or(1.0)
             ));
         }
     }
-    let worse: Vec<&str> = t
+    let worse: Vec<String> = t
         .rows
         .iter()
         .filter(|r| r.error.significantly_worse())
-        .map(|r| r.activation.as_str())
+        .map(|r| format!("{} ({})", r.activation, effect(r)))
         .collect();
     if !worse.is_empty() {
         out.push(format!(
@@ -98,6 +99,19 @@ fn differences(t: &Table, lowest: &Row, runs: usize) -> Vec<String> {
         ));
     }
     out
+}
+
+/// A row's error-rate difference from the lowest, in percentage points, with its 95% CI.
+fn effect(r: &Row) -> String {
+    match r.error.diff_vs_best {
+        Some((d, (lo, hi))) => format!(
+            "{:+.2} pp, 95% CI [{:+.2}, {:+.2}]",
+            100.0 * d,
+            100.0 * lo,
+            100.0 * hi
+        ),
+        None => "difference not testable".into(),
+    }
 }
 
 /// The paper's criterion: the best time-to-accuracy among the most accurate activations.
@@ -138,7 +152,7 @@ mod tests {
         assert!(
             lines
                 .iter()
-                .any(|l| l == "Significantly higher error than relu (p < 0.05): tanh."),
+                .any(|l| l == "Significantly higher error than relu (p < 0.05): tanh (+10.00 pp, 95% CI [+10.00, +10.00])."),
             "{lines:?}"
         );
         assert!(

@@ -21,6 +21,8 @@ pub struct Stat {
     pub values: Vec<f64>,
     /// Welch's two-sided p-value against the column's best row (None: untestable or the best).
     pub p_vs_best: Option<f64>,
+    /// This row's mean minus the best row's, with its 95% confidence interval (when tested).
+    pub diff_vs_best: Option<(f64, (f64, f64))>,
 }
 
 impl Stat {
@@ -45,6 +47,7 @@ impl Stat {
             missing,
             values: xs,
             p_vs_best: None,
+            diff_vs_best: None,
         }
     }
 
@@ -284,7 +287,9 @@ fn mark_significance(rows: &mut [Row]) {
         for (i, row) in rows.iter_mut().enumerate() {
             let stat = get_mut(row);
             if i != best {
-                stat.p_vs_best = crate::stats::welch(&stat.values, &best_values).map(|w| w.p);
+                let w = crate::stats::welch(&stat.values, &best_values);
+                stat.p_vs_best = w.map(|w| w.p);
+                stat.diff_vs_best = w.map(|w| (w.diff, w.ci95));
             }
         }
     }
