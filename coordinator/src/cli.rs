@@ -168,6 +168,17 @@ pub enum Cmd {
         #[arg(long)]
         rerun: bool,
     },
+    /// Two runs side by side per dataset × model × activation: each metric in A and B, the
+    /// difference with its 95% confidence interval and Welch's p (Markdown).
+    Compare {
+        /// Run A: a state file (state.db) or a results.json.
+        a: PathBuf,
+        /// Run B, likewise.
+        b: PathBuf,
+        /// Write the comparison to this file instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Show jobs and workers of a running coordinator.
     Status {
         #[command(flatten)]

@@ -48,6 +48,7 @@ fn main() -> ExitCode {
             state.display()
         )))),
         Some(Cmd::Uncancel { state, jobs, all }) => uncancel(&state, jobs, all),
+        Some(Cmd::Compare { a, b, out }) => compare(&a, &b, out.as_deref()),
         Some(Cmd::Plan {
             grid,
             out,
@@ -153,6 +154,44 @@ async fn run(cfg: Config, listen: Listen) -> anyhow::Result<u8> {
     };
     announce(log, "coordinator", &said);
     Ok(code)
+}
+
+/// A run's results, from a results.json or a state file.
+fn load_results(path: &Path) -> Result<report::Results, Result<BadInput, anyhow::Error>> {
+    if !path.is_file() {
+        return Err(Ok(BadInput(format!("{}: no such file", path.display()))));
+    }
+    if path.extension().is_some_and(|e| e == "json") {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))
+            .map_err(Err)?;
+        return serde_json::from_str(&text).map_err(|e| {
+            Ok(BadInput(format!(
+                "{}: not a results.json of this tool: {e}",
+                path.display()
+            )))
+        });
+    }
+    let state = State::open_existing(path)
+        .with_context(|| format!("reading state {}", path.display()))
+        .map_err(Err)?;
+    Ok(state.results())
+}
+
+/// `coordinator compare A B`: the comparison, printed or written to `out`.
+fn compare(a: &Path, b: &Path, out: Option<&Path>) -> Result<u8, Result<BadInput, anyhow::Error>> {
+    let (ra, rb) = (load_results(a)?, load_results(b)?);
+    let md = report::compare::compare(&ra, &rb, &a.display().to_string(), &b.display().to_string());
+    match out {
+        Some(path) => {
+            std::fs::write(path, md)
+                .with_context(|| format!("writing {}", path.display()))
+                .map_err(Err)?;
+            eprintln!("coordinator: comparison written to {}", path.display());
+        }
+        None => print!("{md}"),
+    }
+    Ok(0)
 }
 
 /// `coordinator plan`: the plan of a run, printed; nothing is started or written.

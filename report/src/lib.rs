@@ -10,9 +10,11 @@
 //! - [`summary`]: the summary in words and the recommendation.
 //! - [`format`]: durations and escaping for each output format.
 //! - [`markdown`], [`html`] (with [`svg`] figures), [`csv`]: the report's files.
+//! - [`compare`]: two runs side by side, each difference with its CI and p.
 //! - [`dawnbench`], [`mllog`], [`tensorboard`]: each job in the formats other tools read
 //!   (DAWNBench entries, MLPerf Training logs, TensorBoard event files).
 
+pub mod compare;
 pub mod csv;
 pub mod dawnbench;
 pub mod format;

@@ -26,7 +26,7 @@ pub struct Environment {
 }
 
 /// The content of `results.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Results {
     pub grid: Grid,
     pub environment: Environment,

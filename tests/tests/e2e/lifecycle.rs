@@ -308,7 +308,7 @@ fn a_worker_says_it_is_waiting_for_its_coordinator() {
 /// `coordinator plan` says what a run would do, and after the run, that nothing is left, with
 /// an estimate from the jobs that finished.
 #[test]
-fn plan_shows_what_would_run_and_what_is_done() {
+fn plan_shows_what_would_run_and_compare_reads_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let data = fixture(tmp.path());
     let grid = tmp.path().join("grid.yaml");
@@ -344,4 +344,26 @@ fn plan_shows_what_would_run_and_what_is_done() {
     assert!(after.contains("(from 2 finished job(s))"), "{after}");
     assert!(after.contains("at $3.6/worker-hour"), "{after}");
     assert!(after.contains("mnist-paper-cnn-elu-s0-"), "{after}");
+
+    // `compare` reads a state or a results.json; the run against itself differs by nothing.
+    let (status, md, stderr) = output(
+        Command::new(bin("coordinator"))
+            .arg("compare")
+            .arg(out.join("state.db"))
+            .arg(out.join("results.json")),
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(md.starts_with("# Comparison: A = plan"), "{md}");
+    let relu = md
+        .lines()
+        .find(|l| l.starts_with("| relu | Error rate |"))
+        .unwrap();
+    assert!(relu.contains("| +0.00% |"), "{relu}");
+    let (status, _, stderr) = output(
+        Command::new(bin("coordinator"))
+            .args(["compare", "no-such.db"])
+            .arg(out.join("results.json")),
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no-such.db: no such file"), "{stderr}");
 }
