@@ -48,6 +48,8 @@ pub struct JobResult {
     pub clock: Option<RunClock>,
     /// The GPU it trained on, by UUID.
     pub device_uuid: Option<String>,
+    /// The coordinator run in which it reached its final status.
+    pub run: Option<u32>,
 }
 
 impl JobEntry {
@@ -269,6 +271,7 @@ impl JobEntry {
             error: r.error.clone(),
             clock: r.clock,
             device_uuid: r.device_uuid.clone(),
+            run: r.run,
         };
         JobRecord::new(&self.job, self.status, facts)
     }

@@ -27,6 +27,8 @@ pub struct RunFacts {
     pub clock: Option<RunClock>,
     /// The GPU's UUID when it trained on CUDA.
     pub device_uuid: Option<String>,
+    /// The coordinator run in which it reached its final status.
+    pub run: Option<u32>,
 }
 
 impl RunFacts {
@@ -90,6 +92,10 @@ pub struct JobRecord {
     /// Where TF32 was allowed, for a job that trained on CUDA (the spec omits the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tf32: Option<Tf32>,
+    /// The coordinator run (the environment's `runs[].id`) in which it reached its final
+    /// status: its provenance (grid file and hash, coordinator version, host, when).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<u32>,
 }
 
 /// Marks each CUDA record whose run overlapped, on the same GPU (by UUID), another record's
@@ -164,6 +170,7 @@ impl JobRecord {
                 .device
                 .filter(|d| matches!(d, DeviceSpec::Cuda(_)))
                 .map(|_| job.spec.tf32),
+            run: facts.run,
         }
     }
 }

@@ -59,6 +59,7 @@ pub fn results_of(grid_yaml: &str) -> Results {
             started_at: "2026-01-01T00:00:00Z".into(),
             finished_at: None,
             workers: vec![],
+            runs: vec![],
         },
         jobs,
     }

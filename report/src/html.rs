@@ -259,6 +259,9 @@ fn environment(r: &Results) -> String {
             w.slots
         );
     }
+    for run in &env.runs {
+        let _ = write!(h, "<li>{}</li>", esc(&crate::results::run_text(run)));
+    }
     for line in crate::table::cuda_settings(r) {
         let _ = write!(h, "<li>{}</li>", esc(&line.replace('`', "")));
     }

@@ -28,7 +28,7 @@ pub mod svg;
 pub mod table;
 pub mod tensorboard;
 
-pub use results::{Environment, Results, WorkerEnv};
+pub use results::{Environment, Results, RunInfo, WorkerEnv};
 
 #[cfg(test)]
 pub(crate) mod fixtures;

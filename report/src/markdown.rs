@@ -165,6 +165,9 @@ fn environment(r: &Results) -> String {
     for line in cuda_settings(r) {
         let _ = writeln!(md, "- {line}");
     }
+    for run in &env.runs {
+        let _ = writeln!(md, "- {}", md_cell(&crate::results::run_text(run)));
+    }
     md
 }
 

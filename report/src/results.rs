@@ -12,6 +12,23 @@ pub struct WorkerEnv {
     pub info: WorkerInfo,
 }
 
+/// One run of the coordinator on this state: what produced the jobs that finished in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// 1, 2, ... in order; a job record's `run` refers to it.
+    pub id: u32,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub grid_file: String,
+    pub grid_sha256: String,
+    pub coordinator_version: String,
+    pub host: String,
+    /// Jobs whose final status was reached in this run.
+    #[serde(default)]
+    pub jobs_finished: u32,
+}
+
 /// Where and when the grid ran.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Environment {
@@ -23,6 +40,9 @@ pub struct Environment {
     pub started_at: String,
     pub finished_at: Option<String>,
     pub workers: Vec<WorkerEnv>,
+    /// Every run on this state, oldest first (absent in states made before runs were kept).
+    #[serde(default)]
+    pub runs: Vec<RunInfo>,
 }
 
 /// The content of `results.json`.
@@ -51,6 +71,21 @@ impl Results {
         // Every field is a string, number, bool, list or map with string keys.
         serde_json::to_string_pretty(self).expect("results contain only serializable data")
     }
+}
+
+/// One run in words, for the reports' environment.
+pub fn run_text(r: &RunInfo) -> String {
+    format!(
+        "Run {}: {} to {}, grid file {} (SHA-256 {}), coordinator {} on {}: {} job(s) finished in it",
+        r.id,
+        r.started_at,
+        r.finished_at.as_deref().unwrap_or("(not finished)"),
+        r.grid_file,
+        &r.grid_sha256[..r.grid_sha256.len().min(12)],
+        r.coordinator_version,
+        r.host,
+        r.jobs_finished
+    )
 }
 
 /// How many attempts a job took, and why the extra ones happened: a lost worker

@@ -68,6 +68,7 @@ impl State {
             grid_file: loaded.grid_file,
             started_at: loaded.started_at,
             finished_at: loaded.finished_at,
+            runs: loaded.runs,
             jobs,
             by_id,
             queue: Queue::default(),
@@ -106,6 +107,7 @@ fn fill(e: &mut JobEntry, s: StoredJob) {
             epochs: s.epochs,
             clock: s.clock,
             device_uuid: s.device_uuid,
+            run: s.run,
         }));
     }
 }

@@ -86,6 +86,8 @@ pub struct State {
     grid_file: String,
     started_at: String,
     finished_at: Option<String>,
+    /// Every run on this state; the last is this one.
+    runs: Vec<report::RunInfo>,
     jobs: Vec<JobEntry>,
     /// Job indexes sorted by job id, for finding a job by id (4 bytes a job, where a map of
     /// ids would hold a second copy of every id).
@@ -120,6 +122,8 @@ impl State {
         let now = Instant::now();
         let mut state = State::load(store, Some(jobs), lease_ttl, now)?;
         state.release_local_leases(now)?;
+        // Nothing left to run (a rerun after only the target changed): finished now.
+        state.note_if_finished(now)?;
         Ok(state)
     }
 
@@ -222,13 +226,21 @@ impl State {
             } => self
                 .workers
                 .insert(id.clone(), info.clone(), *session, *local, Some(now)),
-            Change::GridFinished { at } => self.finished_at = Some(at.clone()),
+            Change::GridFinished { at } => {
+                self.finished_at = Some(at.clone());
+                if let Some(run) = self.runs.last_mut() {
+                    run.finished_at = Some(at.clone());
+                }
+            }
             _ => {
                 let Some(i) = change.job().and_then(|id| self.find(id)) else {
                     return;
                 };
                 let (held, before) = (self.jobs[i].lease, self.jobs[i].status);
                 self.jobs[i].apply(change);
+                if matches!(change, Change::Finished { .. } | Change::Stopped { .. }) {
+                    self.jobs[i].result_mut().run = self.runs.last().map(|r| r.id);
+                }
                 self.counts.add(before, -1);
                 self.counts.add(self.jobs[i].status, 1);
                 self.reindex(i, held, change, now);

@@ -144,6 +144,17 @@ impl State {
         out
     }
 
+    /// Every run, with how many jobs reached their final status in each.
+    fn runs_with_counts(&self) -> Vec<report::RunInfo> {
+        let mut runs = self.runs.clone();
+        for r in &mut runs {
+            let finished_in =
+                |e: &&crate::jobs::JobEntry| e.result.as_ref().is_some_and(|x| x.run == Some(r.id));
+            r.jobs_finished = self.jobs.iter().filter(finished_in).count() as u32;
+        }
+        runs
+    }
+
     /// Everything the output files are made of. The environment lists the workers that ran
     /// jobs, one entry per name and device.
     pub fn results(&self) -> Results {
@@ -173,6 +184,7 @@ impl State {
                 started_at: self.started_at.clone(),
                 finished_at: self.finished_at.clone(),
                 workers,
+                runs: self.runs_with_counts(),
             },
             jobs: self.records(),
         }

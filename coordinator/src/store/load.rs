@@ -25,6 +25,8 @@ pub struct StoredJob {
     pub error: Option<String>,
     pub clock: Option<RunClock>,
     pub device_uuid: Option<String>,
+    /// The run in which it reached its final status.
+    pub run: Option<u32>,
     pub epochs: Vec<EpochMetrics>,
 }
 
@@ -43,6 +45,8 @@ pub struct Loaded {
     pub grid_file: String,
     pub started_at: String,
     pub finished_at: Option<String>,
+    /// Every run on this state, oldest first.
+    pub runs: Vec<report::RunInfo>,
     /// Every job stored (also of earlier grids in this state), sorted by id.
     pub jobs: Vec<(JobId, StoredJob)>,
     pub workers: Vec<StoredWorker>,
@@ -50,6 +54,27 @@ pub struct Loaded {
     pub open_attempts: HashMap<JobId, (LeaseId, WorkerId)>,
     /// The sequence number of the next fencing token (see [`LeaseId::compose`]).
     pub next_lease_seq: u64,
+}
+
+/// Every run on this state, oldest first (`jobs_finished` is counted from the jobs).
+fn runs(db: &Connection) -> Result<Vec<report::RunInfo>> {
+    let mut q = db.prepare(
+        "SELECT id, started_at, finished_at, grid_file, grid_sha256, coordinator_version, host,
+         (SELECT COUNT(*) FROM jobs WHERE run_id = runs.id) FROM runs ORDER BY id",
+    )?;
+    let rows = q.query_map([], |r| {
+        Ok(report::RunInfo {
+            id: r.get(0)?,
+            started_at: r.get(1)?,
+            finished_at: r.get(2)?,
+            grid_file: r.get(3)?,
+            grid_sha256: r.get(4)?,
+            coordinator_version: r.get(5)?,
+            host: r.get(6)?,
+            jobs_finished: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
 }
 
 pub(super) fn load(db: &Connection) -> Result<Loaded> {
@@ -73,6 +98,7 @@ pub(super) fn load(db: &Connection) -> Result<Loaded> {
         grid_file,
         started_at,
         finished_at,
+        runs: runs(db)?,
         jobs: jobs(db)?,
         workers: workers(db)?,
         open_attempts: open_attempts(db)?,
@@ -116,7 +142,7 @@ fn jobs(db: &Connection) -> Result<Vec<(JobId, StoredJob)>> {
     }
     let mut q = db.prepare(
         "SELECT id, status, attempts, lost, finished_lease, worker, device, param_count, latency_ms, error, failures,
-         init_start_ms, run_start_ms, run_stop_ms, device_uuid FROM jobs ORDER BY id",
+         init_start_ms, run_start_ms, run_stop_ms, device_uuid, run_id FROM jobs ORDER BY id",
     )?;
     let rows = q.query_map([], |r| {
         let id: String = r.get(0)?;
@@ -143,6 +169,7 @@ fn jobs(db: &Connection) -> Result<Vec<(JobId, StoredJob)>> {
                     _ => None,
                 },
                 device_uuid: r.get(14)?,
+                run: r.get(15)?,
                 epochs: Vec::new(),
             },
         ))

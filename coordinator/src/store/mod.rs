@@ -52,7 +52,13 @@ CREATE TABLE IF NOT EXISTS workers (
     device_name TEXT NOT NULL, libtorch_version TEXT NOT NULL, slots INTEGER NOT NULL,
     registered_at TEXT NOT NULL, memory_mb INTEGER NOT NULL DEFAULT 0, session_sha256 BLOB,
     local INTEGER);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, grid_file TEXT NOT NULL,
+    grid_sha256 TEXT NOT NULL, coordinator_version TEXT NOT NULL, host TEXT NOT NULL);
 ";
+
+/// The run now in progress: the latest.
+const THIS_RUN: &str = "(SELECT MAX(id) FROM runs)";
 
 /// How much a commit survives, as SQLite's `synchronous` setting under WAL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +123,17 @@ impl Store {
              ON CONFLICT(id) DO UPDATE SET name = ?1, spec_json = ?2, grid_file = ?3, started_at = ?4,
              finished_at = NULL",
             params![grid.name(), spec_json, grid_file, at],
+        )?;
+        tx.execute(
+            "INSERT INTO runs (started_at, grid_file, grid_sha256, coordinator_version, host)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                at,
+                grid_file,
+                grid.source_sha256(),
+                env!("CARGO_PKG_VERSION"),
+                orchestrator_proto::host::hostname()
+            ],
         )?;
         {
             let mut insert = tx.prepare(
@@ -203,7 +220,7 @@ impl Store {
 }
 
 /// Columns added since the first schema, added to databases made before them.
-const ADDED_COLUMNS: [(&str, &str, &str); 9] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 10] = [
     ("jobs", "init_start_ms", "INTEGER"),
     ("jobs", "run_start_ms", "INTEGER"),
     ("jobs", "run_stop_ms", "INTEGER"),
@@ -213,6 +230,7 @@ const ADDED_COLUMNS: [(&str, &str, &str); 9] = [
     ("workers", "session_sha256", "BLOB"),
     ("workers", "local", "INTEGER"),
     ("jobs", "device_uuid", "TEXT"),
+    ("jobs", "run_id", "INTEGER"),
 ];
 
 fn migrate(db: &Connection) -> Result<()> {
@@ -281,7 +299,9 @@ fn write(tx: &Transaction<'_>, change: &Change) -> Result<()> {
             at,
         } => {
             tx.execute(
-                "UPDATE jobs SET status = ?2, error = ?3 WHERE id = ?1",
+                &format!(
+                    "UPDATE jobs SET status = ?2, error = ?3, run_id = {THIS_RUN} WHERE id = ?1"
+                ),
                 params![job.as_str(), status.as_str(), error],
             )?;
             tx.execute(
@@ -291,6 +311,10 @@ fn write(tx: &Transaction<'_>, change: &Change) -> Result<()> {
         }
         Change::GridFinished { at } => {
             tx.execute("UPDATE grid SET finished_at = ?1 WHERE id = 1", [at])?;
+            tx.execute(
+                &format!("UPDATE runs SET finished_at = ?1 WHERE id = {THIS_RUN}"),
+                [at],
+            )?;
         }
     }
     Ok(())
@@ -341,8 +365,8 @@ fn write_finished(tx: &Transaction<'_>, change: &Change) -> Result<()> {
     }
     tx.execute(
         "UPDATE jobs SET status = ?2, finished_lease = ?3, device = ?4, param_count = ?5, latency_ms = ?6,
-         error = ?7, failures = ?8, init_start_ms = ?9, run_start_ms = ?10, run_stop_ms = ?11, device_uuid = ?12
-         WHERE id = ?1",
+         error = ?7, failures = ?8, init_start_ms = ?9, run_start_ms = ?10, run_stop_ms = ?11, device_uuid = ?12,
+         run_id = (SELECT MAX(id) FROM runs) WHERE id = ?1",
         params![job.as_str(), status.as_str(), lease.get() as i64, o.device.to_string(),
                 o.param_count as i64, o.latency_ms_per_sample, o.error, failures,
                 o.clock.map(|c| c.init_start_ms as i64), o.clock.and_then(|c| c.run_start_ms).map(|t| t as i64),

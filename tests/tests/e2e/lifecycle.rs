@@ -367,3 +367,53 @@ fn plan_shows_what_would_run_and_compare_reads_runs() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no-such.db: no such file"), "{stderr}");
 }
+
+/// Provenance: each run on a state is kept (when, which grid file and hash, which coordinator),
+/// each job names the run that finished it, and a rerun that trains nothing (only the target
+/// changed) reports as finished, with both runs listed.
+#[test]
+fn every_run_is_kept_and_each_job_names_its_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let grid = tmp.path().join("grid.yaml");
+    let text = "name: prov\nactivations: [relu, tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.5, train_limit: 500, test_limit: 100, latency_samples: 5}\n";
+    std::fs::write(&grid, text).unwrap();
+    let out = tmp.path().join("out");
+    let (status, _, stderr) = output(&mut coordinator(&grid, &out, &data));
+    assert!(status.success(), "{stderr}");
+    std::fs::write(
+        &grid,
+        text.replace("target_accuracy: 0.5", "target_accuracy: 0.6"),
+    )
+    .unwrap();
+    let (status, _, stderr) = output(&mut coordinator(&grid, &out, &data));
+    assert!(status.success(), "{stderr}");
+    let results = crate::support::read_json(&out.join("results.json"));
+    let env = &results["environment"];
+    let runs = env["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{env}");
+    assert_eq!(
+        (
+            runs[0]["jobs_finished"].as_u64(),
+            runs[1]["jobs_finished"].as_u64()
+        ),
+        (Some(2), Some(0)),
+        "{env}"
+    );
+    assert!(runs.iter().all(|r| r["finished_at"].is_string()), "{env}");
+    assert_ne!(
+        runs[0]["grid_sha256"], runs[1]["grid_sha256"],
+        "the grid file changed"
+    );
+    assert!(env["finished_at"].is_string(), "{env}");
+    for job in crate::support::jobs(&results) {
+        assert_eq!(job["run"], 1, "{job}");
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(!report.contains("(still running)"), "{report}");
+    assert!(
+        report.contains("- Run 1: ") && report.contains("- Run 2: "),
+        "{report}"
+    );
+    assert!(report.contains("2 job(s) finished in it"), "{report}");
+}
