@@ -121,7 +121,17 @@ fn table(t: &Table) -> String {
             esc(&r.label()),
             r.n,
             cell(&r.total, b.total, r.total.text(fmt_hms)),
-            cell(&r.latency, b.latency, r.latency.text(|v| format!("{v:.3}"))),
+            cell(
+                &r.latency,
+                b.latency,
+                r.latency
+                    .text(|v| format!("{v:.3}"))
+                    .map(|t| if r.latency.inconsistent() {
+                        t + " ‼"
+                    } else {
+                        t
+                    })
+            ),
             cell(&r.first_epoch, b.first_epoch, r.first_epoch.epoch_text()),
             cell(&r.to_target, b.to_target, r.to_target.text(fmt_hms)),
             cell(
@@ -139,6 +149,9 @@ fn table(t: &Table) -> String {
     }
     h.push_str("</tbody></table>");
     if let Some(note) = crate::table::shared_note(t) {
+        let _ = write!(h, "<p>{}</p>", esc(&note));
+    }
+    if let Some(note) = crate::table::inconsistent_note(t) {
         let _ = write!(h, "<p>{}</p>", esc(&note));
     }
     h

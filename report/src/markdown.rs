@@ -8,7 +8,7 @@ use domain::JobStatus;
 use crate::format::{fmt_hms, md_cell};
 use crate::results::{attempts_text, Results};
 use crate::summary::summary;
-use crate::table::{cuda_settings, shared_note, tables, Stat, Table, ALPHA};
+use crate::table::{cuda_settings, inconsistent_note, shared_note, tables, Stat, Table, ALPHA};
 
 impl Results {
     pub fn to_markdown(&self) -> String {
@@ -62,7 +62,13 @@ fn table_section(table: &Table) -> String {
             render(
                 &row.latency,
                 b.latency,
-                row.latency.text(|v| format!("{v:.3}")),
+                row.latency.text(|v| format!("{v:.3}")).map(|t| {
+                    if row.latency.inconsistent() {
+                        t + " ‼"
+                    } else {
+                        t
+                    }
+                }),
             ),
             render(
                 &row.first_epoch,
@@ -91,6 +97,9 @@ fn table_section(table: &Table) -> String {
          seeds: mean ± standard deviation over the runs that reached it.\n"
     );
     if let Some(note) = shared_note(table) {
+        let _ = writeln!(md, "{note}\n");
+    }
+    if let Some(note) = inconsistent_note(table) {
         let _ = writeln!(md, "{note}\n");
     }
     for line in summary(table) {
@@ -239,5 +248,24 @@ mod tests {
         let html = r.to_html();
         assert!(html.contains("<th>relu †</th>"), "{html}");
         assert!(!results().to_markdown().contains('†'));
+    }
+
+    /// Two identical runs whose latencies differ 100-fold are flagged, not compared quietly.
+    #[test]
+    fn latencies_that_disagree_are_flagged() {
+        let mut r = results();
+        for j in r.jobs.iter_mut() {
+            if j.activation == domain::Activation::Tanh {
+                j.latency_ms_per_sample = Some(if j.seed == 0 { 48.44 } else { 0.34 });
+            }
+        }
+        let md = r.to_markdown();
+        let tanh = md.lines().find(|l| l.starts_with("| tanh |")).unwrap();
+        assert!(tanh.contains("24.390 ± 34.012 ‼"), "{tanh}");
+        assert!(
+            md.contains("‼ The latencies of tanh's runs differ more than 3×"),
+            "{md}"
+        );
+        assert!(!results().to_markdown().contains('‼'));
     }
 }

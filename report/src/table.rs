@@ -123,6 +123,37 @@ pub fn shared_note(t: &Table) -> Option<String> {
     })
 }
 
+/// How far apart a cell's values may be before they are flagged: the slowest over the fastest.
+pub const INCONSISTENT_RATIO: f64 = 3.0;
+
+impl Stat {
+    /// The values disagree by more than [`INCONSISTENT_RATIO`] (two identical runs whose
+    /// latencies differ 100-fold measured a disturbed machine, not the activation).
+    pub fn inconsistent(&self) -> bool {
+        let min = self.values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.values.iter().copied().fold(0.0, f64::max);
+        self.values.len() > 1 && min > 0.0 && max / min > INCONSISTENT_RATIO
+    }
+}
+
+/// The note under a table whose latencies disagree across seeds.
+pub fn inconsistent_note(t: &Table) -> Option<String> {
+    let rows: Vec<&str> = t
+        .rows
+        .iter()
+        .filter(|r| r.latency.inconsistent())
+        .map(|r| r.activation.as_str())
+        .collect();
+    (!rows.is_empty()).then(|| {
+        format!(
+            "‼ The latencies of {}'s runs differ more than {INCONSISTENT_RATIO}×: one run was most \
+             likely measured on a disturbed machine, so their mean and its comparison are not \
+             reliable; run them again on a quiet machine.",
+            rows.join(", ")
+        )
+    })
+}
+
 /// The CUDA settings the grid's GPU runs trained under, for the report's environment.
 pub fn cuda_settings(results: &Results) -> Vec<String> {
     let mut seen: Vec<String> = Vec::new();
