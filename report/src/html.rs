@@ -9,13 +9,14 @@ use domain::{JobRecord, JobStatus};
 use crate::format::{fmt_hms, html_escape as esc};
 use crate::results::{attempts_text, Results};
 use crate::summary::summary;
-use crate::svg::{chart, Series};
+use crate::svg::{chart, Axes, Series};
 use crate::table::{tables, Stat, Table};
 
 const STYLE: &str = "
 body{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}caption{text-align:left;font-weight:600;padding:.3em 0}
-td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}tbody th{text-align:left}
+td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right;white-space:nowrap}tbody th{text-align:left}
+details{margin:1em 0}summary{cursor:pointer;font-weight:600}.scroll{overflow-x:auto}
 td.best{font-weight:700;background:#e8f4e8}.charts{display:flex;flex-wrap:wrap;gap:1em}
 .sig{color:#b00;font-weight:700}.ct{font-size:14px;font-weight:600}.tk,.lg{font-size:11px}.al{font-size:12px}
 @media print{.charts{display:block}}";
@@ -91,14 +92,47 @@ fn progress(jobs: &[JobRecord]) -> String {
 /// One dataset × model: its table, the summary in words and its three figures.
 fn table_section(r: &Results, t: &Table) -> String {
     let mut h = format!("<section><h2>{} / {}</h2>", t.dataset, t.model);
+    h.push_str(r#"<div class="scroll">"#);
     h.push_str(&table(t));
+    h.push_str("</div>");
     h.push_str("<p>Best value of each column in bold; <span class=\"sig\">*</span> significantly worse than the best (Welch's t-test, p &lt; 0.05); N/A: the target was never reached; with several seeds, mean ± standard deviation.</p><ul class=\"summary\">");
     for line in summary(t) {
         let _ = write!(h, "<li>{}</li>", esc(&line));
     }
     h.push_str("</ul>");
     h.push_str(&figures(r, t));
+    h.push_str(&epoch_table(r, t));
     h.push_str("</section>");
+    h
+}
+
+/// Test accuracy per epoch (mean over seeds), folded away until opened.
+fn epoch_table(r: &Results, t: &Table) -> String {
+    let rows = crate::table::per_epoch(r, t);
+    let epochs = rows.iter().map(|(_, e)| e.len()).max().unwrap_or(0);
+    if epochs == 0 {
+        return String::new();
+    }
+    let mut h = String::from(
+        r#"<details class="epochs"><summary>Test accuracy per epoch (mean over seeds)</summary><table><thead><tr><th>Activation</th>"#,
+    );
+    for e in 1..=epochs {
+        let _ = write!(h, "<th>{e}</th>");
+    }
+    h.push_str("</tr></thead><tbody>");
+    for (name, accs) in rows {
+        let _ = write!(h, "<tr><th>{}</th>", esc(&name));
+        for i in 0..epochs {
+            let cell = accs.get(i).copied().flatten();
+            let _ = write!(
+                h,
+                "<td>{}</td>",
+                cell.map_or(String::new(), |a| format!("{:.2}%", 100.0 * a))
+            );
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</tbody></table></details>");
     h
 }
 
@@ -209,18 +243,30 @@ fn figures(r: &Results, t: &Table) -> String {
             "epoch",
             "test accuracy (%)",
             &acc,
+            Axes {
+                x_integer: true,
+                target: Some(100.0 * t.target),
+            },
         ),
         chart(
             &format!("Training loss — {d}"),
             "epoch",
             "training loss",
             &loss,
+            Axes {
+                x_integer: true,
+                target: None,
+            },
         ),
         chart(
             &format!("Accuracy vs training time — {d}"),
             "training time (s)",
             "test accuracy (%)",
             &acc_time,
+            Axes {
+                x_integer: false,
+                target: Some(100.0 * t.target),
+            },
         ),
     ]
     .into_iter()

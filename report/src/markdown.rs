@@ -8,7 +8,9 @@ use domain::JobStatus;
 use crate::format::{fmt_hms, md_cell};
 use crate::results::{attempts_text, Results};
 use crate::summary::summary;
-use crate::table::{cuda_settings, inconsistent_note, shared_note, tables, Stat, Table, ALPHA};
+use crate::table::{
+    cuda_settings, inconsistent_note, per_epoch, shared_note, tables, Stat, Table, ALPHA,
+};
 
 impl Results {
     pub fn to_markdown(&self) -> String {
@@ -17,6 +19,7 @@ impl Results {
         md.push_str(&status_line(self));
         for table in tables(self) {
             md.push_str(&table_section(&table));
+            md.push_str(&epoch_table(self, &table));
         }
         md.push_str(&problems(self));
         md.push_str(&environment(self));
@@ -104,6 +107,36 @@ fn table_section(table: &Table) -> String {
     }
     for line in summary(table) {
         let _ = writeln!(md, "- {line}");
+    }
+    md.push('\n');
+    md
+}
+
+/// Test accuracy per epoch (mean over seeds), one row per activation.
+fn epoch_table(r: &Results, table: &Table) -> String {
+    let rows = per_epoch(r, table);
+    let epochs = rows.iter().map(|(_, e)| e.len()).max().unwrap_or(0);
+    if epochs == 0 {
+        return String::new();
+    }
+    let mut md = format!(
+        "Test accuracy per epoch, {} / {} (mean over seeds):\n\n| Activation |",
+        table.dataset, table.model
+    );
+    for e in 1..=epochs {
+        let _ = write!(md, " {e} |");
+    }
+    let _ = writeln!(md, "\n|---|{}", "---|".repeat(epochs));
+    for (name, accs) in rows {
+        let cells: Vec<String> = (0..epochs)
+            .map(|i| {
+                accs.get(i)
+                    .copied()
+                    .flatten()
+                    .map_or("".into(), |a| format!("{:.2}%", 100.0 * a))
+            })
+            .collect();
+        let _ = writeln!(md, "| {} | {} |", md_cell(&name), cells.join(" | "));
     }
     md.push('\n');
     md

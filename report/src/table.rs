@@ -123,6 +123,35 @@ pub fn shared_note(t: &Table) -> Option<String> {
     })
 }
 
+/// Test accuracy per epoch, mean over the seeds that trained, per activation (in grid order)
+/// of `t`'s dataset × model: the rows of the per-epoch table.
+pub fn per_epoch(results: &Results, t: &Table) -> Vec<(String, Vec<Option<f64>>)> {
+    let mut out = Vec::new();
+    for &a in results.grid.activations() {
+        let runs: Vec<&JobRecord> = results
+            .jobs
+            .iter()
+            .filter(|j| j.dataset == t.dataset && j.model == t.model && j.activation == a)
+            .filter(|j| matches!(j.status, JobStatus::Succeeded | JobStatus::Diverged))
+            .collect();
+        let epochs = runs.iter().map(|j| j.epochs.len()).max().unwrap_or(0);
+        if epochs == 0 {
+            continue;
+        }
+        let means = (0..epochs)
+            .map(|i| {
+                Stat::of(
+                    runs.iter()
+                        .map(|j| j.epochs.get(i).map(|e| e.test_accuracy)),
+                )
+                .mean
+            })
+            .collect();
+        out.push((a.to_string(), means));
+    }
+    out
+}
+
 /// How far apart a cell's values may be before they are flagged: the slowest over the fastest.
 pub const INCONSISTENT_RATIO: f64 = 3.0;
 

@@ -119,7 +119,51 @@ fn report_html_renders_in_chromium() {
     );
     assert!(dom.contains(r#"class="band""#), "seed bands drawn");
     assert!(
+        dom.contains("± 1 sd, 2 seeds"),
+        "the band explained in the legend"
+    );
+    assert_eq!(
+        dom.matches(r#"class="target""#).count(),
+        2,
+        "target line on both accuracy figures"
+    );
+    assert!(
+        dom.contains(r#"<details class="epochs">"#),
+        "per-epoch table"
+    );
+    assert!(
         dom.contains("Recommendation for mnist / paper-cnn"),
         "summary in words"
+    );
+    // And as a picture: the page rendered to a PNG that is not blank.
+    let shot = tmp.path().join("report.png");
+    let (status, _, log) = output(
+        Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+            ])
+            .args([
+                "--disable-background-networking",
+                "--disable-component-update",
+            ])
+            .args(["--hide-scrollbars", "--window-size=1280,2200"])
+            .arg(format!("--screenshot={}", shot.display()))
+            .arg(format!(
+                "--user-data-dir={}",
+                tmp.path().join("profile").display()
+            ))
+            .arg(format!("file://{}", html.display())),
+    );
+    assert!(status.success(), "{log}");
+    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("{e}: {log}"));
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    // A blank 1280×2200 page compresses to a few kB; tables, text and figures to far more.
+    assert!(
+        png.len() > 40_000,
+        "{} bytes: the page looks blank",
+        png.len()
     );
 }
