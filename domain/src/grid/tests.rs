@@ -326,3 +326,28 @@ fn missing_file() {
     assert!(matches!(e, GridError::Read { .. }));
     assert!(e.to_string().contains("/nonexistent/grid.yaml"), "{e}");
 }
+
+/// Every grid in `examples/` is valid, and the paper's is the paper's: 6 activations × MNIST
+/// (10 epochs, 98%) and CIFAR-10 (50 epochs, 87%).
+#[test]
+fn the_examples_are_valid_grids() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let g = Grid::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!g.jobs().is_empty(), "{}", path.display());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "{seen} examples");
+    let paper = Grid::from_file(&dir.join("paper.yaml")).unwrap();
+    assert_eq!(paper.activations().len(), 6);
+    let epochs: Vec<(u32, f64)> = paper
+        .datasets()
+        .iter()
+        .map(|d| (d.epochs, d.target_accuracy))
+        .collect();
+    assert_eq!(epochs, [(10, 0.98), (50, 0.87)]);
+}
