@@ -207,6 +207,7 @@ mod tests {
             test_loss: 1.0,
             test_accuracy: 0.9,
             clock: None,
+            host: None,
         };
         let facts = RunFacts {
             epochs: (1..=job.spec.epochs).map(epoch).collect(),

@@ -37,7 +37,7 @@ pub use device::DeviceSpec;
 pub use grid::{DatasetEntry, Grid, GridError, Training};
 pub use ids::{JobId, LeaseId, WorkerId};
 pub use job::{Job, JobStatus, TrainSpec};
-pub use metrics::{EpochClock, EpochMetrics, RunClock, Summary};
+pub use metrics::{EpochClock, EpochHost, EpochMetrics, RunClock, Summary};
 pub use names::{Activation, Dataset, Model, Optimizer, Precision, Tf32};
 pub use outcome::{Outcome, TrainOutcome};
 pub use record::{JobRecord, RunFacts};

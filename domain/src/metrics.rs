@@ -16,9 +16,38 @@ pub struct EpochMetrics {
     /// clocks were).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock: Option<EpochClock>,
+    /// How the host treated the epoch's training (absent where not measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<EpochHost>,
+}
+
+/// What else the machine did while an epoch trained: a timing is only as good as the quiet
+/// of its machine.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpochHost {
+    /// CPU time (user + system) the job process used while the epoch trained, seconds.
+    pub cpu_seconds: f64,
+    /// Runnable threads of other processes beyond the cores this job left free, on average
+    /// while the epoch trained: 0 on a quiet machine; 1 means one thread more than the free
+    /// cores wanted CPU all along.
+    pub contention: f64,
+}
+
+impl EpochHost {
+    /// An epoch whose timing another process disturbed (half a core or more taken from it).
+    pub const DISTURBED: f64 = 0.5;
+
+    pub fn disturbed(&self) -> bool {
+        self.contention >= Self::DISTURBED
+    }
 }
 
 impl EpochMetrics {
+    /// Whether the host disturbed this epoch's timing (see [`EpochHost`]).
+    pub fn disturbed(&self) -> bool {
+        self.host.is_some_and(|h| h.disturbed())
+    }
+
     /// Whether these metrics can be true of epoch `epoch` of a job of `epochs` epochs: every
     /// number finite, times and losses not negative, accuracy a fraction. (Metrics come from
     /// workers over the network; they drive the report and its recommendation.)
@@ -36,6 +65,15 @@ impl EpochMetrics {
                 return Err(format!(
                     "epoch {e}: {name} must be a finite number >= 0, got {v}"
                 ));
+            }
+        }
+        if let Some(h) = self.host {
+            for (name, v) in [("cpu_seconds", h.cpu_seconds), ("contention", h.contention)] {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(format!(
+                        "epoch {e}: {name} must be a finite number >= 0, got {v}"
+                    ));
+                }
             }
         }
         let a = self.test_accuracy;
@@ -129,6 +167,7 @@ mod tests {
             test_loss: 0.1,
             test_accuracy: acc,
             clock: None,
+            host: None,
         }
     }
 

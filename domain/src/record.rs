@@ -137,6 +137,12 @@ pub fn mark_shared_devices(records: &mut [JobRecord]) {
 }
 
 impl JobRecord {
+    /// Whether another process disturbed the timing of any of its epochs (see
+    /// [`crate::EpochHost`]).
+    pub fn disturbed(&self) -> bool {
+        self.epochs.iter().any(|e| e.disturbed())
+    }
+
     /// Builds a record; the DAWNBench summary fields are derived from the epochs.
     pub fn new(job: &Job, status: JobStatus, facts: RunFacts) -> JobRecord {
         let s = Summary::of(&facts.epochs, job.target_accuracy);

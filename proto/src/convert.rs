@@ -4,8 +4,8 @@
 
 use domain::names::UnknownName;
 use domain::{
-    EpochClock, EpochMetrics, Job, Outcome, Precision, RunClock, Tf32, TrainOutcome, TrainSpec,
-    WorkerInfo,
+    EpochClock, EpochHost, EpochMetrics, Job, Outcome, Precision, RunClock, Tf32, TrainOutcome,
+    TrainSpec, WorkerInfo,
 };
 
 use crate::v1;
@@ -110,6 +110,8 @@ impl From<&EpochMetrics> for v1::EpochMetrics {
             start_ms: m.clock.map_or(0, |c| c.start_ms),
             train_end_ms: m.clock.map_or(0, |c| c.train_end_ms),
             eval_end_ms: m.clock.map_or(0, |c| c.eval_end_ms),
+            cpu_seconds: m.host.map(|h| h.cpu_seconds),
+            contention: m.host.map(|h| h.contention),
         }
     }
 }
@@ -127,6 +129,13 @@ impl From<&v1::EpochMetrics> for EpochMetrics {
                 train_end_ms: m.train_end_ms,
                 eval_end_ms: m.eval_end_ms,
             }),
+            host: match (m.cpu_seconds, m.contention) {
+                (Some(cpu_seconds), Some(contention)) => Some(EpochHost {
+                    cpu_seconds,
+                    contention,
+                }),
+                _ => None,
+            },
         }
     }
 }

@@ -33,6 +33,7 @@ pub fn results_of(grid_yaml: &str) -> Results {
                 test_loss: loss / 2.0,
                 test_accuracy: acc,
                 clock: None,
+                host: None,
             };
             let facts = RunFacts {
                 attempts: 1,

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use domain::{JobRecord, JobStatus};
 
-use crate::format::{fmt_hms, html_escape as esc};
+use crate::format::html_escape as esc;
 use crate::results::{attempts_text, Results};
 use crate::summary::summary;
 use crate::svg::{chart, Axes, Series};
@@ -154,20 +154,10 @@ fn table(t: &Table) -> String {
             "<tr><th>{}</th><td>{}</td>{}{}{}{}{}",
             esc(&r.label()),
             r.n,
-            cell(&r.total, b.total, r.total.text(fmt_hms)),
-            cell(
-                &r.latency,
-                b.latency,
-                r.latency
-                    .text(|v| format!("{v:.3}"))
-                    .map(|t| if r.latency.inconsistent() {
-                        t + " ‼"
-                    } else {
-                        t
-                    })
-            ),
+            cell(&r.total, b.total, r.total_text()),
+            cell(&r.latency, b.latency, r.latency_text()),
             cell(&r.first_epoch, b.first_epoch, r.first_epoch.epoch_text()),
-            cell(&r.to_target, b.to_target, r.to_target.text(fmt_hms)),
+            cell(&r.to_target, b.to_target, r.to_target_text()),
             cell(
                 &r.error,
                 b.error,
@@ -186,6 +176,9 @@ fn table(t: &Table) -> String {
         let _ = write!(h, "<p>{}</p>", esc(&note));
     }
     if let Some(note) = crate::table::inconsistent_note(t) {
+        let _ = write!(h, "<p>{}</p>", esc(&note));
+    }
+    if let Some(note) = crate::table::disturbed_note(t) {
         let _ = write!(h, "<p>{}</p>", esc(&note));
     }
     h

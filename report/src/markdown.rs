@@ -5,11 +5,12 @@ use std::fmt::Write as _;
 
 use domain::JobStatus;
 
-use crate::format::{fmt_hms, md_cell};
+use crate::format::md_cell;
 use crate::results::{attempts_text, Results};
 use crate::summary::summary;
 use crate::table::{
-    cuda_settings, inconsistent_note, per_epoch, shared_note, tables, Stat, Table, ALPHA,
+    cuda_settings, disturbed_note, inconsistent_note, per_epoch, shared_note, tables, Stat, Table,
+    ALPHA,
 };
 
 impl Results {
@@ -61,24 +62,14 @@ fn table_section(table: &Table) -> String {
         let mut cells = vec![
             md_cell(&row.label()),
             row.n.to_string(),
-            render(&row.total, b.total, row.total.text(fmt_hms)),
-            render(
-                &row.latency,
-                b.latency,
-                row.latency.text(|v| format!("{v:.3}")).map(|t| {
-                    if row.latency.inconsistent() {
-                        t + " ‼"
-                    } else {
-                        t
-                    }
-                }),
-            ),
+            render(&row.total, b.total, row.total_text()),
+            render(&row.latency, b.latency, row.latency_text()),
             render(
                 &row.first_epoch,
                 b.first_epoch,
                 row.first_epoch.epoch_text(),
             ),
-            render(&row.to_target, b.to_target, row.to_target.text(fmt_hms)),
+            render(&row.to_target, b.to_target, row.to_target_text()),
             render(
                 &row.error,
                 b.error,
@@ -103,6 +94,9 @@ fn table_section(table: &Table) -> String {
         let _ = writeln!(md, "{note}\n");
     }
     if let Some(note) = inconsistent_note(table) {
+        let _ = writeln!(md, "{note}\n");
+    }
+    if let Some(note) = disturbed_note(table) {
         let _ = writeln!(md, "{note}\n");
     }
     for line in summary(table) {
@@ -300,5 +294,42 @@ mod tests {
             "{md}"
         );
         assert!(!results().to_markdown().contains('‼'));
+    }
+
+    /// Runs timed on a busy machine leave the time columns; where all runs were, the times
+    /// are marked and the note says so.
+    #[test]
+    fn disturbed_runs_leave_the_time_columns() {
+        let mut r = results();
+        for j in r.jobs.iter_mut() {
+            let busy = j.activation == domain::Activation::Tanh || j.seed == 1;
+            for e in j.epochs.iter_mut() {
+                e.host = Some(domain::EpochHost {
+                    cpu_seconds: 1.0,
+                    contention: if busy { 1.0 } else { 0.0 },
+                });
+            }
+            if busy {
+                j.total_train_seconds *= 3.0;
+            }
+        }
+        let md = r.to_markdown();
+        // relu: seed 1 (3× slower, disturbed) left out: 20 s from seed 0 alone.
+        let relu = md.lines().find(|l| l.starts_with("| relu |")).unwrap();
+        assert!(
+            relu.contains("0:00:20.0 |") || relu.contains("0:00:20.0**"),
+            "{relu}"
+        );
+        let tanh = md.lines().find(|l| l.starts_with("| tanh |")).unwrap();
+        assert!(tanh.contains(" ⚠"), "{tanh}");
+        assert!(
+            md.contains("⚠ 1 run(s) were timed while other processes competed"),
+            "{md}"
+        );
+        assert!(
+            md.contains("the times of tanh rest on such runs only"),
+            "{md}"
+        );
+        assert!(!results().to_markdown().contains('⚠'));
     }
 }

@@ -11,6 +11,18 @@ pub fn summary(t: &Table) -> Vec<String> {
     if let Some(line) = fastest(t) {
         out.push(line);
     }
+    let disturbed: Vec<&str> = t
+        .rows
+        .iter()
+        .filter(|r| r.times_disturbed)
+        .map(|r| r.activation.as_str())
+        .collect();
+    if !disturbed.is_empty() {
+        out.push(format!(
+            "Comparisons of time rest on disturbed runs for {} (other processes competed for the CPU): do not trust them before a run on a quiet machine.",
+            disturbed.join(", ")
+        ));
+    }
     let Some(lowest) = t.best_row(|r| &r.error) else {
         return out;
     };

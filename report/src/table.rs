@@ -98,9 +98,49 @@ pub struct Row {
     pub error: Stat,
     /// Runs that shared their GPU with other jobs (their times include that work).
     pub shared: usize,
+    /// Runs timed while other processes competed for the CPU: left out of the time columns,
+    /// unless every run was (then `times_disturbed`).
+    pub disturbed: usize,
+    /// The time columns rest on disturbed runs only.
+    pub times_disturbed: bool,
 }
 
 impl Row {
+    /// ` ⚠` after a time resting on disturbed runs only.
+    pub fn time_mark(&self) -> &'static str {
+        if self.times_disturbed {
+            " ⚠"
+        } else {
+            ""
+        }
+    }
+
+    /// The total-time cell's text (` ⚠` when it rests on disturbed runs only).
+    pub fn total_text(&self) -> Option<String> {
+        self.total
+            .text(crate::format::fmt_hms)
+            .map(|t| t + self.time_mark())
+    }
+
+    /// The time-to-target cell's text.
+    pub fn to_target_text(&self) -> Option<String> {
+        self.to_target
+            .text(crate::format::fmt_hms)
+            .map(|t| t + self.time_mark())
+    }
+
+    /// The latency cell's text, ms (` ‼` when its runs disagree more than 3×).
+    pub fn latency_text(&self) -> Option<String> {
+        let flag = if self.latency.inconsistent() {
+            " ‼"
+        } else {
+            ""
+        };
+        self.latency
+            .text(|v| format!("{v:.3}"))
+            .map(|t| t + flag + self.time_mark())
+    }
+
     /// The activation's name, with `†` when some of its runs shared their GPU.
     pub fn label(&self) -> String {
         if self.shared > 0 {
@@ -314,19 +354,57 @@ fn rows(results: &Results, dataset: Dataset, model: Model) -> Vec<Row> {
             by_act.entry(pos).or_default().push(j);
         }
     }
-    by_act
-        .values()
-        .map(|runs| Row {
-            activation: runs[0].activation.to_string(),
-            n: runs.len(),
-            total: Stat::of(runs.iter().map(|r| Some(r.total_train_seconds))),
-            latency: Stat::of(runs.iter().map(|r| r.latency_ms_per_sample)),
-            first_epoch: Stat::of(runs.iter().map(|r| r.first_epoch_at_target.map(f64::from))),
-            to_target: Stat::of(runs.iter().map(|r| r.seconds_to_target)),
-            error: Stat::of(runs.iter().map(|r| r.error_rate)),
-            shared: runs.iter().filter(|r| r.shared_device).count(),
-        })
-        .collect()
+    by_act.values().map(|runs| row(runs)).collect()
+}
+
+/// One activation's runs as a row. Times come from the runs no other process disturbed (all
+/// of them when every run was).
+fn row(runs: &[&JobRecord]) -> Row {
+    let quiet: Vec<&JobRecord> = runs.iter().copied().filter(|r| !r.disturbed()).collect();
+    let timed = if quiet.is_empty() { runs } else { &quiet[..] };
+    Row {
+        activation: runs[0].activation.to_string(),
+        n: runs.len(),
+        total: Stat::of(timed.iter().map(|r| Some(r.total_train_seconds))),
+        latency: Stat::of(timed.iter().map(|r| r.latency_ms_per_sample)),
+        first_epoch: Stat::of(runs.iter().map(|r| r.first_epoch_at_target.map(f64::from))),
+        to_target: Stat::of(timed.iter().map(|r| r.seconds_to_target)),
+        error: Stat::of(runs.iter().map(|r| r.error_rate)),
+        shared: runs.iter().filter(|r| r.shared_device).count(),
+        disturbed: runs.len() - quiet.len(),
+        times_disturbed: quiet.is_empty(),
+    }
+}
+
+/// The note under a table some of whose runs were timed on a busy machine.
+pub fn disturbed_note(t: &Table) -> Option<String> {
+    let left_out: usize = t
+        .rows
+        .iter()
+        .filter(|r| !r.times_disturbed)
+        .map(|r| r.disturbed)
+        .sum();
+    let only: Vec<&str> = t
+        .rows
+        .iter()
+        .filter(|r| r.times_disturbed)
+        .map(|r| r.activation.as_str())
+        .collect();
+    let mut parts = Vec::new();
+    if left_out > 0 {
+        parts.push(format!(
+            "{left_out} run(s) were timed while other processes competed for the CPU and are \
+             left out of the time columns (total time, time to target, latency)"
+        ));
+    }
+    if !only.is_empty() {
+        parts.push(format!(
+            "the times of {} rest on such runs only (marked ⚠): compare them after a run on a \
+             quiet machine",
+            only.join(", ")
+        ));
+    }
+    (!parts.is_empty()).then(|| format!("⚠ {}.", parts.join("; ")))
 }
 
 /// Sets `p_vs_best` of every cell: Welch's test of its runs against the best row's runs.

@@ -52,6 +52,7 @@ fn epoch(n: u32) -> EpochMetrics {
         test_loss: 1.0,
         test_accuracy: 0.95,
         clock: None,
+        host: None,
     }
 }
 

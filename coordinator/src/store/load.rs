@@ -106,36 +106,46 @@ pub(super) fn load(db: &Connection) -> Result<Loaded> {
     })
 }
 
+/// One row of `epochs`: the job's id and the epoch's metrics.
+fn epoch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, EpochMetrics)> {
+    Ok((
+        r.get::<_, String>(0)?,
+        EpochMetrics {
+            epoch: r.get(1)?,
+            train_seconds: r.get(2)?,
+            train_loss: r.get(3)?,
+            test_loss: r.get(4)?,
+            test_accuracy: r.get(5)?,
+            clock: match (
+                r.get::<_, Option<i64>>(6)?,
+                r.get::<_, Option<i64>>(7)?,
+                r.get::<_, Option<i64>>(8)?,
+            ) {
+                (Some(s), Some(t), Some(e)) => Some(EpochClock {
+                    start_ms: s as u64,
+                    train_end_ms: t as u64,
+                    eval_end_ms: e as u64,
+                }),
+                _ => None,
+            },
+            host: match (r.get::<_, Option<f64>>(9)?, r.get::<_, Option<f64>>(10)?) {
+                (Some(cpu_seconds), Some(contention)) => Some(domain::EpochHost {
+                    cpu_seconds,
+                    contention,
+                }),
+                _ => None,
+            },
+        },
+    ))
+}
+
 fn jobs(db: &Connection) -> Result<Vec<(JobId, StoredJob)>> {
     let mut epochs: HashMap<String, Vec<EpochMetrics>> = HashMap::new();
     let mut q = db.prepare(
         "SELECT job_id, epoch, train_seconds, train_loss, test_loss, test_accuracy, start_ms,
-         train_end_ms, eval_end_ms FROM epochs ORDER BY job_id, epoch",
+         train_end_ms, eval_end_ms, cpu_seconds, contention FROM epochs ORDER BY job_id, epoch",
     )?;
-    let rows = q.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            EpochMetrics {
-                epoch: r.get(1)?,
-                train_seconds: r.get(2)?,
-                train_loss: r.get(3)?,
-                test_loss: r.get(4)?,
-                test_accuracy: r.get(5)?,
-                clock: match (
-                    r.get::<_, Option<i64>>(6)?,
-                    r.get::<_, Option<i64>>(7)?,
-                    r.get::<_, Option<i64>>(8)?,
-                ) {
-                    (Some(s), Some(t), Some(e)) => Some(EpochClock {
-                        start_ms: s as u64,
-                        train_end_ms: t as u64,
-                        eval_end_ms: e as u64,
-                    }),
-                    _ => None,
-                },
-            },
-        ))
-    })?;
+    let rows = q.query_map([], epoch_row)?;
     for row in rows {
         let (job, m) = row?;
         epochs.entry(job).or_default().push(m);

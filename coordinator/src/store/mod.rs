@@ -220,7 +220,7 @@ impl Store {
 }
 
 /// Columns added since the first schema, added to databases made before them.
-const ADDED_COLUMNS: [(&str, &str, &str); 10] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 12] = [
     ("jobs", "init_start_ms", "INTEGER"),
     ("jobs", "run_start_ms", "INTEGER"),
     ("jobs", "run_stop_ms", "INTEGER"),
@@ -231,6 +231,8 @@ const ADDED_COLUMNS: [(&str, &str, &str); 10] = [
     ("workers", "local", "INTEGER"),
     ("jobs", "device_uuid", "TEXT"),
     ("jobs", "run_id", "INTEGER"),
+    ("epochs", "cpu_seconds", "REAL"),
+    ("epochs", "contention", "REAL"),
 ];
 
 fn migrate(db: &Connection) -> Result<()> {
@@ -388,11 +390,12 @@ fn insert_epoch(
 ) -> Result<()> {
     tx.prepare_cached(
         "INSERT OR REPLACE INTO epochs (job_id, epoch, lease_id, train_seconds, train_loss, test_loss, test_accuracy,
-         start_ms, train_end_ms, eval_end_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         start_ms, train_end_ms, eval_end_ms, cpu_seconds, contention) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![job, m.epoch, lease as i64, m.train_seconds, m.train_loss, m.test_loss, m.test_accuracy,
                      m.clock.map(|c| c.start_ms as i64), m.clock.map(|c| c.train_end_ms as i64),
-                     m.clock.map(|c| c.eval_end_ms as i64)])?;
+                     m.clock.map(|c| c.eval_end_ms as i64), m.host.map(|h| h.cpu_seconds),
+                     m.host.map(|h| h.contention)])?;
     Ok(())
 }
 

@@ -53,6 +53,7 @@ fn metrics_mid_grid_pass_promtool() {
             start_ms: 1_000_000,
             train_end_ms: 1_002_000,
             eval_end_ms: 1_002_500,
+            ..Default::default()
         };
         let report = pb::ReportEpochRequest {
             worker_id: reg.worker_id,

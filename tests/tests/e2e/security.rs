@@ -77,6 +77,14 @@ fn malformed_metrics_are_refused() {
             (metrics(3, 1.0, 0.5), "not in 1..=2"),
             (metrics(0, 1.0, 0.5), "not in 1..=2"),
             (metrics(2, 1.0, 0.5), "reported after epoch 0"),
+            (
+                pb::EpochMetrics {
+                    contention: Some(-1.0),
+                    cpu_seconds: Some(1.0),
+                    ..metrics(1, 1.0, 0.5)
+                },
+                "contention",
+            ),
         ] {
             let s = c.report_epoch(report(bad)).await.unwrap_err();
             assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");

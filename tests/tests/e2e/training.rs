@@ -46,6 +46,10 @@ fn worker_train_json_prints_one_job_record() {
     }
     assert_eq!(job["param_count"], 21843);
     assert_eq!(job["status"], "succeeded");
+    // Each epoch says how the host treated it: CPU time used, and contention from others.
+    let host = &job["epochs"][0]["host"];
+    assert!(host["cpu_seconds"].as_f64().unwrap() > 0.0, "{job}");
+    assert!(host["contention"].as_f64().unwrap() >= 0.0, "{job}");
 }
 
 /// Where the real datasets are available (CI sets DATASETS_DIR): real MNIST, paper settings.

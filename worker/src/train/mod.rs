@@ -9,11 +9,12 @@
 //! # Layout
 //! - [`run`] (here): the epoch loop; [`step`]: one pass over the training set;
 //!   [`augment`]: crop and flip on the device; [`evaluate`]: test metrics and latency;
-//!   [`checkpoint`]: save and restore.
+//!   [`checkpoint`]: save and restore; [`host`]: CPU time and contention per epoch.
 
 mod augment;
 pub mod checkpoint;
 mod evaluate;
+mod host;
 mod step;
 
 use std::path::PathBuf;
@@ -209,10 +210,12 @@ fn train_and_evaluate(
 ) -> anyhow::Result<Result<EpochMetrics, String>> {
     tch::manual_seed(epoch_seed(spec.seed, epoch));
     let start_ms = now_ms();
+    let probe = host::Probe::start(tch::get_num_threads().max(1) as usize);
     let clock = Instant::now();
     let loss_sum = step::train_epoch(&*s.net, &mut s.opt, &s.train, spec)?;
     // Reading the loss waits for the device, so the clock stops after the last step.
     let train_loss = loss_sum / s.train.samples() as f64;
+    let host = probe.finish();
     let train_seconds =
         done.last().map_or(0.0, |m| m.train_seconds) + clock.elapsed().as_secs_f64();
     let train_end_ms = now_ms();
@@ -233,6 +236,7 @@ fn train_and_evaluate(
             train_end_ms,
             eval_end_ms: now_ms(),
         }),
+        host,
     }))
 }
 
