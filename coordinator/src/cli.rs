@@ -147,6 +147,7 @@ impl Connect {
 pub enum Cmd {
     /// Re-render every report file from saved state.
     Report {
+        /// The state file (state.db), or a results.json.
         #[arg(long)]
         state: PathBuf,
         #[arg(long)]

@@ -252,9 +252,17 @@ fn uncancel(
 }
 
 fn report(state: &Path, out: &Path) -> anyhow::Result<()> {
-    let state = State::open_existing(state)
-        .with_context(|| format!("reading state {}", state.display()))?;
-    output::write_all(&state.results(), out)?;
+    let results = if state.extension().is_some_and(|e| e == "json") {
+        let text = std::fs::read_to_string(state)
+            .with_context(|| format!("reading {}", state.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a results.json of this tool", state.display()))?
+    } else {
+        State::open_existing(state)
+            .with_context(|| format!("reading state {}", state.display()))?
+            .results()
+    };
+    output::write_all(&results, out)?;
     eprintln!("coordinator: report written to {}", out.display());
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! The report as people see it: the live page while the grid runs, the HTML in a browser.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use integration_tests::{output, wait_exit};
+use integration_tests::{bin, output, wait_exit};
 use serde_json::Value;
 
 use crate::support::{bound_ports, coordinator, fixture};
@@ -166,4 +167,44 @@ fn report_html_renders_in_chromium() {
         "{} bytes: the page looks blank",
         png.len()
     );
+}
+
+/// The reproduction runs committed under docs/reproduction/ re-render, from their results.json
+/// alone, to their committed report.md, and docs/reproduction.md is what
+/// scripts/reproduction.py makes of them: the write-up cannot drift from the data.
+#[test]
+fn committed_reproduction_runs_rerender_to_their_reports() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut runs = 0;
+    for name in ["paper-mnist", "paper-cifar-slice"] {
+        let dir = root.join("docs/reproduction").join(name);
+        if !dir.join("results.json").is_file() {
+            continue;
+        }
+        runs += 1;
+        let out = tmp.path().join(name);
+        let (status, _, stderr) = output(
+            Command::new(bin("coordinator"))
+                .arg("report")
+                .arg("--state")
+                .arg(dir.join("results.json"))
+                .arg("--out")
+                .arg(&out),
+        );
+        assert!(status.success(), "{stderr}");
+        let rendered = std::fs::read_to_string(out.join("report.md")).unwrap();
+        let committed = std::fs::read_to_string(dir.join("report.md")).unwrap();
+        assert_eq!(
+            rendered, committed,
+            "{name}: report.md differs from its results.json"
+        );
+    }
+    assert!(runs >= 1, "no committed reproduction run");
+    let (status, out, err) = output(
+        Command::new("python3")
+            .arg(root.join("scripts/reproduction.py"))
+            .arg("--check"),
+    );
+    assert!(status.success(), "{out}{err}");
 }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs examples/NAME.yaml (paper-mnist or paper-cifar-slice) on the real data in $DATASETS_DIR
+# with the release binaries, keeps the run's results.json and report.md with where and how it
+# ran (run.json) under docs/reproduction/NAME/, and rewrites docs/reproduction.md from them.
+# Run it on a quiet machine: the report leaves disturbed runs out of its time columns.
+#
+#   DATASETS_DIR=/path/with/mnist/and/cifar-10 scripts/reproduce.sh paper-mnist
+set -euo pipefail
+cd "$(dirname "$0")/.."
+name="${1:?usage: scripts/reproduce.sh paper-mnist|paper-cifar-slice}"
+data="${DATASETS_DIR:?set DATASETS_DIR to the folder holding mnist/ and cifar-10/}"
+source scripts/env.sh
+cargo build --release --locked -p coordinator -p worker >&2
+out="runs/reproduction-$name"
+cmd="./target/release/coordinator --grid examples/$name.yaml --out $out --data-dir \$DATASETS_DIR --http off"
+./target/release/coordinator --grid "examples/$name.yaml" --out "$out" --data-dir "$data" --http off
+dest="docs/reproduction/$name"
+mkdir -p "$dest"
+cp "$out/results.json" "$out/report.md" "$dest/"
+commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!docs' || echo '+changes')"
+cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores"
+flags="$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f)$' | tr '\n' ' ' | sed 's/ $//')"
+python3 - "$dest/run.json" "$commit" "$cpu" "${flags:-no AVX2 or AVX-512}" "$cmd" <<'PY'
+import json, sys, datetime
+path, commit, cpu, flags, cmd = sys.argv[1:]
+json.dump({"commit": commit, "cpu": cpu, "cpu_flags": flags, "command": cmd,
+           "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")},
+          open(path, "w"), indent=2)
+PY
+python3 scripts/reproduction.py
