@@ -152,6 +152,24 @@ def conclusions(rows, summary):
     return "\n".join(out)
 
 
+def versus_paper(stats, paper_first, paper_error):
+    """Where these runs and the paper's single runs differ, in numbers."""
+    means = [s["error"][0] for s in stats.values() if s["error"][0] is not None]
+    lines = [f"- Error rates here: {100 * min(means):.2f}–{100 * max(means):.2f}% (means over "
+             f"seeds); the paper: {paper_error}."]
+    for a, said in paper_first.items():
+        s = stats.get(a)
+        if not s:
+            continue
+        if s["reached"]:
+            ours = (f"reached the target in {s['reached']} of {s['n']} runs, first in epoch "
+                    f"{s['first'][0]:.1f} on average")
+        else:
+            ours = f"never reached the target in {s['n']} runs"
+        lines.append(f"- {a}: {ours}; the paper: {'never' if said == 'never' else 'epoch ' + said}.")
+    return "\n".join(lines)
+
+
 def section(title, run, paper_first=None, paper_error=None, slice_note=None):
     results, report, meta = run
     rows = table_rows(report)
@@ -164,12 +182,16 @@ def section(title, run, paper_first=None, paper_error=None, slice_note=None):
     parts.append(
         f"Produced by `{meta['command']}` at commit `{meta['commit']}` on {meta['date']}, on "
         f"{meta['cpu']} ({meta['cpu_flags']}); {n_jobs} jobs; the run's own files are "
-        f"`docs/reproduction/{results['grid']['name']}/` (`results.json`, `report.md`).\n")
+        f"`docs/reproduction/{results['grid']['name']}/` (`results.json`, and `report.md`, which "
+        f"the current `coordinator report` renders from it: a test keeps the two equal).\n")
     if paper_error:
         parts.append(f"The paper (one run per activation): error rate {paper_error}.\n")
     parts.append(stats_table(stats, paper_first, paper_error) + "\n")
     parts.append("Times are this CPU's; the paper's were a GPU's, so compare time to target as a "
                  "fraction of each run's total training time, not in seconds.\n")
+    if paper_first is not None:
+        parts.append("Against the paper's Table 3:\n")
+        parts.append(versus_paper(stats, paper_first, paper_error) + "\n")
     parts.append("What the tool's report says (its Welch tests over the seeds):\n")
     parts.append("\n".join(f"- {l}" for l in summary) + "\n")
     parts.append("The paper's conclusions against these runs:\n")

@@ -34,20 +34,12 @@ pub struct EpochHost {
 }
 
 impl EpochHost {
-    /// An epoch whose timing another process disturbed (half a core or more taken from it).
+    /// Mean contention over a run's epochs from which its timing counts as disturbed: half a
+    /// core or more wanted by others all along.
     pub const DISTURBED: f64 = 0.5;
-
-    pub fn disturbed(&self) -> bool {
-        self.contention >= Self::DISTURBED
-    }
 }
 
 impl EpochMetrics {
-    /// Whether the host disturbed this epoch's timing (see [`EpochHost`]).
-    pub fn disturbed(&self) -> bool {
-        self.host.is_some_and(|h| h.disturbed())
-    }
-
     /// Whether these metrics can be true of epoch `epoch` of a job of `epochs` epochs: every
     /// number finite, times and losses not negative, accuracy a fraction. (Metrics come from
     /// workers over the network; they drive the report and its recommendation.)

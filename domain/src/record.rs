@@ -137,10 +137,18 @@ pub fn mark_shared_devices(records: &mut [JobRecord]) {
 }
 
 impl JobRecord {
-    /// Whether another process disturbed the timing of any of its epochs (see
-    /// [`crate::EpochHost`]).
+    /// Whether other processes disturbed its timing: its epochs' contention (see
+    /// [`crate::EpochHost`]) is [`crate::EpochHost::DISTURBED`] or more on average. (On a quiet
+    /// machine single samples catch a daemon or the coordinator at work, so one epoch now and
+    /// then shows 0.2 to 0.5; a competing training process shows 1 or more throughout.)
     pub fn disturbed(&self) -> bool {
-        self.epochs.iter().any(|e| e.disturbed())
+        let c: Vec<f64> = self
+            .epochs
+            .iter()
+            .filter_map(|e| e.host)
+            .map(|h| h.contention)
+            .collect();
+        !c.is_empty() && c.iter().sum::<f64>() / c.len() as f64 >= crate::EpochHost::DISTURBED
     }
 
     /// Builds a record; the DAWNBench summary fields are derived from the epochs.
