@@ -44,6 +44,8 @@ if [ ! -e "$data/mnist/train-images-idx3-ubyte" ] && [ ! -e "$data/mnist/train-i
 fi
 cat >"$work/grid.yaml" <<YAML
 name: multihost
+# Every epoch, so the worker that takes over resumes from what the first one stored.
+checkpoint_every: 1
 activations: [relu]
 datasets:
   - {dataset: mnist, model: paper-cnn, epochs: 12, target_accuracy: 0.5, latency_samples: 5}
