@@ -42,7 +42,7 @@ fn main() -> ExitCode {
             "--state {}: no such file",
             state.display()
         )))),
-        Some(Cmd::Report { state, out }) => report(&state, &out).map(|_| 0).map_err(Err),
+        Some(Cmd::Report { state, out }) => report(&state, &out),
         Some(Cmd::Uncancel { state, .. }) if !state.is_file() => Err(Ok(BadInput(format!(
             "--state {}: no such file",
             state.display()
@@ -117,11 +117,8 @@ async fn run(cfg: Config, listen: Listen) -> anyhow::Result<u8> {
         *heard.lock().unwrap_or_else(|p| p.into_inner()) = Some(which);
     };
     let (said, code) = match coordinator::run(cfg, local, listener, http, shutdown).await? {
-        Ending::Finished {
-            counts: c,
-            cancelled,
-        } => {
-            let cancelled_note = match cancelled {
+        Ending::Finished { counts: c } => {
+            let cancelled_note = match c.cancelled {
                 0 => String::new(),
                 n => format!(", {n} cancelled (`coordinator uncancel` runs them again)"),
             };
@@ -132,7 +129,7 @@ async fn run(cfg: Config, listen: Listen) -> anyhow::Result<u8> {
                 c.diverged,
                 out.join("report.md").display()
             );
-            let code = if cancelled > 0 {
+            let code = if c.cancelled > 0 {
                 CANCELLED_JOBS
             } else if strict && c.failed > 0 {
                 FAILED_JOBS
@@ -251,18 +248,10 @@ fn uncancel(
     }
 }
 
-fn report(state: &Path, out: &Path) -> anyhow::Result<()> {
-    let results = if state.extension().is_some_and(|e| e == "json") {
-        let text = std::fs::read_to_string(state)
-            .with_context(|| format!("reading {}", state.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a results.json of this tool", state.display()))?
-    } else {
-        State::open_existing(state)
-            .with_context(|| format!("reading state {}", state.display()))?
-            .results()
-    };
-    output::write_all(&results, out)?;
+/// `coordinator report`: every report file rendered again from a state or a results.json.
+fn report(state: &Path, out: &Path) -> Result<u8, Result<BadInput, anyhow::Error>> {
+    let results = load_results(state)?;
+    output::write_all(&results, out).map_err(Err)?;
     eprintln!("coordinator: report written to {}", out.display());
-    Ok(())
+    Ok(0)
 }

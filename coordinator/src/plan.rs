@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use domain::{Dataset, Grid, Job, JobRecord, JobStatus, Model};
+use report::format::fmt_hms;
 
 /// What is known about one dataset × model.
 #[derive(Default)]
@@ -116,7 +117,7 @@ fn table(out: &mut String, groups: &BTreeMap<(usize, Dataset, Model), Group>) ->
                 .unwrap_or(per_epoch * epochs as f64);
             format!(
                 "{} (from {} finished job(s))",
-                hms(shown),
+                fmt_hms(shown),
                 g.per_epoch.len()
             )
         };
@@ -135,13 +136,13 @@ fn table(out: &mut String, groups: &BTreeMap<(usize, Dataset, Model), Group>) ->
 fn summary(out: &mut String, grid: &Grid, job_seconds: f64, unknown: usize, slots: u32) {
     out.push('\n');
     if job_seconds > 0.0 {
-        let _ = write!(out, "Estimated {} of job time", hms(job_seconds));
+        let _ = write!(out, "Estimated {} of job time", fmt_hms(job_seconds));
         if slots > 0 {
             let wall = job_seconds / slots as f64;
             let _ = write!(
                 out,
                 "; on the {slots} worker slot(s) this state has seen, about {} of wall time",
-                hms(wall)
+                fmt_hms(wall)
             );
         }
         if grid.cost_per_hour() > 0.0 {
@@ -181,15 +182,6 @@ fn list(out: &mut String, groups: &BTreeMap<(usize, Dataset, Model), Group>) {
     if ids.len() > 20 {
         let _ = writeln!(out, "  … and {} more", ids.len() - 20);
     }
-}
-
-/// `H:MM:SS`, rounded to the second (to a tenth under a minute).
-fn hms(seconds: f64) -> String {
-    if seconds < 59.95 {
-        return format!("0:00:{seconds:04.1}");
-    }
-    let s = seconds.round() as u64;
-    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
 #[cfg(test)]
@@ -239,12 +231,15 @@ mod tests {
         );
         assert!(text.contains("mnist / paper-cnn"), "{text}");
         // The failed mnist job runs again: one job of 2 epochs at 50 s each.
-        assert!(text.contains("0:01:40 (from 2 finished job(s))"), "{text}");
+        assert!(
+            text.contains("0:01:40.0 (from 2 finished job(s))"),
+            "{text}"
+        );
         assert!(
             text.contains("4 job(s) to run have no estimate yet"),
             "{text}"
         );
-        assert!(text.contains("Estimated 0:01:40 of job time"), "{text}");
+        assert!(text.contains("Estimated 0:01:40.0 of job time"), "{text}");
         assert!(text.contains("about 0:00:50.0 of wall time"), "{text}");
         assert!(text.contains("cost $0.10 at $3.6/worker-hour"), "{text}");
         assert!(text.contains(jobs[3].id.as_str()), "{text}");

@@ -16,9 +16,9 @@ use crate::terminal::Display;
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
-    /// Every job reached a terminal status; `cancelled` of them were cancelled by
-    /// the operator.
-    Finished { counts: Counts, cancelled: u32 },
+    /// Every job reached a terminal status (`counts.cancelled` of them cancelled by the
+    /// operator).
+    Finished { counts: Counts },
     /// Stopped by the shutdown signal before the end; state is saved and the same command
     /// resumes.
     Interrupted(Counts),
@@ -71,8 +71,7 @@ async fn watch_until(
         }
         last = Some(counts);
         if finished {
-            let cancelled = shared.lock().cancelled();
-            return Ok(Ending::Finished { counts, cancelled });
+            return Ok(Ending::Finished { counts });
         }
         if shared.write_failed() {
             anyhow::bail!("the state database could not be written; see the error above");

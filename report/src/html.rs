@@ -172,13 +172,7 @@ fn table(t: &Table) -> String {
         h.push_str("</tr>");
     }
     h.push_str("</tbody></table>");
-    if let Some(note) = crate::table::shared_note(t) {
-        let _ = write!(h, "<p>{}</p>", esc(&note));
-    }
-    if let Some(note) = crate::table::inconsistent_note(t) {
-        let _ = write!(h, "<p>{}</p>", esc(&note));
-    }
-    if let Some(note) = crate::table::disturbed_note(t) {
+    for note in crate::table::notes(t) {
         let _ = write!(h, "<p>{}</p>", esc(&note));
     }
     h

@@ -8,10 +8,7 @@ use domain::JobStatus;
 use crate::format::md_cell;
 use crate::results::{attempts_text, Results};
 use crate::summary::summary;
-use crate::table::{
-    cuda_settings, disturbed_note, inconsistent_note, per_epoch, shared_note, tables, Stat, Table,
-    ALPHA,
-};
+use crate::table::{cuda_settings, notes, per_epoch, tables, Stat, Table, ALPHA};
 
 impl Results {
     pub fn to_markdown(&self) -> String {
@@ -90,13 +87,7 @@ fn table_section(table: &Table) -> String {
          (Welch's t-test, p < {ALPHA}); N/A: the target was never reached. With several \
          seeds: mean ± standard deviation over the runs that reached it.\n"
     );
-    if let Some(note) = shared_note(table) {
-        let _ = writeln!(md, "{note}\n");
-    }
-    if let Some(note) = inconsistent_note(table) {
-        let _ = writeln!(md, "{note}\n");
-    }
-    if let Some(note) = disturbed_note(table) {
+    for note in notes(table) {
         let _ = writeln!(md, "{note}\n");
     }
     for line in summary(table) {

@@ -151,8 +151,17 @@ impl Row {
     }
 }
 
+/// The notes under a table, in order: runs that shared their GPU, latencies that disagree,
+/// runs timed on a busy machine.
+pub fn notes(t: &Table) -> Vec<String> {
+    [shared_note(t), inconsistent_note(t), disturbed_note(t)]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 /// The note under a table whose rows include runs that shared their GPU.
-pub fn shared_note(t: &Table) -> Option<String> {
+fn shared_note(t: &Table) -> Option<String> {
     let shared: usize = t.rows.iter().map(|r| r.shared).sum();
     let runs: usize = t.rows.iter().map(|r| r.n).sum();
     (shared > 0).then(|| {
@@ -206,7 +215,7 @@ impl Stat {
 }
 
 /// The note under a table whose latencies disagree across seeds.
-pub fn inconsistent_note(t: &Table) -> Option<String> {
+fn inconsistent_note(t: &Table) -> Option<String> {
     let rows: Vec<&str> = t
         .rows
         .iter()
@@ -377,7 +386,7 @@ fn row(runs: &[&JobRecord]) -> Row {
 }
 
 /// The note under a table some of whose runs were timed on a busy machine.
-pub fn disturbed_note(t: &Table) -> Option<String> {
+fn disturbed_note(t: &Table) -> Option<String> {
     let left_out: usize = t
         .rows
         .iter()

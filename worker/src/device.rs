@@ -102,27 +102,27 @@ fn choose(spec: DeviceSpec, gpus: Vec<Gpu>) -> anyhow::Result<Resolved> {
 /// For a job process, whose daemon has already run the preflight: `spec` (`cpu` or `cuda:N`)
 /// with its GPU's UUID from the driver library, without running nvidia-smi again.
 pub fn resolve_for_job(spec: DeviceSpec) -> anyhow::Result<Resolved> {
-    match spec {
-        DeviceSpec::Cpu => Ok(Resolved::cpu()),
-        DeviceSpec::Cuda(_) if tch::Cuda::device_count() > 0 => {
-            let gpus = cuda::driver().map(|d| d.gpus).unwrap_or_default();
-            let index = match spec {
-                DeviceSpec::Cuda(i) => i.unwrap_or(0) as usize,
-                _ => 0,
-            };
-            if index as i64 >= tch::Cuda::device_count() {
-                anyhow::bail!(
-                    "--device {spec}: libtorch sees {} CUDA device(s)",
-                    tch::Cuda::device_count()
-                );
-            }
-            Ok(Resolved {
-                device: Device::Cuda(index),
-                gpu: gpus.get(index).cloned(),
-            })
-        }
-        _ => resolve(spec),
+    let DeviceSpec::Cuda(index) = spec else {
+        // `cpu`; `auto` (a job started by hand) goes through the preflight.
+        return if spec == DeviceSpec::Cpu {
+            Ok(Resolved::cpu())
+        } else {
+            resolve(spec)
+        };
+    };
+    let (index, count) = (index.unwrap_or(0) as usize, tch::Cuda::device_count());
+    if count == 0 {
+        // The preflight says why there is none.
+        return resolve(spec);
     }
+    if index as i64 >= count {
+        anyhow::bail!("--device {spec}: libtorch sees {count} CUDA device(s)");
+    }
+    let gpus = cuda::driver().map(|d| d.gpus).unwrap_or_default();
+    Ok(Resolved {
+        device: Device::Cuda(index),
+        gpu: gpus.get(index).cloned(),
+    })
 }
 
 /// The spec naming `device` exactly (`cpu` or `cuda:N`).

@@ -121,11 +121,6 @@ impl State {
         }
     }
 
-    /// Jobs cancelled by the operator.
-    pub fn cancelled(&self) -> u32 {
-        self.counts.cancelled
-    }
-
     /// The ids of the jobs cancelled by the operator.
     pub fn cancelled_ids(&self) -> Vec<domain::JobId> {
         let cancelled = self

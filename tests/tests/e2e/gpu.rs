@@ -9,7 +9,7 @@ use std::process::Command;
 use integration_tests::{bin, output};
 use serde_json::Value;
 
-use crate::support::{curves, fixture, train, LONG_JOB};
+use crate::support::{curves, fixture, train, train_on, LONG_JOB};
 
 /// A folder holding an `nvidia-smi` that lists two H100s on `driver`, like the real one.
 fn fake_smi(dir: &Path, driver: &str) -> PathBuf {
@@ -122,27 +122,7 @@ fn device_auto_never_falls_back_to_the_cpu_in_silence() {
         "--train-limit",
         "200",
     ];
-    let auto = || {
-        let mut c = Command::new(bin("worker"));
-        c.args([
-            "train",
-            "--dataset",
-            "mnist",
-            "--model",
-            "paper-cnn",
-            "--device",
-            "auto",
-        ]);
-        c.args([
-            "--test-limit",
-            "100",
-            "--latency-samples",
-            "5",
-            "--data-dir",
-        ]);
-        c.arg(&data).args(args);
-        c
-    };
+    let auto = || train_on("auto", &data, &args);
     let (status, _, err) = output(with_path(&mut auto(), &old));
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("GPU preflight"), "{err}");

@@ -366,6 +366,21 @@ fn plan_shows_what_would_run_and_compare_reads_runs() {
     );
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no-such.db: no such file"), "{stderr}");
+    // A results.json that is not one is bad input too, for `report` as for `compare`.
+    let bogus = tmp.path().join("bogus.json");
+    std::fs::write(&bogus, "{\"jobs\": 3}").unwrap();
+    let (status, _, stderr) = output(
+        Command::new(bin("coordinator"))
+            .args(["report", "--state"])
+            .arg(&bogus)
+            .arg("--out")
+            .arg(tmp.path().join("r")),
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("bogus.json: not a results.json of this tool"),
+        "{stderr}"
+    );
 }
 
 /// Provenance: each run on a state is kept (when, which grid file and hash, which coordinator),

@@ -74,8 +74,13 @@ pub fn fixture(dir: &Path) -> PathBuf {
     data
 }
 
-/// `worker train --json` of a small MNIST job on `data`, plus `extra` flags.
+/// `worker train --json` of a small MNIST job on `data` on the CPU, plus `extra` flags.
 pub fn train(data: &Path, extra: &[&str]) -> Command {
+    train_on("cpu", data, extra)
+}
+
+/// [`train`] on `device`.
+pub fn train_on(device: &str, data: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(bin("worker"));
     c.args([
         "train",
@@ -84,7 +89,7 @@ pub fn train(data: &Path, extra: &[&str]) -> Command {
         "--model",
         "paper-cnn",
         "--device",
-        "cpu",
+        device,
         "--json",
     ])
     .args(["--test-limit", "300", "--latency-samples", "5"])
