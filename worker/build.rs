@@ -23,33 +23,70 @@ fn main() {
 }
 
 /// `csrc/ops.cpp`, built with the include folders and C++ ABI of the libtorch that torch-sys
-/// found (torch-sys hands its lib folder to direct dependents as DEP_TCH_LIBTORCH_LIB).
+/// found (torch-sys hands its lib folder to direct dependents as DEP_TCH_LIBTORCH_LIB), and on
+/// x86-64 the kernel tables of `csrc/kernels_<isa>.cpp`, each compiled with its own instruction
+/// set's flags and linked into the same archive (ops.cpp picks one at run time).
 fn compile_ops() {
-    println!("cargo:rerun-if-changed=csrc/ops.cpp");
+    for f in [
+        "ops.cpp",
+        "kernels.h",
+        "kernels_impl.h",
+        "kernels_avx2.cpp",
+        "kernels_avx512.cpp",
+    ] {
+        println!("cargo:rerun-if-changed=csrc/{f}");
+    }
     let lib = std::env::var_os("DEP_TCH_LIBTORCH_LIB")
         .map(PathBuf::from)
         .expect("torch-sys reports the libtorch lib folder");
     let root = lib.parent().unwrap_or(Path::new("/"));
     let include = root.join("include");
-    cc::Build::new()
-        .cpp(true)
-        .pic(true)
-        .warnings(false)
-        // The kernels are meant to be fast even in debug builds (tests train real epochs).
-        .opt_level(3)
-        .include(&include)
+    let mut ops = cc_build();
+    ops.include(&include)
         .include(include.join("torch/csrc/api/include"))
-        .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", cxx11_abi()))
         .flag("-DGLOG_USE_GLOG_EXPORT")
         // at::parallel_for is OpenMP in libtorch's build (ATen/Config.h): without this flag its
         // `#pragma omp parallel` is ignored and the kernels run on one thread.
         .flag("-fopenmp")
+        .file("csrc/ops.cpp");
+    if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64") {
+        let isas: [(&str, &[&str]); 2] = [
+            ("avx2", &["-mavx2", "-mfma"]),
+            (
+                "avx512",
+                &["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512vl"],
+            ),
+        ];
+        for (isa, flags) in isas {
+            let mut b = cc_build();
+            for f in flags {
+                b.flag(f);
+            }
+            for obj in b
+                .file(format!("csrc/kernels_{isa}.cpp"))
+                .compile_intermediates()
+            {
+                ops.object(obj);
+            }
+        }
+    }
+    ops.compile("dlgrid_ops");
+}
+
+/// The settings every C++ file shares.
+fn cc_build() -> cc::Build {
+    let mut b = cc::Build::new();
+    b.cpp(true)
+        .pic(true)
+        .warnings(false)
+        // The kernels are meant to be fast even in debug builds (tests train real epochs).
+        .opt_level(3)
+        .flag("-std=c++17")
         // Lets GCC keep the kernels' arrays of accumulator vectors (up to 25 x 64 bytes) in
         // registers instead of storing them to the stack on every iteration.
-        .flag_if_supported("--param=sra-max-scalarization-size-Ospeed=2048")
-        .file("csrc/ops.cpp")
-        .compile("dlgrid_ops");
+        .flag_if_supported("--param=sra-max-scalarization-size-Ospeed=2048");
+    b
 }
 
 /// The C++ ABI libtorch was built with, asked the same way torch-sys asks.

@@ -3,6 +3,7 @@
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int};
 
+use domain::KernelSet;
 use tch::{Device, TchError, Tensor};
 use torch_sys::C_tensor;
 
@@ -31,6 +32,9 @@ extern "C" {
     fn dlgrid_set_grads_to_none(params: *const *mut C_tensor, count: i64) -> c_int;
     fn dlgrid_autocast_enter(device_type: c_int, dtype: c_int, was_enabled: *mut c_int) -> c_int;
     fn dlgrid_autocast_exit(device_type: c_int, was_enabled: c_int) -> c_int;
+    fn dlgrid_kernels_set(isa: c_int, this_thread: c_int) -> c_int;
+    fn dlgrid_kernels_get() -> c_int;
+    fn dlgrid_kernels_supported(isa: c_int) -> c_int;
 }
 
 fn check(rc: c_int) -> Result<(), TchError> {
@@ -47,9 +51,61 @@ fn ptrs(ts: &[&Tensor]) -> Vec<*mut C_tensor> {
     ts.iter().map(|t| t.as_ptr() as *mut C_tensor).collect()
 }
 
+fn isa_code(k: KernelSet) -> c_int {
+    match k {
+        KernelSet::Aten => 0,
+        KernelSet::Avx2 => 1,
+        KernelSet::Avx512 => 2,
+    }
+}
+
+/// Whether this CPU can run kernel set `k` (aten's always).
+pub fn kernels_supported(k: KernelSet) -> bool {
+    // SAFETY: a plain value in and out.
+    unsafe { dlgrid_kernels_supported(isa_code(k)) == 1 }
+}
+
+/// The fastest of our kernel sets this CPU runs (AVX-512, then AVX2), or aten's.
+pub fn best_kernels() -> KernelSet {
+    [KernelSet::Avx512, KernelSet::Avx2]
+        .into_iter()
+        .find(|k| kernels_supported(*k))
+        .unwrap_or(KernelSet::Aten)
+}
+
+/// The kernels [`conv2d`] and [`max_pool2x2`] use on this thread now.
+pub fn current_kernels() -> KernelSet {
+    // SAFETY: no arguments; reads a thread-local and an atomic.
+    match unsafe { dlgrid_kernels_get() } {
+        2 => KernelSet::Avx512,
+        1 => KernelSet::Avx2,
+        _ => KernelSet::Aten,
+    }
+}
+
+/// Makes [`conv2d`] and [`max_pool2x2`] calls on this thread use `k` until the guard drops
+/// (the thread then follows the process's choice again: by default the CPU's best). An error
+/// where the CPU cannot run `k`.
+pub fn use_kernels_on_this_thread(k: KernelSet) -> Result<KernelScope, TchError> {
+    // SAFETY: plain values; sets a thread-local.
+    check(unsafe { dlgrid_kernels_set(isa_code(k), 1) })?;
+    Ok(KernelScope(std::marker::PhantomData))
+}
+
+/// See [`use_kernels_on_this_thread`]; not `Send`, as the choice belongs to one thread.
+pub struct KernelScope(std::marker::PhantomData<*const ()>);
+
+impl Drop for KernelScope {
+    fn drop(&mut self) {
+        // SAFETY: -2 (follow the process) is always accepted.
+        let _ = unsafe { dlgrid_kernels_set(-2, 1) };
+    }
+}
+
 /// `conv2d` with stride 1 and zero `padding`. Single-channel inputs (the first layer on
-/// grayscale images) with 3, 5 or 7 columns of kernel run a kernel of ours on AVX-512 CPUs when
-/// the input needs no gradient and autocast is off; everything else is aten's `conv2d`.
+/// grayscale images) with 3, 5 or 7 columns of kernel run a kernel of ours on CPUs with AVX-512
+/// or AVX2 (see [`current_kernels`]) when the input needs no gradient and autocast is off;
+/// everything else is aten's `conv2d`.
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
@@ -65,8 +121,8 @@ pub fn conv2d(
 }
 
 /// 2×2 max pooling with stride 2, the same values and gradients as `max_pool2d(x, 2)`; our
-/// kernels for float32 CPU tensors (NCHW or channels-last, even sizes) on AVX-512 CPUs,
-/// `max_pool2d` itself otherwise.
+/// kernels for float32 CPU tensors (NCHW or channels-last, even sizes) on CPUs with AVX-512 or
+/// AVX2 (see [`current_kernels`]), `max_pool2d` itself otherwise.
 pub fn max_pool2x2(x: &Tensor) -> Result<Tensor, TchError> {
     let mut out: *mut C_tensor = std::ptr::null_mut();
     // SAFETY: `x` is a live tensor; on success the C++ side hands over a new heap tensor that
@@ -162,6 +218,44 @@ mod tests {
         crate::data::channels_last(t).unwrap()
     }
 
+    /// Runs `f` once with each of our kernel sets this CPU has (on x86-64 CI machines: AVX-512
+    /// and AVX2, or AVX2 alone), each forced on this thread, naming it; the last run uses
+    /// aten's, where everything must fall back.
+    fn for_each_kernel_set(mut f: impl FnMut(KernelSet)) {
+        let ours: Vec<_> = [KernelSet::Avx512, KernelSet::Avx2]
+            .into_iter()
+            .filter(|k| kernels_supported(*k))
+            .collect();
+        if cfg!(target_arch = "x86_64") && std::is_x86_feature_detected!("avx2") {
+            assert!(ours.contains(&KernelSet::Avx2), "AVX2 kernels not offered");
+        }
+        for k in ours.into_iter().chain([KernelSet::Aten]) {
+            let _scope = use_kernels_on_this_thread(k).unwrap();
+            assert_eq!(current_kernels(), k);
+            f(k);
+        }
+    }
+
+    #[test]
+    fn kernel_choice_is_per_thread_and_scoped() {
+        let best = best_kernels();
+        assert!(kernels_supported(best) && kernels_supported(KernelSet::Aten));
+        assert_eq!(current_kernels(), best);
+        {
+            let _aten = use_kernels_on_this_thread(KernelSet::Aten).unwrap();
+            assert_eq!(current_kernels(), KernelSet::Aten);
+            // Other threads keep the process's choice.
+            assert_eq!(std::thread::spawn(current_kernels).join().unwrap(), best);
+        }
+        assert_eq!(current_kernels(), best);
+        for k in [KernelSet::Avx512, KernelSet::Avx2] {
+            if !kernels_supported(k) {
+                let err = use_kernels_on_this_thread(k).err().unwrap().to_string();
+                assert!(err.contains("cannot run"), "{err}");
+            }
+        }
+    }
+
     /// Values and gradients identical to aten's max_pool2d in both memory layouts, including
     /// ties (constant image backgrounds make them common) and NaNs.
     #[test]
@@ -176,36 +270,38 @@ mod tests {
             (2, 17, 4, 66),
             (4, 64, 32, 32),
         ];
-        for &(n, c, h, w) in &shapes {
-            for layout in ["nchw", "nhwc"] {
-                // Few distinct values, so many windows hold ties.
-                let x = Tensor::randint(4, [n, c, h, w], (Kind::Float, Device::Cpu)) - 2.0;
-                let _ = x.narrow(0, 0, 1).narrow(2, 0, 1).fill_(f64::NAN);
-                let x = if layout == "nhwc" {
-                    channels_last(&x)
-                } else {
-                    x
-                };
-                let a = x.detach().set_requires_grad(true);
-                let b = x.detach().set_requires_grad(true);
-                let ya = a.max_pool2d_default(2);
-                let yb = max_pool2x2(&b).unwrap();
-                let case = format!("{layout} {n}x{c}x{h}x{w}");
-                assert_eq!(ya.size(), yb.size(), "{case}");
-                assert_eq!(ya.stride(), yb.stride(), "{case}");
-                // NaN != NaN, so compare with NaNs mapped to a sentinel.
-                let same = ya.nan_to_num(Some(1e9), None, None).equal(&yb.nan_to_num(
-                    Some(1e9),
-                    None,
-                    None,
-                ));
-                assert!(same, "forward {case}");
-                let g = Tensor::randn(ya.size(), (Kind::Float, Device::Cpu));
-                (&ya * &g).sum(Kind::Float).backward();
-                (&yb * &g).sum(Kind::Float).backward();
-                assert!(a.grad().equal(&b.grad()), "backward {case}");
+        for_each_kernel_set(|kernels| {
+            for &(n, c, h, w) in &shapes {
+                for layout in ["nchw", "nhwc"] {
+                    // Few distinct values, so many windows hold ties.
+                    let x = Tensor::randint(4, [n, c, h, w], (Kind::Float, Device::Cpu)) - 2.0;
+                    let _ = x.narrow(0, 0, 1).narrow(2, 0, 1).fill_(f64::NAN);
+                    let x = if layout == "nhwc" {
+                        channels_last(&x)
+                    } else {
+                        x
+                    };
+                    let a = x.detach().set_requires_grad(true);
+                    let b = x.detach().set_requires_grad(true);
+                    let ya = a.max_pool2d_default(2);
+                    let yb = max_pool2x2(&b).unwrap();
+                    let case = format!("{kernels} {layout} {n}x{c}x{h}x{w}");
+                    assert_eq!(ya.size(), yb.size(), "{case}");
+                    assert_eq!(ya.stride(), yb.stride(), "{case}");
+                    // NaN != NaN, so compare with NaNs mapped to a sentinel.
+                    let same = ya.nan_to_num(Some(1e9), None, None).equal(&yb.nan_to_num(
+                        Some(1e9),
+                        None,
+                        None,
+                    ));
+                    assert!(same, "forward {case}");
+                    let g = Tensor::randn(ya.size(), (Kind::Float, Device::Cpu));
+                    (&ya * &g).sum(Kind::Float).backward();
+                    (&yb * &g).sum(Kind::Float).backward();
+                    assert!(a.grad().equal(&b.grad()), "backward {case}");
+                }
             }
-        }
+        });
     }
 
     #[test]
@@ -218,9 +314,11 @@ mod tests {
 
     #[test]
     fn max_pool_without_grad_matches() {
-        let x = channels_last(&Tensor::randn([5, 12, 6, 10], (Kind::Float, Device::Cpu)));
-        let y = tch::no_grad(|| max_pool2x2(&x).unwrap());
-        assert!(y.equal(&x.max_pool2d_default(2)));
+        for_each_kernel_set(|_| {
+            let x = channels_last(&Tensor::randn([5, 12, 6, 10], (Kind::Float, Device::Cpu)));
+            let y = tch::no_grad(|| max_pool2x2(&x).unwrap());
+            assert!(y.equal(&x.max_pool2d_default(2)));
+        });
     }
 
     /// Equal within float32 rounding, relative to the tensor's scale: a weight gradient sums
@@ -238,34 +336,39 @@ mod tests {
     #[test]
     fn single_channel_conv_matches_aten() {
         tch::manual_seed(3);
-        for &(n, h, w, oc, k) in &[
-            (7, 28, 28, 10, 5),
-            (3, 20, 37, 6, 3),
-            (2, 9, 9, 4, 7),
-            (1, 5, 5, 1, 5),
-            (3, 32, 40, 16, 5),
-        ] {
-            let case = format!("{n}x1x{h}x{w} -> {oc} k{k}");
-            let x = Tensor::randn([n, 1, h, w], (Kind::Float, Device::Cpu));
-            let wa = (Tensor::randn([oc, 1, k, k], (Kind::Float, Device::Cpu)) * 0.2)
-                .set_requires_grad(true);
-            let ba = Tensor::randn([oc], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-            let wb = wa.detach().set_requires_grad(true);
-            let bb = ba.detach().set_requires_grad(true);
-            let ya = x.conv2d(&wa, Some(&ba), [1, 1], [0, 0], [1, 1], 1);
-            let yb = conv2d(&x, &wb, Some(&bb), 0).unwrap();
-            assert_eq!(ya.size(), yb.size(), "{case}");
-            assert!(close(&ya, &yb), "forward {case}");
-            let g = Tensor::randn(ya.size(), (Kind::Float, Device::Cpu));
-            (&ya * &g).sum(Kind::Float).backward();
-            (&yb * &g).sum(Kind::Float).backward();
-            assert!(close(&wa.grad(), &wb.grad()), "weight gradient {case}");
-            assert!(close(&ba.grad(), &bb.grad()), "bias gradient {case}");
-            // Without gradients, and without a bias.
-            let y = tch::no_grad(|| conv2d(&x, &wb, None, 0).unwrap());
-            let want = x.conv2d(&wb, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
-            assert!(close(&y, &want), "no-grad {case}");
-        }
+        for_each_kernel_set(|kernels| {
+            for &(n, h, w, oc, k) in &[
+                (7, 28, 28, 10, 5),
+                (3, 20, 37, 6, 3),
+                (2, 9, 9, 4, 7),
+                (1, 5, 5, 1, 5),
+                (3, 32, 40, 16, 5),
+                (2, 28, 28, 20, 5),
+                (2, 12, 30, 8, 3),
+                (2, 11, 13, 3, 7),
+            ] {
+                let case = format!("{kernels} {n}x1x{h}x{w} -> {oc} k{k}");
+                let x = Tensor::randn([n, 1, h, w], (Kind::Float, Device::Cpu));
+                let wa = (Tensor::randn([oc, 1, k, k], (Kind::Float, Device::Cpu)) * 0.2)
+                    .set_requires_grad(true);
+                let ba = Tensor::randn([oc], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+                let wb = wa.detach().set_requires_grad(true);
+                let bb = ba.detach().set_requires_grad(true);
+                let ya = x.conv2d(&wa, Some(&ba), [1, 1], [0, 0], [1, 1], 1);
+                let yb = conv2d(&x, &wb, Some(&bb), 0).unwrap();
+                assert_eq!(ya.size(), yb.size(), "{case}");
+                assert!(close(&ya, &yb), "forward {case}");
+                let g = Tensor::randn(ya.size(), (Kind::Float, Device::Cpu));
+                (&ya * &g).sum(Kind::Float).backward();
+                (&yb * &g).sum(Kind::Float).backward();
+                assert!(close(&wa.grad(), &wb.grad()), "weight gradient {case}");
+                assert!(close(&ba.grad(), &bb.grad()), "bias gradient {case}");
+                // Without gradients, and without a bias.
+                let y = tch::no_grad(|| conv2d(&x, &wb, None, 0).unwrap());
+                let want = x.conv2d(&wb, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
+                assert!(close(&y, &want), "no-grad {case}");
+            }
+        });
     }
 
     /// Inputs our kernel does not take go to aten, gradients included.

@@ -1,0 +1,55 @@
+// The hand-written CPU kernels, one table per instruction set. Each table is compiled in its own
+// translation unit with that instruction set's compiler flags (kernels_avx512.cpp,
+// kernels_avx2.cpp, both from the generic code in kernels_impl.h), as ATen does for its own
+// kernels, and ops.cpp picks one at run time from what the CPU supports. Those translation units
+// include no libtorch or standard-library headers with inline functions, so no function compiled
+// for AVX-512 can be shared with (and run by) code meant for other CPUs.
+//
+// Every function works on a range [begin, end) of output rows (pooling, convolution forward) or
+// images (convolution gradients), so ops.cpp can split the work between threads.
+
+#pragma once
+
+#include <cstdint>
+
+namespace dlgrid {
+
+// 2x2/stride-2 max pooling of an input of h x w (x c channels, channels-last) into oh x ow.
+struct PoolShape {
+  int64_t h, w, c, oh, ow;
+};
+
+// Single-channel convolution: input h x wd, oc output channels, kernel kh x kw, output oh x ow.
+struct ConvShape {
+  int64_t h, wd, oc, kh, kw, oh, ow;
+};
+
+struct Kernels {
+  const char* name;
+  // Float lanes per vector: the conv gradient's partial sums are [oc][kh][kw][lanes] and
+  // [oc][lanes] per thread.
+  int lanes;
+  // Output rows r of n*oh (channels-last) or n*c*oh (NCHW). `idx` (one byte per output element:
+  // the window position 0..3 of the maximum) may be null.
+  void (*pool_nhwc)(const float* x, float* out, uint8_t* idx, int64_t begin, int64_t end,
+                    const PoolShape& s);
+  void (*pool_nchw)(const float* x, float* out, uint8_t* idx, int64_t begin, int64_t end,
+                    const PoolShape& s);
+  // Writes every element of the input gradient `gi` of the rows' windows (no zero fill needed).
+  void (*unpool_nhwc)(const float* grad, const uint8_t* idx, float* gi, int64_t begin,
+                      int64_t end, const PoolShape& s);
+  void (*unpool_nchw)(const float* grad, const uint8_t* idx, float* gi, int64_t begin,
+                      int64_t end, const PoolShape& s);
+  // Output rows r of n*oh, all output channels; `w` is [oc][kh*kw], `bias` may be null.
+  void (*conv_forward)(const float* x, const float* w, const float* bias, float* out,
+                       int64_t begin, int64_t end, const ConvShape& s);
+  // Adds images [begin, end)'s weight and bias gradient to the per-lane partial sums `dw`
+  // [oc][kh][kw][lanes] and `db` [oc][lanes]; kw is 3, 5 or 7.
+  void (*conv_grad)(const float* x, const float* grad, float* dw, float* db, int64_t begin,
+                    int64_t end, const ConvShape& s);
+};
+
+extern const Kernels kAvx512Kernels;
+extern const Kernels kAvx2Kernels;
+
+}  // namespace dlgrid

@@ -1,0 +1,304 @@
+// The kernels of kernels.h, written once over a vector type V and compiled once per instruction
+// set. Include only from a kernels_<isa>.cpp that defines V first (see kernels_avx512.cpp for what
+// V provides). Everything here has internal linkage.
+//
+// Pooling: aten scans a window in the order (0,0) (0,1) (1,0) (1,1) and takes a new element when
+// `val > max || isnan(val)`. Applying that rule within each row and then between the two rows'
+// winners picks the same element (so results equal aten's bit for bit, ties and NaNs included);
+// the byte index records its window position 0..3 for the backward pass. Channels-last
+// vectorises across channels (10 or 20 channels cost one or two vector operations per pixel),
+// NCHW across output columns (even and odd input columns separated with a shuffle).
+//
+// Convolution of single-channel images (the first layer on MNIST and Fashion-MNIST): each output
+// row is vectorised along its columns, every kernel tap one unaligned load of the input row and
+// one FMA per output channel, with blocks of output channels sized to the register file (B x 2
+// accumulators) so the FMA units never wait on one accumulator's latency. The weight gradient
+// keeps B x KW per-lane partial sums in registers while an image's rows stream past.
+
+#pragma once
+
+#include "kernels.h"
+
+namespace {
+
+using dlgrid::ConvShape;
+using dlgrid::PoolShape;
+
+constexpr int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// std::integral_constant without its header (see kernels.h on headers).
+template <int X>
+struct Int {
+  static constexpr int value = X;
+};
+
+template <typename V>
+struct Pick {
+  typename V::F value;
+  typename V::M tb, td, t1;  // b beat a, d beat c, the second row's winner beat the first's
+};
+
+template <typename V>
+inline Pick<V> pick(typename V::F a, typename V::F b, typename V::F c, typename V::F d) {
+  Pick<V> p;
+  p.tb = V::beats(b, a);
+  const auto m0 = V::blend(p.tb, a, b);
+  p.td = V::beats(d, c);
+  const auto m1 = V::blend(p.td, c, d);
+  p.t1 = V::beats(m1, m0);
+  p.value = V::blend(p.t1, m0, m1);
+  return p;
+}
+
+template <typename V>
+void pool_nhwc(const float* __restrict x, float* __restrict out, uint8_t* __restrict idx,
+               int64_t begin, int64_t end, const PoolShape& s) {
+  const int64_t c = s.c, w = s.w;
+  for (int64_t r = begin; r < end; ++r) {
+    const float* r0 = x + (r / s.oh * s.h + 2 * (r % s.oh)) * w * c;
+    const float* r1 = r0 + w * c;
+    float* o = out + r * s.ow * c;
+    uint8_t* k = idx ? idx + r * s.ow * c : nullptr;
+    for (int64_t ow = 0; ow < s.ow; ++ow) {
+      const float* a = r0 + 2 * ow * c;
+      const float* d0 = r1 + 2 * ow * c;
+      for (int64_t c0 = 0; c0 < c; c0 += V::N) {
+        const int64_t n = min64(V::N, c - c0);
+        const auto t = V::tail(n);
+        const Pick<V> p = pick<V>(V::load(t, a + c0), V::load(t, a + c + c0), V::load(t, d0 + c0),
+                                  V::load(t, d0 + c + c0));
+        V::store(t, o + ow * c + c0, p.value);
+        if (k) V::store_index(p.tb, p.td, p.t1, k + ow * c + c0, n);
+      }
+    }
+  }
+}
+
+template <typename V>
+void unpool_nhwc(const float* __restrict grad, const uint8_t* __restrict idx,
+                 float* __restrict gi, int64_t begin, int64_t end, const PoolShape& s) {
+  const int64_t c = s.c, w = s.w;
+  for (int64_t r = begin; r < end; ++r) {
+    float* r0 = gi + (r / s.oh * s.h + 2 * (r % s.oh)) * w * c;
+    float* r1 = r0 + w * c;
+    const float* g = grad + r * s.ow * c;
+    const uint8_t* k = idx + r * s.ow * c;
+    for (int64_t ow = 0; ow < s.ow; ++ow) {
+      float* a = r0 + 2 * ow * c;
+      float* d0 = r1 + 2 * ow * c;
+      for (int64_t c0 = 0; c0 < c; c0 += V::N) {
+        const int64_t n = min64(V::N, c - c0);
+        const auto t = V::tail(n);
+        const auto gv = V::load(t, g + ow * c + c0);
+        const auto pos = V::load_index(k + ow * c + c0, n);
+        V::store(t, a + c0, V::route(gv, pos, 0));
+        V::store(t, a + c + c0, V::route(gv, pos, 1));
+        V::store(t, d0 + c0, V::route(gv, pos, 2));
+        V::store(t, d0 + c + c0, V::route(gv, pos, 3));
+      }
+    }
+  }
+}
+
+template <typename V>
+void pool_nchw(const float* __restrict x, float* __restrict out, uint8_t* __restrict idx,
+               int64_t begin, int64_t end, const PoolShape& s) {
+  for (int64_t r = begin; r < end; ++r) {
+    const float* x0 = x + (r / s.oh * s.h + 2 * (r % s.oh)) * s.w;
+    const float* x1 = x0 + s.w;
+    for (int64_t o0 = 0; o0 < s.ow; o0 += V::N) {
+      const int64_t n = min64(V::N, s.ow - o0);
+      const auto lo = V::tail(2 * n), hi = V::tail(2 * n - V::N);
+      typename V::F a, b, c, d;
+      V::deinterleave(V::load(lo, x0 + 2 * o0), V::load(hi, x0 + 2 * o0 + V::N), a, b);
+      V::deinterleave(V::load(lo, x1 + 2 * o0), V::load(hi, x1 + 2 * o0 + V::N), c, d);
+      const Pick<V> p = pick<V>(a, b, c, d);
+      V::store(V::tail(n), out + r * s.ow + o0, p.value);
+      if (idx) V::store_index(p.tb, p.td, p.t1, idx + r * s.ow + o0, n);
+    }
+  }
+}
+
+template <typename V>
+void unpool_nchw(const float* __restrict grad, const uint8_t* __restrict idx,
+                 float* __restrict gi, int64_t begin, int64_t end, const PoolShape& s) {
+  for (int64_t r = begin; r < end; ++r) {
+    float* x0 = gi + (r / s.oh * s.h + 2 * (r % s.oh)) * s.w;
+    float* x1 = x0 + s.w;
+    for (int64_t o0 = 0; o0 < s.ow; o0 += V::N) {
+      const int64_t n = min64(V::N, s.ow - o0);
+      const auto lo = V::tail(2 * n), hi = V::tail(2 * n - V::N);
+      const auto gv = V::load(V::tail(n), grad + r * s.ow + o0);
+      const auto pos = V::load_index(idx + r * s.ow + o0, n);
+      typename V::F first, second;
+      V::interleave(V::route(gv, pos, 0), V::route(gv, pos, 1), first, second);
+      V::store(lo, x0 + 2 * o0, first);
+      V::store(hi, x0 + 2 * o0 + V::N, second);
+      V::interleave(V::route(gv, pos, 2), V::route(gv, pos, 3), first, second);
+      V::store(lo, x1 + 2 * o0, first);
+      V::store(hi, x1 + 2 * o0 + V::N, second);
+    }
+  }
+}
+
+// One output row (image `img`, row `oy`) of output channels [oc0, oc0 + B), VC vectors of
+// columns at a time from column ox0.
+template <typename V, int B, int VC>
+inline void conv_row(const float* __restrict x, const float* __restrict w,
+                     const float* __restrict bias, float* __restrict out, int64_t img, int64_t oy,
+                     int64_t ox0, int64_t oc0, const ConvShape& s) {
+  typename V::T lanes[VC];
+#pragma GCC unroll 32
+  for (int v = 0; v < VC; ++v) lanes[v] = V::tail(s.ow - ox0 - V::N * v);
+  typename V::F acc[B][VC];
+#pragma GCC unroll 32
+  for (int j = 0; j < B; ++j)
+#pragma GCC unroll 32
+    for (int v = 0; v < VC; ++v) acc[j][v] = V::set1(bias ? bias[oc0 + j] : 0.0f);
+  const int64_t taps = s.kh * s.kw;
+  for (int64_t ky = 0; ky < s.kh; ++ky) {
+    const float* row = x + (img * s.h + oy + ky) * s.wd + ox0;
+    for (int64_t kx = 0; kx < s.kw; ++kx) {
+      typename V::F in[VC];
+#pragma GCC unroll 32
+      for (int v = 0; v < VC; ++v) in[v] = V::load(lanes[v], row + kx + V::N * v);
+      const int64_t t = ky * s.kw + kx;
+#pragma GCC unroll 32
+      for (int j = 0; j < B; ++j) {
+        const auto wv = V::set1(w[(oc0 + j) * taps + t]);
+#pragma GCC unroll 32
+        for (int v = 0; v < VC; ++v) acc[j][v] = V::fmadd(in[v], wv, acc[j][v]);
+      }
+    }
+  }
+#pragma GCC unroll 32
+  for (int j = 0; j < B; ++j)
+#pragma GCC unroll 32
+    for (int v = 0; v < VC; ++v)
+      V::store(lanes[v], out + ((img * s.oc + oc0 + j) * s.oh + oy) * s.ow + ox0 + V::N * v,
+               acc[j][v]);
+}
+
+template <typename V, int B>
+void conv_rows(const float* __restrict x, const float* __restrict w, const float* __restrict bias,
+               float* __restrict out, int64_t begin, int64_t end, const ConvShape& s) {
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t img = r / s.oh, oy = r % s.oh;
+    for (int64_t oc0 = 0; oc0 < s.oc; oc0 += B)
+      for (int64_t ox0 = 0; ox0 < s.ow; ox0 += 2 * V::N) {
+        if (s.ow - ox0 > V::N)
+          conv_row<V, B, 2>(x, w, bias, out, img, oy, ox0, oc0, s);
+        else
+          conv_row<V, B, 1>(x, w, bias, out, img, oy, ox0, oc0, s);
+      }
+  }
+}
+
+template <typename V, int B, int KW>
+void conv_grad_image(const float* __restrict x, const float* __restrict g, float* __restrict dw,
+                     float* __restrict db, int64_t img, const ConvShape& s) {
+  constexpr int N = V::N;
+  for (int64_t oc0 = 0; oc0 < s.oc; oc0 += B) {
+    for (int64_t ky = 0; ky < s.kh; ++ky) {
+      typename V::F acc[B][KW];
+      typename V::F bacc[B];
+#pragma GCC unroll 32
+      for (int j = 0; j < B; ++j) {
+#pragma GCC unroll 32
+        for (int k = 0; k < KW; ++k) acc[j][k] = V::load(dw + (((oc0 + j) * s.kh + ky) * KW + k) * N);
+        bacc[j] = V::load(db + (oc0 + j) * N);
+      }
+      for (int64_t oy = 0; oy < s.oh; ++oy) {
+        const float* row = x + (img * s.h + oy + ky) * s.wd;
+        for (int64_t ox0 = 0; ox0 < s.ow; ox0 += N) {
+          const auto lanes = V::tail(s.ow - ox0);
+          typename V::F gv[B];
+#pragma GCC unroll 32
+          for (int j = 0; j < B; ++j)
+            gv[j] = V::load(lanes, g + ((img * s.oc + oc0 + j) * s.oh + oy) * s.ow + ox0);
+          if (ky == 0)
+#pragma GCC unroll 32
+            for (int j = 0; j < B; ++j) bacc[j] = V::add(bacc[j], gv[j]);
+#pragma GCC unroll 32
+          for (int k = 0; k < KW; ++k) {
+            const auto v = V::load(lanes, row + ox0 + k);
+#pragma GCC unroll 32
+            for (int j = 0; j < B; ++j) acc[j][k] = V::fmadd(gv[j], v, acc[j][k]);
+          }
+        }
+      }
+#pragma GCC unroll 32
+      for (int j = 0; j < B; ++j) {
+#pragma GCC unroll 32
+        for (int k = 0; k < KW; ++k) V::store(dw + (((oc0 + j) * s.kh + ky) * KW + k) * N, acc[j][k]);
+        V::store(db + (oc0 + j) * N, bacc[j]);
+      }
+    }
+  }
+}
+
+// The largest block of output channels dividing `oc` with at most `limit` channels.
+inline int channel_block(int64_t oc, int limit) {
+  constexpr int blocks[] = {10, 8, 5, 4, 3, 2};
+  for (int b : blocks)
+    if (b <= limit && oc % b == 0) return b;
+  return 1;
+}
+
+template <typename F>
+void with_block(int b, F f) {
+  switch (b) {
+    case 10: f(Int<10>{}); break;
+    case 8: f(Int<8>{}); break;
+    case 5: f(Int<5>{}); break;
+    case 4: f(Int<4>{}); break;
+    case 3: f(Int<3>{}); break;
+    case 2: f(Int<2>{}); break;
+    default: f(Int<1>{}); break;
+  }
+}
+
+template <typename F>
+void with_kernel_width(int64_t kw, F f) {
+  switch (kw) {
+    case 3: f(Int<3>{}); break;
+    case 5: f(Int<5>{}); break;
+    default: f(Int<7>{}); break;  // ops.cpp allows 3, 5, 7
+  }
+}
+
+// Blocks of output channels: B x 2 accumulators, 2 input vectors and a broadcast weight fit in
+// V::kRegisters.
+template <typename V>
+void conv_forward(const float* x, const float* w, const float* bias, float* out, int64_t begin,
+                  int64_t end, const ConvShape& s) {
+  constexpr int limit = (V::kRegisters - 3) / 2;
+  with_block(channel_block(s.oc, limit), [&](auto bc) {
+    constexpr int B = decltype(bc)::value;
+    if constexpr (B <= limit) conv_rows<V, B>(x, w, bias, out, begin, end, s);
+  });
+}
+
+// B x KW accumulators, B gradient vectors, B bias sums and one input vector fit in the registers
+// (AVX-512 allows a little more: spilling the bias sums costs less than halving B).
+template <typename V>
+void conv_grad(const float* x, const float* g, float* dw, float* db, int64_t begin, int64_t end,
+               const ConvShape& s) {
+  with_kernel_width(s.kw, [&](auto kc) {
+    constexpr int KW = decltype(kc)::value;
+    constexpr int limit = V::kGradRegisters / (KW + 2);
+    with_block(channel_block(s.oc, limit), [&](auto bc) {
+      constexpr int B = decltype(bc)::value;
+      if constexpr (B <= limit)
+        for (int64_t img = begin; img < end; ++img) conv_grad_image<V, B, KW>(x, g, dw, db, img, s);
+    });
+  });
+}
+
+template <typename V>
+constexpr dlgrid::Kernels table(const char* name) {
+  return {name,           V::N,           pool_nhwc<V>,       pool_nchw<V>, unpool_nhwc<V>,
+          unpool_nchw<V>, conv_forward<V>, conv_grad<V>};
+}
+
+}  // namespace
