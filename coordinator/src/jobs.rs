@@ -48,6 +48,8 @@ pub struct JobResult {
     pub clock: Option<RunClock>,
     /// The GPU it trained on, by UUID.
     pub device_uuid: Option<String>,
+    /// The layout and kernels it trained with.
+    pub engine: Option<domain::Engine>,
     /// The coordinator run in which it reached its final status.
     pub run: Option<u32>,
 }
@@ -202,6 +204,7 @@ impl JobEntry {
                 r.epochs.clear();
                 r.clock = None;
                 r.device_uuid = None;
+                r.engine = None;
             }
             Change::Epoch { metrics, .. } => {
                 let epochs = &mut self.result_mut().epochs;
@@ -228,6 +231,7 @@ impl JobEntry {
                 r.epochs = outcome.epochs.clone();
                 r.clock = outcome.clock;
                 r.device_uuid = outcome.device_uuid.clone();
+                r.engine = outcome.engine;
             }
             Change::Released { .. } => {
                 self.status = JobStatus::Pending;
@@ -271,6 +275,7 @@ impl JobEntry {
             error: r.error.clone(),
             clock: r.clock,
             device_uuid: r.device_uuid.clone(),
+            engine: r.engine,
             run: r.run,
         };
         JobRecord::new(&self.job, self.status, facts)
@@ -301,6 +306,7 @@ mod tests {
             error: Some("x".into()),
             clock: None,
             device_uuid: None,
+            engine: None,
         }
     }
 

@@ -173,11 +173,16 @@ impl Processes {
         std::fs::create_dir_all(s.log_dir)
             .with_context(|| format!("creating {}", s.log_dir.display()))?;
         let mut children = Vec::new();
+        let threads = cpu_threads_per_job(devices, s.slots, cores());
         for (i, device) in devices.iter().enumerate() {
             let log_path = s.log_dir.join(format!("worker-{i}.log"));
             let log = std::fs::File::create(&log_path)
                 .with_context(|| format!("creating {}", log_path.display()))?;
-            let child = command(s, i, device, log)?
+            let mut cmd = command(s, i, device, log)?;
+            if let (Some(t), DeviceSpec::Cpu) = (threads, device.device) {
+                cmd.arg("--threads").arg(t.to_string());
+            }
+            let child = cmd
                 .spawn()
                 .with_context(|| format!("starting {}", s.binary.display()))?;
             let uuid = device.gpu.as_ref().map_or("", |g| g.uuid.as_str());
@@ -201,6 +206,22 @@ impl Processes {
             let _ = child.kill().await;
         }
     }
+}
+
+/// The cores this process may use (affinity mask, cgroup quota).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Threads per job for local CPU workers, where there are several: each worker would otherwise
+/// divide all the cores among its own slots alone, and the workers' jobs would spin against
+/// each other (two 2-thread jobs on 2 cores run 4x slower each, two 1-thread jobs 1.8x).
+fn cpu_threads_per_job(devices: &[LocalWorker], slots: u32, cores: usize) -> Option<usize> {
+    let on_cpu = devices
+        .iter()
+        .filter(|w| w.device == DeviceSpec::Cpu)
+        .count();
+    (on_cpu > 1).then(|| (cores / (on_cpu * slots.max(1) as usize)).max(1))
 }
 
 fn command(
@@ -254,6 +275,17 @@ mod tests {
             name: "NVIDIA H100".into(),
             memory_mb: 81559,
         }
+    }
+
+    #[test]
+    fn several_cpu_workers_share_the_cores() {
+        let cpu = |n| vec![LocalWorker::on(DeviceSpec::Cpu); n];
+        assert_eq!(cpu_threads_per_job(&cpu(1), 2, 16), None);
+        assert_eq!(cpu_threads_per_job(&cpu(2), 1, 16), Some(8));
+        assert_eq!(cpu_threads_per_job(&cpu(2), 2, 16), Some(4));
+        assert_eq!(cpu_threads_per_job(&cpu(4), 2, 2), Some(1));
+        let gpus = vec![LocalWorker::on(DeviceSpec::Cuda(Some(0))); 2];
+        assert_eq!(cpu_threads_per_job(&gpus, 1, 16), None);
     }
 
     fn shown(plan: Vec<LocalWorker>) -> Vec<String> {

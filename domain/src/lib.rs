@@ -12,6 +12,7 @@
 //! - [`cadence`]: how often a job checkpoints ([`CheckpointEvery`]).
 //! - [`ids`]: [`JobId`], [`WorkerId`], [`LeaseId`].
 //! - [`device`]: [`DeviceSpec`], the one parsed form of `auto | cpu | cuda | cuda:N`.
+//! - [`engine`]: the layout and kernels a job trained with, and how they were chosen.
 //! - [`worker`]: what a worker declares about itself ([`WorkerInfo`]).
 //! - [`metrics`]: per-epoch metrics and the DAWNBench [`Summary`].
 //! - [`outcome`]: how a job ended ([`Outcome`]: succeeded, failed or diverged, nothing else).
@@ -21,6 +22,7 @@ pub mod cadence;
 mod checks;
 pub mod dataset;
 pub mod device;
+pub mod engine;
 pub mod grid;
 pub mod ids;
 pub mod job;
@@ -34,6 +36,7 @@ pub mod worker;
 pub use cadence::CheckpointEvery;
 pub use dataset::{DatasetInfo, Shape};
 pub use device::DeviceSpec;
+pub use engine::{Chosen, Engine, KernelSet, Layout};
 pub use grid::{DatasetEntry, Grid, GridError, Training};
 pub use ids::{JobId, LeaseId, WorkerId};
 pub use job::{Job, JobStatus, TrainSpec};

@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceSpec;
+use crate::engine::Engine;
 use crate::metrics::{EpochMetrics, RunClock};
 
 /// The end of a job: never pending or running.
@@ -49,6 +50,9 @@ pub struct TrainOutcome {
     /// The GPU's UUID when it trained on CUDA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_uuid: Option<String>,
+    /// The layout and kernels it trained with (absent where it never started training).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Engine>,
 }
 
 impl TrainOutcome {
@@ -83,6 +87,7 @@ impl TrainOutcome {
             error: Some(error),
             clock: None,
             device_uuid: None,
+            engine: None,
         }
     }
 }

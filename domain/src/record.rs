@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceSpec;
+use crate::engine::Engine;
 use crate::ids::JobId;
 use crate::job::{Job, JobStatus, TrainSpec};
 use crate::metrics::{EpochMetrics, RunClock, Summary};
@@ -27,6 +28,8 @@ pub struct RunFacts {
     pub clock: Option<RunClock>,
     /// The GPU's UUID when it trained on CUDA.
     pub device_uuid: Option<String>,
+    /// The layout and kernels its last attempt trained with.
+    pub engine: Option<Engine>,
     /// The coordinator run in which it reached its final status.
     pub run: Option<u32>,
 }
@@ -44,6 +47,7 @@ impl RunFacts {
             error: outcome.error,
             clock: outcome.clock,
             device_uuid: outcome.device_uuid,
+            engine: outcome.engine,
             ..RunFacts::default()
         }
     }
@@ -92,6 +96,9 @@ pub struct JobRecord {
     /// Where TF32 was allowed, for a job that trained on CUDA (the spec omits the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tf32: Option<Tf32>,
+    /// The layout and kernels it trained with, and how they were chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Engine>,
     /// The coordinator run (the environment's `runs[].id`) in which it reached its final
     /// status: its provenance (grid file and hash, coordinator version, host, when).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -184,6 +191,7 @@ impl JobRecord {
                 .device
                 .filter(|d| matches!(d, DeviceSpec::Cuda(_)))
                 .map(|_| job.spec.tf32),
+            engine: facts.engine,
             run: facts.run,
         }
     }

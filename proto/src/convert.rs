@@ -173,6 +173,7 @@ pub fn complete_request(o: &TrainOutcome) -> v1::CompleteJobRequest {
         run_start_ms: o.clock.and_then(|c| c.run_start_ms),
         run_stop_ms: o.clock.map_or(0, |c| c.run_stop_ms),
         device_uuid: o.device_uuid.clone().unwrap_or_default(),
+        engine: o.engine.map(|e| e.to_string()).unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -199,6 +200,16 @@ impl TryFrom<&v1::CompleteJobRequest> for TrainOutcome {
                 run_stop_ms: r.run_stop_ms,
             }),
             device_uuid: device_uuid(&r.device_uuid)?,
+            engine: (!r.engine.is_empty())
+                .then(|| match r.engine.len() {
+                    ..=64 => r.engine.parse(),
+                    n => Err(format!("{n} bytes, expected at most 64")),
+                })
+                .transpose()
+                .map_err(|why| WireError::Invalid {
+                    field: "engine",
+                    why,
+                })?,
         })
     }
 }
@@ -340,8 +351,12 @@ mod tests {
                 run_stop_ms: 3,
             }),
             device_uuid: Some("GPU-5a7c3e01-9b2d-4f60-8122-aabbccddeeff".into()),
+            engine: Some("channels-last/avx2/cached".parse().unwrap()),
         };
         assert_eq!(TrainOutcome::try_from(&complete_request(&o)).unwrap(), o);
+        let mut r = complete_request(&o);
+        r.engine = "nchw/<b>/measured".into();
+        assert!(TrainOutcome::try_from(&r).is_err());
         for bad in ["GPU-<script>", &"x".repeat(65)] {
             let mut r = complete_request(&o);
             r.device_uuid = bad.to_string();

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use domain::{
-    Activation, CheckpointEvery, Dataset, DeviceSpec, Model, Optimizer, Precision, Tf32, TrainSpec,
+    Activation, CheckpointEvery, Dataset, DeviceSpec, KernelSet, Layout, Model, Optimizer,
+    Precision, Tf32, TrainSpec,
 };
 
 #[derive(Parser)]
@@ -79,6 +80,37 @@ pub struct CommonArgs {
     /// auto | cpu | cuda | cuda:N
     #[arg(long, env = "WORKER_DEVICE", default_value = "auto")]
     pub device: DeviceSpec,
+    /// Memory layout of images and convolution weights: auto (the faster, measured at the first
+    /// job of each model shape and cached in the data folder) | nchw | channels-last.
+    #[arg(long, env = "WORKER_LAYOUT", default_value = "auto")]
+    pub layout: Auto<Layout>,
+    /// Our CPU kernels (2x2 max pooling, single-channel convolutions) or aten's: auto (the
+    /// faster of the CPU's best and aten's, measured as for --layout) | avx512 | avx2 | aten.
+    #[arg(long, env = "WORKER_KERNELS", default_value = "auto")]
+    pub kernels: Auto<KernelSet>,
+}
+
+impl CommonArgs {
+    pub fn engine(&self) -> worker::train::engine::Wanted {
+        worker::train::engine::Wanted {
+            layout: self.layout.0,
+            kernels: self.kernels.0,
+        }
+    }
+}
+
+/// `auto` (None) or a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Auto<T>(pub Option<T>);
+
+impl<T: std::str::FromStr<Err = String>> std::str::FromStr for Auto<T> {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Auto(None)),
+            other => other.parse().map(|v| Auto(Some(v))),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -155,6 +187,10 @@ pub struct TrainArgs {
     /// Print the job record as one JSON object (as in results.json).
     #[arg(long)]
     pub json: bool,
+    /// libtorch intra-op threads; 0 = the cores this process may use (its affinity mask and
+    /// cgroup CPU quota).
+    #[arg(long, env = "WORKER_THREADS", default_value_t = 0)]
+    pub threads: usize,
     /// Checkpoint file; an existing one is resumed from.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,

@@ -34,6 +34,7 @@ fn options(
         checkpoint,
         checkpoint_every,
         on_checkpoint: None,
+        engine: common.engine(),
         abort_after_epoch: env.fault,
     }
 }
@@ -53,6 +54,7 @@ pub fn train(a: TrainArgs, env: &Env) -> anyhow::Result<ExitCode> {
         // this process has one thread.
         std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
     }
+    set_threads(worker::cpus::per_job(a.threads, 1));
     let opts = options(
         &a.common,
         dev,
@@ -187,7 +189,11 @@ pub fn preflight(json: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// The daemon: serves a coordinator until its grid is finished or SIGTERM.
-pub fn daemon(a: DaemonArgs, env: &Env) -> anyhow::Result<ExitCode> {
+pub fn daemon(
+    a: DaemonArgs,
+    log_format: orchestrator_proto::telemetry::LogFormat,
+    env: &Env,
+) -> anyhow::Result<ExitCode> {
     if a.exit_with_parent {
         exit_with_parent();
     }
@@ -205,12 +211,14 @@ pub fn daemon(a: DaemonArgs, env: &Env) -> anyhow::Result<ExitCode> {
         .transpose()
         .map_err(anyhow::Error::msg)?;
     let threads = match (a.threads, dev.device) {
-        (0, tch::Device::Cpu) => {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            (cores / a.slots as usize).max(1)
-        }
+        (t, tch::Device::Cpu) => worker::cpus::per_job(t, a.slots),
         (t, _) => t,
     };
+    let passive_wait = threads > 0 && worker::cpus::oversubscribed(threads, a.slots);
+    if passive_wait {
+        tracing::warn!(threads, slots = a.slots, cores = worker::cpus::available(), "jobs' threads outnumber the cores: their OpenMP threads will wait passively (OMP_WAIT_POLICY=PASSIVE)");
+    }
+    let engine = a.common.engine();
     let tls = orchestrator_proto::client::ClientTls {
         ca: a.tls_ca,
         cert: a.tls_cert,
@@ -239,6 +247,9 @@ pub fn daemon(a: DaemonArgs, env: &Env) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| env.cache.join("datasets")),
             device: spec,
             threads,
+            passive_wait,
+            engine,
+            log_format,
             checkpoint_dir: a
                 .checkpoint_dir
                 .unwrap_or_else(|| env.cache.join("checkpoints")),

@@ -84,6 +84,13 @@ pub struct Launcher {
     pub device: DeviceSpec,
     /// libtorch intra-op threads per job; 0 = libtorch's default.
     pub threads: usize,
+    /// Jobs' threads outnumber the cores: OpenMP threads sleep instead of spinning while they
+    /// wait (`OMP_WAIT_POLICY=PASSIVE`, unless the worker's environment sets it).
+    pub passive_wait: bool,
+    /// `--layout` and `--kernels`, passed on.
+    pub engine: train::engine::Wanted,
+    /// The daemon's own `--log-format`, so its log reads alike throughout.
+    pub log_format: orchestrator_proto::telemetry::LogFormat,
     /// Jobs checkpoint to `<dir>/<job id>.ckpt` and resume from it after a crash.
     pub checkpoint_dir: PathBuf,
     /// `checkpoint_dir` is the coordinator's own checkpoint folder (a worker it started on its
@@ -229,10 +236,19 @@ impl Launcher {
             .arg(self.device.to_string())
             .arg("--threads")
             .arg(self.threads.to_string())
+            .arg("--layout")
+            .arg(self.engine.layout.map_or("auto", |l| l.as_str()))
+            .arg("--kernels")
+            .arg(self.engine.kernels.map_or("auto", |k| k.as_str()))
+            .arg("--log-format")
+            .arg(self.log_format.as_str())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if self.passive_wait && std::env::var_os("OMP_WAIT_POLICY").is_none() {
+            cmd.env("OMP_WAIT_POLICY", "PASSIVE");
+        }
         if spec.deterministic && self.device != DeviceSpec::Cpu {
             // cuBLAS is only deterministic with a fixed workspace (CUDA's documentation).
             cmd.env("CUBLAS_WORKSPACE_CONFIG", ":4096:8");

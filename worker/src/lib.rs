@@ -10,13 +10,15 @@
 //!   settings of a job.
 //! - [`job_process`]: one job in a child process, its events as JSON lines.
 //! - [`daemon`]: registers with the coordinator, leases jobs, runs each in a child process.
-//! - [`alloc`]: the allocator settings training wants.
+//! - [`alloc`]: the allocator settings training wants; [`cpus`]: the cores a worker may use,
+//!   shared among its jobs.
 //!
 //! Environment variables are read by the binary's `main` only and passed down as
 //! configuration ([`train::Options`], [`data::DataSource`]); the one exception is
 //! `CUDA_VISIBLE_DEVICES`, a fact about the process that the preflight reports as CUDA does.
 
 pub mod alloc;
+pub mod cpus;
 pub mod cuda;
 pub mod daemon;
 pub mod data;

@@ -62,7 +62,7 @@ fn main() -> ExitCode {
             checkpoint_every,
         }) => commands::run_job(common, threads, checkpoint, checkpoint_every, &env),
         Some(Cmd::Preflight { json }) => commands::preflight(json),
-        None => commands::daemon(cli.daemon, &env),
+        None => commands::daemon(cli.daemon, log, &env),
     };
     match result {
         Ok(code) => code,

@@ -25,7 +25,10 @@ impl Act {
 impl ModuleT for Act {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         match self.kind {
-            Activation::Relu => x.relu(),
+            // In place, as PyTorch's `nn.ReLU(inplace=True)`: every site follows a layer whose
+            // backward pass does not need its output (convolution, batch norm, pooling,
+            // linear), and the output's memory is not allocated afresh each step.
+            Activation::Relu => x.shallow_clone().relu_(),
             Activation::Tanh => x.tanh(),
             Activation::Selu => x.selu(),
             Activation::Prelu => x.prelu(

@@ -107,6 +107,7 @@ fn fill(e: &mut JobEntry, s: StoredJob) {
             epochs: s.epochs,
             clock: s.clock,
             device_uuid: s.device_uuid,
+            engine: s.engine.and_then(|e| e.parse().ok()),
             run: s.run,
         }));
     }

@@ -66,6 +66,7 @@ fn done(epochs: u32) -> TrainOutcome {
         error: None,
         clock: None,
         device_uuid: None,
+        engine: Some("channels-last/avx2/measured".parse().unwrap()),
     }
 }
 
@@ -148,6 +149,11 @@ fn restart_keeps_finished_jobs_and_requeues_the_rest() {
     assert_eq!((c.succeeded, c.pending, c.running), (1, 0, 1));
     let rec = s.records().into_iter().find(|r| r.id == first_id).unwrap();
     assert_eq!(rec.epochs.len(), 2);
+    assert_eq!(
+        rec.engine,
+        done(2).engine,
+        "the engine is stored and loaded"
+    );
     let running = s.records().into_iter().find(|r| r.id != first_id).unwrap();
     assert_eq!(running.epochs.len(), 1);
     // Its worker reconnects and carries on: its lease is still valid.

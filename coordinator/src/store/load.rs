@@ -25,6 +25,7 @@ pub struct StoredJob {
     pub error: Option<String>,
     pub clock: Option<RunClock>,
     pub device_uuid: Option<String>,
+    pub engine: Option<String>,
     /// The run in which it reached its final status.
     pub run: Option<u32>,
     pub epochs: Vec<EpochMetrics>,
@@ -152,7 +153,7 @@ fn jobs(db: &Connection) -> Result<Vec<(JobId, StoredJob)>> {
     }
     let mut q = db.prepare(
         "SELECT id, status, attempts, lost, finished_lease, worker, device, param_count, latency_ms, error, failures,
-         init_start_ms, run_start_ms, run_stop_ms, device_uuid, run_id FROM jobs ORDER BY id",
+         init_start_ms, run_start_ms, run_stop_ms, device_uuid, run_id, engine FROM jobs ORDER BY id",
     )?;
     let rows = q.query_map([], |r| {
         let id: String = r.get(0)?;
@@ -180,6 +181,7 @@ fn jobs(db: &Connection) -> Result<Vec<(JobId, StoredJob)>> {
                 },
                 device_uuid: r.get(14)?,
                 run: r.get(15)?,
+                engine: r.get(16)?,
                 epochs: Vec::new(),
             },
         ))

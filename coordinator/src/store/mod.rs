@@ -220,7 +220,7 @@ impl Store {
 }
 
 /// Columns added since the first schema, added to databases made before them.
-const ADDED_COLUMNS: [(&str, &str, &str); 12] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 13] = [
     ("jobs", "init_start_ms", "INTEGER"),
     ("jobs", "run_start_ms", "INTEGER"),
     ("jobs", "run_stop_ms", "INTEGER"),
@@ -233,6 +233,7 @@ const ADDED_COLUMNS: [(&str, &str, &str); 12] = [
     ("jobs", "run_id", "INTEGER"),
     ("epochs", "cpu_seconds", "REAL"),
     ("epochs", "contention", "REAL"),
+    ("jobs", "engine", "TEXT"),
 ];
 
 fn migrate(db: &Connection) -> Result<()> {
@@ -368,11 +369,12 @@ fn write_finished(tx: &Transaction<'_>, change: &Change) -> Result<()> {
     tx.execute(
         "UPDATE jobs SET status = ?2, finished_lease = ?3, device = ?4, param_count = ?5, latency_ms = ?6,
          error = ?7, failures = ?8, init_start_ms = ?9, run_start_ms = ?10, run_stop_ms = ?11, device_uuid = ?12,
-         run_id = (SELECT MAX(id) FROM runs) WHERE id = ?1",
+         engine = ?13, run_id = (SELECT MAX(id) FROM runs) WHERE id = ?1",
         params![job.as_str(), status.as_str(), lease.get() as i64, o.device.to_string(),
                 o.param_count as i64, o.latency_ms_per_sample, o.error, failures,
                 o.clock.map(|c| c.init_start_ms as i64), o.clock.and_then(|c| c.run_start_ms).map(|t| t as i64),
-                o.clock.map(|c| c.run_stop_ms as i64), o.device_uuid],
+                o.clock.map(|c| c.run_stop_ms as i64), o.device_uuid,
+                o.engine.map(|e| e.to_string())],
     )?;
     end_attempt(tx, lease.get(), at, o.status.as_str(), o.error.as_deref())
 }

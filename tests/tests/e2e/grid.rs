@@ -51,7 +51,13 @@ fn grid_runs_end_to_end_resumes_and_rerenders() {
         assert!(epochs[1]["train_seconds"].as_f64() > epochs[0]["train_seconds"].as_f64());
         assert!(job["first_epoch_at_target"].as_u64().is_some());
         assert!(job["error"].is_null());
+        // The engine each job trained with: measured by the first job of the shape (relu and
+        // elu are two shapes), as the worker's job process reported it.
+        let chosen = job["engine"]["chosen"].as_str().unwrap_or_default();
+        assert!(["measured", "cached"].contains(&chosen), "{job}");
+        assert!(job["engine"]["layout"].is_string() && job["engine"]["kernels"].is_string());
     }
+    assert!(data.join("engine-cache.json").is_file());
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
         report.contains("| relu |") && report.contains("| elu |"),

@@ -125,6 +125,11 @@ fn deterministic_and_resumes_from_checkpoint_seamlessly() {
         curves(&b),
         "same seed, same numbers, bit for bit"
     );
+    // The first run measured the engine; the second found the choice in the data folder.
+    assert_eq!(a["engine"]["chosen"], "measured", "{a}");
+    assert_eq!(b["engine"]["chosen"], "cached", "{b}");
+    assert_eq!(a["engine"]["layout"], b["engine"]["layout"]);
+    assert_eq!(a["engine"]["kernels"], b["engine"]["kernels"]);
 
     let ckpt = tmp.path().join("job.ckpt");
     let ckpt_arg = ckpt.to_str().unwrap();
@@ -132,11 +137,16 @@ fn deterministic_and_resumes_from_checkpoint_seamlessly() {
     let (status, _, stderr) = run(&every, Some("abort-after-epoch:2"));
     assert!(!status.success(), "the fault hook aborts: {stderr}");
     assert!(ckpt.is_file());
+    // Without the cache, the resumed job still trains with the engine it began with.
+    std::fs::remove_file(data.join("engine-cache.json")).unwrap();
     let (status, resumed, stderr) = run(&every, None);
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("resumed from checkpoint"), "{stderr}");
     let resumed: Value = serde_json::from_str(&resumed).unwrap();
     assert_eq!(resumed["epochs"].as_array().unwrap().len(), 3);
+    assert_eq!(resumed["engine"]["chosen"], "resumed", "{resumed}");
+    assert_eq!(resumed["engine"]["layout"], a["engine"]["layout"]);
+    assert_eq!(resumed["engine"]["kernels"], a["engine"]["kernels"]);
     assert_eq!(
         curves(&resumed),
         curves(&a),
@@ -152,6 +162,48 @@ fn deterministic_and_resumes_from_checkpoint_seamlessly() {
         secs[0] < secs[1] && secs[1] < secs[2],
         "cumulative time continues: {secs:?}"
     );
+}
+
+/// `--layout` and `--kernels` fix the engine (no measuring); a kernel set that does not exist
+/// is refused, naming the choices; every fixed engine trains to the same accuracy.
+#[test]
+fn the_engine_can_be_fixed_and_each_one_learns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let base = [
+        "--activation",
+        "relu",
+        "--epochs",
+        "2",
+        "--train-limit",
+        "2000",
+    ];
+    let (status, _, stderr) = output(&mut train(
+        &data,
+        &[&base[..], &["--kernels", "avx3"]].concat(),
+    ));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("avx3") && stderr.contains("avx2"),
+        "{stderr}"
+    );
+    let mut accs = Vec::new();
+    for (layout, kernels) in [("nchw", "aten"), ("channels-last", "auto")] {
+        let (status, stdout, stderr) = output(
+            train(&data, &[&base[..], &["--layout", layout]].concat())
+                .env("WORKER_KERNELS", kernels),
+        );
+        assert!(status.success(), "{stderr}");
+        let rec: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(rec["engine"]["layout"], layout, "{rec}");
+        if kernels == "aten" {
+            assert_eq!(rec["engine"]["chosen"], "fixed", "{rec}");
+            assert_eq!(rec["engine"]["kernels"], "aten", "{rec}");
+        }
+        accs.push(rec["final_test_accuracy"].as_f64().unwrap());
+    }
+    // Chance is 10%.
+    assert!(accs.iter().all(|a| *a > 0.5), "{accs:?}");
 }
 
 /// bf16 autocast (on the CPU here; the same code path as CUDA's): the job trains to nearly the

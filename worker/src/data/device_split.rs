@@ -1,17 +1,16 @@
 //! A split on the training device: normalized float32 images in the device's preferred memory
 //! layout, and int64 labels.
 
-use domain::Dataset;
+use domain::{Dataset, Layout};
 use tch::{Device, Kind, Tensor};
 
 use super::Split;
 
-/// A split as normalized float32 images and labels, resident on the training device.
-///
-/// On CUDA the images are stored channels-last (NHWC in memory, handed out as NCHW views of
-/// it), the layout cuDNN's tensor-core kernels prefer. On the CPU they stay NCHW: measured on
-/// the 2-core CPU, oneDNN ran a VGG-11 step 14% faster from NCHW than from channels-last, and
-/// the paper CNN equally fast.
+/// A split as normalized float32 images and labels, resident on the training device, in the
+/// job's memory layout: NCHW, or channels-last (NHWC in memory, handed out as NCHW views of
+/// it). Which is faster depends on the device, the CPU and the model (oneDNN ran VGG-11 14%
+/// faster from NCHW on an Intel Xeon; cuDNN's tensor-core kernels want channels-last), so the
+/// engine measures it (`train::engine`).
 pub struct DeviceSplit {
     /// NHWC when `channels_last`, NCHW otherwise.
     images: Tensor,
@@ -70,6 +69,7 @@ pub fn to_device(
     limit: u64,
     dataset: Dataset,
     device: Device,
+    layout: Layout,
 ) -> Result<DeviceSplit, tch::TchError> {
     let n = split.labels.size()[0];
     let keep = if limit == 0 { n } else { n.min(limit as i64) };
@@ -89,7 +89,7 @@ pub fn to_device(
         .f_div_scalar(255.0)?
         .f_sub(&mean.to_kind(Kind::Float))?
         .f_div(&std.to_kind(Kind::Float))?;
-    let channels_last = device.is_cuda();
+    let channels_last = layout == Layout::ChannelsLast;
     let images = if channels_last {
         images.f_permute([0, 2, 3, 1])?.f_contiguous()?
     } else {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::Context;
-use domain::{EpochMetrics, JobId};
+use domain::{Engine, EpochMetrics, JobId};
 
 use super::Started;
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,9 @@ struct CheckpointMeta {
     /// When the attempt that began the job started (absent in older checkpoints).
     #[serde(default)]
     started: Option<Started>,
+    /// The layout and kernels it trained with (absent in older checkpoints).
+    #[serde(default)]
+    engine: Option<Engine>,
 }
 
 /// Every tensor of the checkpoint, copied (to the CPU), so training can go on changing the
@@ -31,6 +34,7 @@ fn snapshot(
     opt: &Optim,
     epochs: &[EpochMetrics],
     started: Started,
+    engine: Engine,
 ) -> anyhow::Result<Vec<(String, Tensor)>> {
     let (mut tensors, step) = opt.state();
     for (name, t) in vs.variables() {
@@ -55,6 +59,7 @@ fn snapshot(
         step,
         epochs: epochs.to_vec(),
         started: Some(started),
+        engine: Some(engine),
     })?;
     copies.push(("meta".into(), Tensor::from_slice(&meta)));
     Ok(copies)
@@ -106,8 +111,9 @@ impl Writer {
         opt: &Optim,
         epochs: &[EpochMetrics],
         started: Started,
+        engine: Engine,
     ) -> anyhow::Result<()> {
-        let tensors = snapshot(id, vs, opt, epochs, started)?;
+        let tensors = snapshot(id, vs, opt, epochs, started, engine)?;
         self.wait()?;
         let (path, done) = (self.path.clone(), self.done.clone());
         let epoch = epochs.last().map_or(0, |m| m.epoch);
@@ -136,16 +142,7 @@ pub struct Restored {
     pub started: Option<Started>,
 }
 
-/// Restores job `id` from `path` into `vs` and `opt`.
-pub fn restore(
-    path: &Path,
-    id: &JobId,
-    vs: &nn::VarStore,
-    opt: &mut Optim,
-) -> anyhow::Result<Restored> {
-    let saved: HashMap<String, Tensor> = Tensor::load_multi_with_device(path, vs.device())?
-        .into_iter()
-        .collect();
+fn meta(saved: &HashMap<String, Tensor>, id: &JobId) -> anyhow::Result<CheckpointMeta> {
     let meta = saved
         .get("meta")
         .context("no metadata")?
@@ -157,6 +154,26 @@ pub fn restore(
         "checkpoint belongs to job {}",
         meta.job_id
     );
+    Ok(meta)
+}
+
+/// The engine job `id`'s checkpoint at `path` trained with, where it is usable and says.
+pub fn engine(path: &Path, id: &JobId) -> Option<Engine> {
+    let saved: HashMap<String, Tensor> = Tensor::load_multi(path).ok()?.into_iter().collect();
+    meta(&saved, id).ok()?.engine
+}
+
+/// Restores job `id` from `path` into `vs` and `opt`.
+pub fn restore(
+    path: &Path,
+    id: &JobId,
+    vs: &nn::VarStore,
+    opt: &mut Optim,
+) -> anyhow::Result<Restored> {
+    let saved: HashMap<String, Tensor> = Tensor::load_multi_with_device(path, vs.device())?
+        .into_iter()
+        .collect();
+    let meta = meta(&saved, id)?;
     tch::no_grad(|| -> anyhow::Result<()> {
         for (name, mut t) in vs.variables() {
             let src = saved

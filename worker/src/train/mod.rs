@@ -9,10 +9,14 @@
 //! # Layout
 //! - [`run`] (here): the epoch loop; [`step`]: one pass over the training set;
 //!   [`augment`]: crop and flip on the device; [`evaluate`]: test metrics and latency;
-//!   [`checkpoint`]: save and restore; [`host`]: CPU time and contention per epoch.
+//!   [`checkpoint`]: save and restore; [`host`]: CPU time and contention per epoch;
+//!   [`engine`]: the layout and kernels, by measurement; [`engine_cache`]: the measured
+//!   choices kept.
 
 mod augment;
 pub mod checkpoint;
+pub mod engine;
+mod engine_cache;
 mod evaluate;
 mod host;
 mod step;
@@ -24,7 +28,8 @@ use std::time::Instant;
 use anyhow::Context;
 use domain::metrics::now_ms;
 use domain::{
-    CheckpointEvery, EpochClock, EpochMetrics, JobId, Outcome, RunClock, TrainOutcome, TrainSpec,
+    CheckpointEvery, Engine, EpochClock, EpochMetrics, JobId, Layout, Outcome, RunClock,
+    TrainOutcome, TrainSpec,
 };
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
@@ -47,6 +52,8 @@ pub struct Options {
     pub checkpoint_every: CheckpointEvery,
     /// Called (from the writer thread) with the epoch of each checkpoint once it is in place.
     pub on_checkpoint: Option<CheckpointHook>,
+    /// The layout and kernels asked for (`auto`, measured, where None).
+    pub engine: engine::Wanted,
     /// Testing hook: abort the process right after this epoch's checkpoint is written, as a
     /// crash or a kill would (`WORKER_FAULT=abort-after-epoch:N`, read by `main`).
     pub abort_after_epoch: Option<u32>,
@@ -78,9 +85,10 @@ struct Setup {
     net: Box<dyn ModuleT>,
     opt: Optim,
     param_count: u64,
+    engine: Engine,
 }
 
-fn setup(spec: &TrainSpec, opts: &Options) -> anyhow::Result<Setup> {
+fn setup(spec: &TrainSpec, opts: &Options, resumed: Option<Engine>) -> anyhow::Result<Setup> {
     let device = opts.device;
     if device.is_cuda() {
         crate::cuda::Backend {
@@ -89,16 +97,36 @@ fn setup(spec: &TrainSpec, opts: &Options) -> anyhow::Result<Setup> {
         }
         .apply()?;
     }
-    tch::manual_seed(spec.seed as i64);
     let raw = data::load(spec.dataset, &opts.data)?;
-    let train = data::to_device(&raw.train, spec.train_limit, spec.dataset, device)
-        .context("moving the training set to the device")?;
-    let test = data::to_device(&raw.test, spec.test_limit, spec.dataset, device)
-        .context("moving the test set to the device")?;
+    let label =
+        opts.device_uuid
+            .as_deref()
+            .unwrap_or(if device.is_cuda() { "cuda" } else { "cpu" });
+    let cache = engine_cache::Cache::at(&opts.data.dir);
+    let engine = engine::choose(spec, opts.engine, device, label, &raw, &cache, resumed)?;
+    // Seeded after measuring (which draws from the generator), so the model starts the same
+    // whatever was measured.
+    tch::manual_seed(spec.seed as i64);
+    let train = data::to_device(
+        &raw.train,
+        spec.train_limit,
+        spec.dataset,
+        device,
+        engine.layout,
+    )
+    .context("moving the training set to the device")?;
+    let test = data::to_device(
+        &raw.test,
+        spec.test_limit,
+        spec.dataset,
+        device,
+        engine.layout,
+    )
+    .context("moving the test set to the device")?;
     let vs = nn::VarStore::new(device);
     let shape = spec.dataset.info().shape;
     let net = model::build(&vs.root(), spec.model, shape, spec.activation);
-    if device.is_cuda() {
+    if engine.layout == Layout::ChannelsLast {
         weights_channels_last(&vs)?;
     }
     let param_count = model::param_count(&vs);
@@ -116,6 +144,7 @@ fn setup(spec: &TrainSpec, opts: &Options) -> anyhow::Result<Setup> {
         net,
         opt,
         param_count,
+        engine,
     })
 }
 
@@ -130,8 +159,10 @@ pub fn run(
     on_epoch: &mut dyn FnMut(&EpochMetrics),
 ) -> anyhow::Result<TrainOutcome> {
     let init_ms = now_ms();
-    let mut s = setup(spec, opts)?;
     let id = spec.id();
+    let mut s = setup(spec, opts, checkpoint_engine(opts, &id))?;
+    // Our kernels (or aten's) as chosen, for every step and evaluation on this thread.
+    let _kernels = crate::ops::use_kernels_on_this_thread(s.engine.kernels)?;
     let restored = resume(opts, &id, &s.vs, &mut s.opt);
     let started = restored.started.unwrap_or(Started {
         init_ms,
@@ -141,7 +172,7 @@ pub fn run(
     for m in &epochs {
         on_epoch(m);
     }
-    let param_count = s.param_count;
+    let (param_count, engine) = (s.param_count, s.engine);
     let outcome = |status, epochs, latency, error| TrainOutcome {
         status,
         device: spec_of(opts.device),
@@ -155,6 +186,7 @@ pub fn run(
             run_stop_ms: now_ms(),
         }),
         device_uuid: opts.device_uuid.clone(),
+        engine: Some(engine),
     };
     let mut writer = opts.checkpoint.clone().map(|path| {
         let hook = opts.on_checkpoint.clone();
@@ -176,7 +208,7 @@ pub fn run(
                 .checkpoint_every
                 .due(epoch, last_checkpoint.elapsed().as_secs_f64())
             {
-                w.save(&id, &s.vs, &s.opt, &epochs, started)?;
+                w.save(&id, &s.vs, &s.opt, &epochs, started, s.engine)?;
                 last_checkpoint = Instant::now();
             }
             if opts.abort_after_epoch == Some(epoch) {
@@ -216,6 +248,7 @@ fn train_and_evaluate(
     // Reading the loss waits for the device, so the clock stops after the last step.
     let train_loss = loss_sum / s.train.samples() as f64;
     let host = probe.finish();
+    warn_if_sharing(epoch, host.as_ref());
     let train_seconds =
         done.last().map_or(0.0, |m| m.train_seconds) + clock.elapsed().as_secs_f64();
     let train_end_ms = now_ms();
@@ -240,8 +273,25 @@ fn train_and_evaluate(
     }))
 }
 
-/// Puts every 4-d weight (the convolutions') in channels-last memory, as the images are on
-/// CUDA, so cuDNN does not convert them at every step (as `model.to(memory_format=
+/// Says, on the job's log, when other processes wanted this job's cores all through an epoch
+/// while it ran several threads: each side's spinning threads then slow the other several-fold
+/// (see [`crate::cpus`]), and giving each its share of the cores is the remedy.
+fn warn_if_sharing(epoch: u32, host: Option<&domain::EpochHost>) {
+    let threads = tch::get_num_threads();
+    if let Some(h) = host.filter(|h| h.contention >= 1.0 && threads > 1) {
+        tracing::warn!(
+            epoch,
+            threads,
+            contention = format!("{:.1}", h.contention),
+            "other processes competed for this job's cores all through the epoch; training \
+             processes sharing cores slow each other several-fold: give each worker its share \
+             (--threads, or --slots on one worker)"
+        );
+    }
+}
+
+/// Puts every 4-d weight (the convolutions') in channels-last memory, as the images are in that
+/// layout, so the convolutions do not convert them at every step (as `model.to(memory_format=
 /// torch.channels_last)` does in PyTorch). Optimizer state made later follows the layout.
 fn weights_channels_last(vs: &nn::VarStore) -> anyhow::Result<()> {
     tch::no_grad(|| {
@@ -253,6 +303,12 @@ fn weights_channels_last(vs: &nn::VarStore) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// The engine the job's checkpoint was trained with, if it has a usable one that says.
+fn checkpoint_engine(opts: &Options, id: &JobId) -> Option<Engine> {
+    let path = opts.checkpoint.as_deref().filter(|p| p.is_file())?;
+    checkpoint::engine(path, id)
 }
 
 /// What the job's checkpoint holds, if it has a usable one.

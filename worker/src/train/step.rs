@@ -32,15 +32,28 @@ pub fn train_epoch(
             x = train.in_layout(&Augmenter::apply(&mut grids, &x)?)?;
         }
         let y = train.labels.f_index_select(0, &idx)?;
-        let logits = forward(spec.precision, device, || net.forward_t(&x, true))?;
-        let loss = cross_entropy(&logits, &y, tch::Reduction::Mean)?;
-        opt.zero_grad()?;
-        loss.f_backward()?;
-        opt.step()?;
-        let _ = loss_sum.f_add_(&loss.detach().f_mul_scalar(len as f64)?)?;
+        let loss = step(net, opt, &x, &y, spec.precision)?;
+        let _ = loss_sum.f_add_(&loss.f_mul_scalar(len as f64)?)?;
         start += len;
     }
     Ok(loss_sum.f_double_value(&[])?)
+}
+
+/// One optimizer step on images `x` with labels `y`; returns the batch's mean loss (detached,
+/// still on the device).
+pub fn step(
+    net: &dyn ModuleT,
+    opt: &mut Optim,
+    x: &Tensor,
+    y: &Tensor,
+    precision: Precision,
+) -> anyhow::Result<Tensor> {
+    let logits = forward(precision, x.device(), || net.forward_t(x, true))?;
+    let loss = cross_entropy(&logits, y, tch::Reduction::Mean)?;
+    opt.zero_grad()?;
+    loss.f_backward()?;
+    opt.step()?;
+    Ok(loss.detach())
 }
 
 /// Runs `f` (a forward pass) in `precision`: as is for fp32, under bfloat16 autocast for bf16.
