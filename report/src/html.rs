@@ -308,7 +308,10 @@ fn environment(r: &Results) -> String {
     for run in &env.runs {
         let _ = write!(h, "<li>{}</li>", esc(&crate::results::run_text(run)));
     }
-    for line in crate::table::cuda_settings(r) {
+    for line in crate::table::cuda_settings(r)
+        .into_iter()
+        .chain(crate::table::engines(r))
+    {
         let _ = write!(h, "<li>{}</li>", esc(&line.replace('`', "")));
     }
     h.push_str("</ul>");

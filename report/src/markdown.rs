@@ -8,7 +8,7 @@ use domain::JobStatus;
 use crate::format::md_cell;
 use crate::results::{attempts_text, Results};
 use crate::summary::summary;
-use crate::table::{cuda_settings, notes, per_epoch, tables, Stat, Table, ALPHA};
+use crate::table::{cuda_settings, engines, notes, per_epoch, tables, Stat, Table, ALPHA};
 
 impl Results {
     pub fn to_markdown(&self) -> String {
@@ -189,7 +189,7 @@ fn environment(r: &Results) -> String {
             w.slots
         );
     }
-    for line in cuda_settings(r) {
+    for line in cuda_settings(r).into_iter().chain(engines(r)) {
         let _ = writeln!(md, "- {line}");
     }
     for run in &env.runs {
@@ -266,6 +266,29 @@ mod tests {
         let html = r.to_html();
         assert!(html.contains("<th>relu †</th>"), "{html}");
         assert!(!results().to_markdown().contains('†'));
+    }
+
+    /// The engines the jobs trained with are listed with their counts; none where unknown.
+    #[test]
+    fn engines_are_listed_in_the_environment() {
+        let mut r = results();
+        assert!(!r.to_markdown().contains("Engine:"));
+        for (i, j) in r.jobs.iter_mut().enumerate() {
+            let text = [
+                "nchw/avx2/measured",
+                "nchw/avx2/cached",
+                "channels-last/aten/fixed",
+            ];
+            j.engine = Some(text[i.min(2)].parse().unwrap());
+        }
+        let md = r.to_markdown();
+        assert!(
+            md.contains("- Engine: `nchw` layout with `avx2` kernels (2 jobs); `channels-last` layout with `aten` kernels (2 jobs)"),
+            "{md}"
+        );
+        assert!(r
+            .to_html()
+            .contains("<li>Engine: nchw layout with avx2 kernels (2 jobs)"));
     }
 
     /// Two identical runs whose latencies differ 100-fold are flagged, not compared quietly.

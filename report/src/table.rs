@@ -255,6 +255,33 @@ pub fn cuda_settings(results: &Results) -> Vec<String> {
     seen
 }
 
+/// The layouts and kernels the grid's jobs trained with, each with its number of jobs, for the
+/// report's environment (none for records kept before engines were).
+pub fn engines(results: &Results) -> Vec<String> {
+    let mut counts: Vec<((domain::Layout, domain::KernelSet), usize)> = Vec::new();
+    for e in results.jobs.iter().filter_map(|j| j.engine) {
+        let key = (e.layout, e.kernels);
+        match counts.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((key, 1)),
+        }
+    }
+    if counts.is_empty() {
+        return Vec::new();
+    }
+    let list: Vec<String> = counts
+        .iter()
+        .map(|((l, k), n)| {
+            let s = if *n == 1 { "" } else { "s" };
+            format!("`{l}` layout with `{k}` kernels ({n} job{s})")
+        })
+        .collect();
+    vec![format!(
+        "Engine: {} (the fastest, measured at the first job of each model shape on each CPU)",
+        list.join("; ")
+    )]
+}
+
 /// The best (lowest) mean of each column.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Best {

@@ -16,17 +16,32 @@ struct V {
   static constexpr int kGradRegisters = 15;
   using F = __m256;
   using M = __m256;   // a comparison's lanes: all ones or all zeros
-  using T = __m256i;  // the lanes a load or store touches: sign bit set
+  // The lanes a load or store touches: their count, and a mask (sign bit set) for a part of a
+  // vector. Whole vectors take plain loads and stores: a masked store is microcoded on AMD's
+  // CPUs, several times slower.
+  struct T {
+    __m256i mask;
+    int n;
+  };
   using I = __m256i;  // 8 indices as 32-bit lanes
 
   static T tail(int64_t n) {
     const int k = n <= 0 ? 0 : n >= 8 ? 8 : int(n);
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return {_mm256_cmpgt_epi32(_mm256_set1_epi32(k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
+            k};
   }
   // Masked-off lanes are neither read (no fault past the end of a row) nor written.
-  static F load(T t, const float* p) { return _mm256_maskload_ps(p, t); }
+  static F load(T t, const float* p) {
+    if (t.n == 8) return _mm256_loadu_ps(p);
+    return t.n == 0 ? _mm256_setzero_ps() : _mm256_maskload_ps(p, t.mask);
+  }
   static F load(const float* p) { return _mm256_loadu_ps(p); }
-  static void store(T t, float* p, F v) { _mm256_maskstore_ps(p, t, v); }
+  static void store(T t, float* p, F v) {
+    if (t.n == 8)
+      _mm256_storeu_ps(p, v);
+    else if (t.n > 0)
+      _mm256_maskstore_ps(p, t.mask, v);
+  }
   static void store(float* p, F v) { _mm256_storeu_ps(p, v); }
   static F set1(float v) { return _mm256_set1_ps(v); }
   static F fmadd(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
