@@ -53,7 +53,12 @@ int guarded(F f) {
 // caller chose otherwise (the worker's measured choice, tests forcing each variant), and aten's
 // own kernels when the CPU has neither or "aten" was chosen.
 
+// The most capable set allowed (DLGRID_MAX_CPU_ISA, as oneDNN's ONEDNN_MAX_CPU_ISA): lets one
+// machine run as an older CPU would, for benchmarks and tests.
+std::atomic<int> isa_cap{2};
+
 bool cpu_supports(int isa) {
+  if (isa > isa_cap.load(std::memory_order_relaxed)) return false;
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   static const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
                              __builtin_cpu_supports("avx512bw") &&
@@ -293,6 +298,7 @@ at::Tensor max_pool2x2(const at::Tensor& x) {
 
 #else  // not x86-64: aten's kernels throughout.
 
+std::atomic<int> isa_cap{0};
 bool cpu_supports(int isa) { return isa == 0; }
 int best_isa() { return 0; }
 constexpr int kFollowProcess = -2;
@@ -432,6 +438,9 @@ int dlgrid_kernels_set(int isa, int this_thread) {
       chosen_isa.store(isa, std::memory_order_relaxed);
   });
 }
+
+// Makes the kernel sets above `isa` unavailable (0, 1, 2 as above), as if the CPU lacked them.
+void dlgrid_kernels_cap(int isa) { isa_cap.store(isa, std::memory_order_relaxed); }
 
 // The kernels calls on this thread use now (0, 1, 2 as above).
 int dlgrid_kernels_get() { return current_isa(); }

@@ -21,6 +21,10 @@ pub struct Env {
     pub fault: Option<u32>,
     /// `$XDG_CACHE_HOME/dlgrid` or `~/.cache/dlgrid`: default datasets and checkpoints.
     pub cache: PathBuf,
+    /// `DLGRID_MAX_CPU_ISA=avx512|avx2|aten`: our kernel sets above this one are treated as
+    /// missing, as on an older CPU (the counterpart of oneDNN's `ONEDNN_MAX_CPU_ISA` and ATen's
+    /// `ATEN_CPU_CAPABILITY`); an unknown value is an error.
+    pub max_isa: Option<Result<domain::KernelSet, String>>,
 }
 
 impl Env {
@@ -39,10 +43,16 @@ impl Env {
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
             .unwrap_or_else(|| PathBuf::from("."))
             .join("dlgrid");
+        let max_isa = var("DLGRID_MAX_CPU_ISA").map(|v| {
+            v.to_ascii_lowercase()
+                .parse()
+                .map_err(|e| format!("DLGRID_MAX_CPU_ISA: {e}"))
+        });
         Env {
             mirrors,
             fault,
             cache,
+            max_isa,
         }
     }
 }
@@ -53,6 +63,14 @@ fn main() -> ExitCode {
     let log = cli.log_format;
     orchestrator_proto::telemetry::init_tracing(log, "info");
     let env = Env::read();
+    match &env.max_isa {
+        Some(Ok(cap)) => worker::ops::cap_kernels(*cap),
+        Some(Err(e)) => {
+            orchestrator_proto::telemetry::fail(log, "worker", e);
+            return ExitCode::from(2);
+        }
+        None => {}
+    }
     let result = match cli.cmd {
         Some(Cmd::Train(args)) => commands::train(args, &env),
         Some(Cmd::RunJob {

@@ -35,6 +35,7 @@ extern "C" {
     fn dlgrid_kernels_set(isa: c_int, this_thread: c_int) -> c_int;
     fn dlgrid_kernels_get() -> c_int;
     fn dlgrid_kernels_supported(isa: c_int) -> c_int;
+    fn dlgrid_kernels_cap(isa: c_int);
 }
 
 fn check(rc: c_int) -> Result<(), TchError> {
@@ -63,6 +64,13 @@ fn isa_code(k: KernelSet) -> c_int {
 pub fn kernels_supported(k: KernelSet) -> bool {
     // SAFETY: a plain value in and out.
     unsafe { dlgrid_kernels_supported(isa_code(k)) == 1 }
+}
+
+/// Treats the kernel sets above `k` as unsupported, as on a CPU without them
+/// (`DLGRID_MAX_CPU_ISA`; call before training starts).
+pub fn cap_kernels(k: KernelSet) {
+    // SAFETY: a plain value; stores an atomic.
+    unsafe { dlgrid_kernels_cap(isa_code(k)) }
 }
 
 /// The fastest of our kernel sets this CPU runs (AVX-512, then AVX2), or aten's.
