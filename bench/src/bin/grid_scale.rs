@@ -43,6 +43,12 @@ struct Args {
     /// Skip the makespan figure (about two minutes per durability setting).
     #[arg(long)]
     skip_makespan: bool,
+    /// Skip the ingestion figure.
+    #[arg(long)]
+    skip_ingestion: bool,
+    /// Skip the large-queue figure (memory, start-up, status).
+    #[arg(long)]
+    skip_queue: bool,
 }
 
 /// A port that was free a moment ago. Another process may take it before the coordinator
@@ -180,6 +186,65 @@ fn metrics(epoch: u32) -> pb::EpochMetrics {
     }
 }
 
+/// One simulated job of `lease`: its epochs' metrics, each reported, and how long the timers
+/// slept.
+async fn simulate(
+    client: &WorkerClient,
+    worker_id: &str,
+    lease: &pb::Lease,
+    job_ms: u64,
+    epochs: u32,
+    reports: &Arc<AtomicU64>,
+) -> anyhow::Result<(Vec<pb::EpochMetrics>, Duration)> {
+    let job_id = lease.job.clone().unwrap_or_default().job_id;
+    let mut busy = Duration::ZERO;
+    let report = |m: pb::EpochMetrics| {
+        let (mut c, reports) = (client.clone(), reports.clone());
+        let req = pb::ReportEpochRequest {
+            worker_id: worker_id.to_string(),
+            job_id: job_id.clone(),
+            lease_id: lease.lease_id,
+            metrics: Some(m),
+        };
+        async move {
+            c.report_epoch(req).await?;
+            reports.fetch_add(1, Ordering::Relaxed);
+            anyhow::Ok(())
+        }
+    };
+    let done: Vec<_> = (1..=epochs).map(metrics).collect();
+    if job_ms == 0 {
+        // As fast as it can: one report after the other.
+        for m in &done {
+            report(*m).await?;
+        }
+    } else {
+        // As the real worker does: each epoch's report is sent by another task while the
+        // job trains on (one after the other, in order), and the completion waits for the
+        // last. Epochs end at fixed times from the start, so timer overshoots do not add up:
+        // the last sleep's overshoot (up to a millisecond) is the fake worker's slop, not the
+        // coordinator's overhead.
+        let t = Instant::now();
+        let mut sending: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
+        for (e, m) in done.iter().enumerate() {
+            let end = t + Duration::from_millis(job_ms * (e as u64 + 1) / epochs as u64);
+            tokio::time::sleep_until(end.into()).await;
+            let (before, send) = (sending.take(), report(*m));
+            sending = Some(tokio::spawn(async move {
+                if let Some(b) = before {
+                    b.await??;
+                }
+                send.await
+            }));
+        }
+        busy += t.elapsed();
+        if let Some(s) = sending {
+            s.await??;
+        }
+    }
+    Ok((done, busy))
+}
+
 /// One slot: lease, simulate the job (sleeping `job_ms`, reporting `epochs` epochs), complete;
 /// until the grid is finished. With `job_ms` 0 it reports as fast as it can.
 async fn slot(
@@ -218,28 +283,9 @@ async fn slot(
                 lease
             }
         };
-        let job_id = lease.job.unwrap_or_default().job_id;
-        let mut done = Vec::new();
-        // One sleep for the whole job: each timer overshoots by up to a millisecond, which is
-        // the fake worker's slop, not the coordinator's overhead.
-        if job_ms > 0 {
-            let t = Instant::now();
-            tokio::time::sleep(Duration::from_millis(job_ms)).await;
-            busy += t.elapsed();
-        }
-        for e in 1..=epochs {
-            let m = metrics(e);
-            client
-                .report_epoch(pb::ReportEpochRequest {
-                    worker_id: worker_id.clone(),
-                    job_id: job_id.clone(),
-                    lease_id: lease.lease_id,
-                    metrics: Some(m),
-                })
-                .await?;
-            reports.fetch_add(1, Ordering::Relaxed);
-            done.push(m);
-        }
+        let job_id = lease.job.clone().unwrap_or_default().job_id;
+        let (done, slept) = simulate(&client, &worker_id, &lease, job_ms, epochs, &reports).await?;
+        busy += slept;
         let resp = client
             .complete_job(pb::CompleteJobRequest {
                 worker_id: worker_id.clone(),
@@ -432,10 +478,14 @@ async fn main() -> anyhow::Result<()> {
             makespan(&a, &tmp, d).await?;
         }
     }
-    for d in DURABILITIES {
-        ingestion(&a, &tmp, d).await?;
+    if !a.skip_ingestion {
+        for d in DURABILITIES {
+            ingestion(&a, &tmp, d).await?;
+        }
     }
-    large_queue(&a, &tmp).await?;
+    if !a.skip_queue {
+        large_queue(&a, &tmp).await?;
+    }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }
