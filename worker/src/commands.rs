@@ -219,6 +219,8 @@ pub fn daemon(
         tracing::warn!(threads, slots = a.slots, cores = worker::cpus::available(), "jobs' threads outnumber the cores: their OpenMP threads will wait passively (OMP_WAIT_POLICY=PASSIVE)");
     }
     let engine = a.common.engine();
+    // A --kernels this CPU cannot run is refused now, not at every job.
+    train::engine::candidates(engine, dev.device)?;
     let tls = orchestrator_proto::client::ClientTls {
         ca: a.tls_ca,
         cert: a.tls_cert,

@@ -204,6 +204,26 @@ fn the_engine_can_be_fixed_and_each_one_learns() {
     }
     // Chance is 10%.
     assert!(accs.iter().all(|a| *a > 0.5), "{accs:?}");
+    // Kernels the CPU lacks (here: made to lack all of ours) are refused by the daemon at once,
+    // before it contacts the coordinator, rather than failing every job.
+    let out = Command::new(bin("worker"))
+        .args([
+            "--coordinator",
+            "http://127.0.0.1:9",
+            "--device",
+            "cpu",
+            "--kernels",
+            "avx2",
+        ])
+        .env("DLGRID_MAX_CPU_ISA", "aten")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--kernels avx2: this CPU cannot run them"),
+        "{stderr}"
+    );
 }
 
 /// bf16 autocast (on the CPU here; the same code path as CUDA's): the job trains to nearly the
