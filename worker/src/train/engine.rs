@@ -12,7 +12,6 @@
 
 use std::time::Instant;
 
-use anyhow::Context;
 use domain::{Chosen, Engine, KernelSet, Layout, TrainSpec};
 use tch::{nn, Device, Tensor};
 
@@ -102,7 +101,16 @@ pub fn choose(
     if let Some(hit) = cache.get(&key).filter(|e| cands.contains(&e.choice())) {
         return Ok(engine(hit.choice(), Chosen::Cached));
     }
-    let timed = measure(spec, device, raw, &cands).context("measuring the engine candidates")?;
+    let timed = match measure(spec, device, raw, &cands) {
+        Ok(t) => t,
+        Err(e) => {
+            // Measuring is an optimisation: a failure (two copies of the model not fitting on a
+            // GPU, say) leaves the first candidate, and the job goes on; training itself reports
+            // any real problem with the model.
+            tracing::warn!(error = %format!("{e:#}"), "measuring the engine candidates failed; using the first");
+            return Ok(engine(cands[0], Chosen::Fixed));
+        }
+    };
     let best = timed
         .iter()
         .min_by(|a, b| a.1.total_cmp(&b.1))
