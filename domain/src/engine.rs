@@ -8,39 +8,41 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// The memory layout of images and convolution weights on the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Layout {
-    /// Channels outermost (PyTorch's default, `torch.contiguous_format`).
-    Nchw,
-    /// NHWC in memory (`torch.channels_last`).
-    ChannelsLast,
-}
+use crate::names::named_enum;
 
-/// Whose CPU kernels ran the operations the worker has its own of (2×2 max pooling, the
-/// convolution of single-channel images): aten's, or ours for an instruction set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KernelSet {
-    Aten,
-    Avx2,
-    Avx512,
-}
+named_enum!(
+    /// The memory layout of images and convolution weights on the device: channels outermost
+    /// (`nchw`, PyTorch's default `torch.contiguous_format`), or NHWC in memory
+    /// (`channels-last`, `torch.channels_last`).
+    Layout, "layout" {
+        Nchw => "nchw",
+        ChannelsLast => "channels-last",
+    }
+);
 
-/// How the engine was chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Chosen {
-    /// Timed against the other candidates at the start of this job.
-    Measured,
-    /// The choice measured earlier for the same CPU, threads and model shape.
-    Cached,
-    /// Given (`--layout`, `--kernels`), or the only candidate (a GPU runs aten's kernels).
-    Fixed,
-    /// The choice of the attempt the job resumed from (so it ends as it would have).
-    Resumed,
-}
+named_enum!(
+    /// Whose CPU kernels ran the operations the worker has its own of (2×2 max pooling, the
+    /// convolution of single-channel images): aten's, or ours for an instruction set.
+    KernelSet, "kernel set" {
+        Aten => "aten",
+        Avx2 => "avx2",
+        Avx512 => "avx512",
+    }
+);
+
+named_enum!(
+    /// How the engine was chosen: `measured` (timed against the other candidates at the start
+    /// of this job), `cached` (the choice measured earlier for the same CPU, threads and model
+    /// shape), `fixed` (given with `--layout`/`--kernels`, or the only candidate: a GPU runs
+    /// aten's kernels) or `resumed` (the choice of the attempt the job resumed from, so it ends
+    /// as it would have).
+    Chosen, "choice" {
+        Measured => "measured",
+        Cached => "cached",
+        Fixed => "fixed",
+        Resumed => "resumed",
+    }
+);
 
 /// What a job trained with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -49,40 +51,6 @@ pub struct Engine {
     pub kernels: KernelSet,
     pub chosen: Chosen,
 }
-
-macro_rules! spelled {
-    ($t:ty, $what:literal, $($v:path => $s:literal),+) => {
-        impl $t {
-            pub fn as_str(self) -> &'static str {
-                match self { $($v => $s),+ }
-            }
-        }
-        impl fmt::Display for $t {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-        impl FromStr for $t {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($s => Ok($v),)+
-                    other => Err(format!(
-                        "unknown {} {other:?} (expected {})",
-                        $what,
-                        [$($s),+].join(", ")
-                    )),
-                }
-            }
-        }
-    };
-}
-
-spelled!(Layout, "layout", Layout::Nchw => "nchw", Layout::ChannelsLast => "channels-last");
-spelled!(KernelSet, "kernel set", KernelSet::Aten => "aten", KernelSet::Avx2 => "avx2",
-    KernelSet::Avx512 => "avx512");
-spelled!(Chosen, "choice", Chosen::Measured => "measured", Chosen::Cached => "cached",
-    Chosen::Fixed => "fixed", Chosen::Resumed => "resumed");
 
 /// `layout/kernels/chosen`, e.g. `channels-last/avx2/measured`: the form on the wire and in the
 /// coordinator's state.
@@ -101,10 +69,11 @@ impl FromStr for Engine {
         else {
             return Err(format!("engine {s:?} is not layout/kernels/chosen"));
         };
+        let bad = |e: crate::names::UnknownName| e.to_string();
         Ok(Engine {
-            layout: l.parse()?,
-            kernels: k.parse()?,
-            chosen: c.parse()?,
+            layout: l.parse().map_err(bad)?,
+            kernels: k.parse().map_err(bad)?,
+            chosen: c.parse().map_err(bad)?,
         })
     }
 }

@@ -33,11 +33,11 @@ macro_rules! named_enum {
         }
 
         impl FromStr for $name {
-            type Err = UnknownName;
-            fn from_str(s: &str) -> Result<Self, UnknownName> {
+            type Err = $crate::names::UnknownName;
+            fn from_str(s: &str) -> Result<Self, $crate::names::UnknownName> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    _ => Err(UnknownName {
+                    _ => Err($crate::names::UnknownName {
                         what: $what,
                         given: s.to_string(),
                         expected: vec![$($text),+],
@@ -47,6 +47,8 @@ macro_rules! named_enum {
         }
     };
 }
+
+pub(crate) use named_enum;
 
 /// A name that is not one of the allowed spellings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

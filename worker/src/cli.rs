@@ -103,9 +103,9 @@ impl CommonArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Auto<T>(pub Option<T>);
 
-impl<T: std::str::FromStr<Err = String>> std::str::FromStr for Auto<T> {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+impl<T: std::str::FromStr> std::str::FromStr for Auto<T> {
+    type Err = T::Err;
+    fn from_str(s: &str) -> Result<Self, T::Err> {
         match s {
             "auto" => Ok(Auto(None)),
             other => other.parse().map(|v| Auto(Some(v))),

@@ -470,7 +470,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&tmp)?;
     println!(
         "machine: {} ({} cores)",
-        cpu_model(),
+        orchestrator_proto::host::cpu_model(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     if !a.skip_makespan {
@@ -488,15 +488,4 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }

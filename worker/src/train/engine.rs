@@ -17,7 +17,6 @@ use tch::{nn, Device, Tensor};
 
 use super::engine_cache::{Cache, Entry};
 use crate::data::{self, RawDataset};
-use crate::model;
 use crate::ops;
 use crate::optim::Optim;
 
@@ -191,23 +190,7 @@ struct Trial {
 
 impl Trial {
     fn new(spec: &TrainSpec, device: Device, x: &Tensor, layout: Layout) -> anyhow::Result<Trial> {
-        let vs = nn::VarStore::new(device);
-        let net = model::build(
-            &vs.root(),
-            spec.model,
-            spec.dataset.info().shape,
-            spec.activation,
-        );
-        if layout == Layout::ChannelsLast {
-            super::weights_channels_last(&vs)?;
-        }
-        let opt = Optim::new(
-            &vs,
-            spec.optimizer,
-            spec.learning_rate,
-            spec.momentum,
-            spec.weight_decay,
-        );
+        let (vs, net, opt) = super::model_and_optimizer(spec, device, layout)?;
         let x = match layout {
             Layout::ChannelsLast => data::channels_last(x)?,
             Layout::Nchw => x.f_contiguous()?,

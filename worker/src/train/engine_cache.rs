@@ -73,7 +73,7 @@ impl Cache {
         let cands: Vec<String> = cands.iter().map(|(l, k)| format!("{l}/{k}")).collect();
         format!(
             "cpu={}; best={}; threads={}; libtorch={}; device={device}; {} {}x{}x{}; {}; {}; batch={}; {}; candidates={}",
-            cpu_model(),
+            orchestrator_proto::host::cpu_model(),
             ops::best_kernels(),
             tch::get_num_threads(),
             crate::LIBTORCH_VERSION,
@@ -140,19 +140,6 @@ impl Cache {
             File1::default()
         })
     }
-}
-
-/// The CPU's model name from /proc/cpuinfo ("unknown" where there is none).
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
 }
 
 #[cfg(test)]

@@ -123,20 +123,8 @@ fn setup(spec: &TrainSpec, opts: &Options, resumed: Option<Engine>) -> anyhow::R
         engine.layout,
     )
     .context("moving the test set to the device")?;
-    let vs = nn::VarStore::new(device);
-    let shape = spec.dataset.info().shape;
-    let net = model::build(&vs.root(), spec.model, shape, spec.activation);
-    if engine.layout == Layout::ChannelsLast {
-        weights_channels_last(&vs)?;
-    }
+    let (vs, net, opt) = model_and_optimizer(spec, device, engine.layout)?;
     let param_count = model::param_count(&vs);
-    let opt = Optim::new(
-        &vs,
-        spec.optimizer,
-        spec.learning_rate,
-        spec.momentum,
-        spec.weight_decay,
-    );
     Ok(Setup {
         train,
         test,
@@ -146,6 +134,29 @@ fn setup(spec: &TrainSpec, opts: &Options, resumed: Option<Engine>) -> anyhow::R
         param_count,
         engine,
     })
+}
+
+/// Job `spec`'s model (its weights drawn from the generator) and optimizer on `device`, the
+/// convolution weights in `layout`.
+fn model_and_optimizer(
+    spec: &TrainSpec,
+    device: Device,
+    layout: Layout,
+) -> anyhow::Result<(nn::VarStore, Box<dyn ModuleT>, Optim)> {
+    let vs = nn::VarStore::new(device);
+    let shape = spec.dataset.info().shape;
+    let net = model::build(&vs.root(), spec.model, shape, spec.activation);
+    if layout == Layout::ChannelsLast {
+        weights_channels_last(&vs)?;
+    }
+    let opt = Optim::new(
+        &vs,
+        spec.optimizer,
+        spec.learning_rate,
+        spec.momentum,
+        spec.weight_decay,
+    );
+    Ok((vs, net, opt))
 }
 
 /// Trains `spec`, calling `on_epoch` after each epoch's evaluation (also for epochs restored
