@@ -43,6 +43,9 @@ pub enum Change {
         outcome: TrainOutcome,
         status: JobStatus,
         failures: u32,
+        /// Some(n): the outcome's first n epochs are those already recorded under this
+        /// attempt, so only the rest need writing; None: the outcome's series replaces them.
+        stored: Option<usize>,
         at: String,
     },
     /// A draining worker handed its lease back; the job is pending again.

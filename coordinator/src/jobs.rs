@@ -125,6 +125,9 @@ impl JobEntry {
         at: String,
     ) -> Change {
         let retry = outcome.status == Outcome::Failed && self.failures < retries;
+        let recorded = self.epochs();
+        let stored =
+            (self.holds(lease) && outcome.epochs.starts_with(recorded)).then_some(recorded.len());
         Change::Finished {
             job: self.job.id.clone(),
             lease,
@@ -134,6 +137,7 @@ impl JobEntry {
                 outcome.status.into()
             },
             failures: self.failures + u32::from(retry),
+            stored,
             outcome,
             at,
         }
@@ -208,9 +212,14 @@ impl JobEntry {
             }
             Change::Epoch { metrics, .. } => {
                 let epochs = &mut self.result_mut().epochs;
-                epochs.retain(|x| x.epoch != metrics.epoch);
-                epochs.push(metrics.clone());
-                epochs.sort_by_key(|x| x.epoch);
+                // Epochs come in order; one sent again replaces the first report.
+                if epochs.last().is_some_and(|x| x.epoch >= metrics.epoch) {
+                    epochs.retain(|x| x.epoch != metrics.epoch);
+                    epochs.push(metrics.clone());
+                    epochs.sort_by_key(|x| x.epoch);
+                } else {
+                    epochs.push(metrics.clone());
+                }
             }
             Change::Finished {
                 lease,

@@ -43,10 +43,11 @@ pub struct Metrics {
 
 /// The gRPC methods timed by name; anything else (a client may send any path) is `other`, so
 /// the label's values stay few.
-const METHODS: [&str; 12] = [
+const METHODS: [&str; 13] = [
     "Register",
     "LeaseJob",
     "ReportEpoch",
+    "ReportEpochs",
     "CompleteJob",
     "Heartbeat",
     "ReleaseJob",

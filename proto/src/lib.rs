@@ -8,6 +8,7 @@
 //! - [`telemetry`]: the tracing set-up of both binaries.
 //! - [`shutdown`]: the SIGTERM / Ctrl-C future both servers stop on.
 //! - [`host`]: facts about this machine (host name, CPU, memory, GPUs via `nvidia-smi`).
+//! - [`reporter`]: a worker's epoch reports, batched into `ReportEpochs` calls.
 
 pub mod v1 {
     tonic::include_proto!("orchestrator.v1");
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod client;
 pub mod convert;
 pub mod host;
+pub mod reporter;
 pub mod shutdown;
 pub mod telemetry;
 
@@ -29,3 +31,6 @@ pub use auth::{read_token_file, session_of, BearerAuth, RequireToken, SESSION_HE
 /// Bytes per checkpoint chunk on the wire (both directions), well under gRPC's 4 MiB default
 /// message limit.
 pub const CHECKPOINT_CHUNK: usize = 1 << 20;
+
+/// Most epoch reports in one `ReportEpochs` call; the coordinator refuses more.
+pub const REPORT_BATCH: usize = 256;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use orchestrator_proto::client::{worker_client, WorkerClient};
+use orchestrator_proto::reporter::Reporter;
 use orchestrator_proto::v1::{self as pb};
 use orchestrator_proto::BearerAuth;
 
@@ -189,7 +190,7 @@ fn metrics(epoch: u32) -> pb::EpochMetrics {
 /// One simulated job of `lease`: its epochs' metrics, each reported, and how long the timers
 /// slept.
 async fn simulate(
-    client: &WorkerClient,
+    reporter: &Reporter,
     worker_id: &str,
     lease: &pb::Lease,
     job_ms: u64,
@@ -199,7 +200,7 @@ async fn simulate(
     let job_id = lease.job.clone().unwrap_or_default().job_id;
     let mut busy = Duration::ZERO;
     let report = |m: pb::EpochMetrics| {
-        let (mut c, reports) = (client.clone(), reports.clone());
+        let (r, reports) = (reporter.clone(), reports.clone());
         let req = pb::ReportEpochRequest {
             worker_id: worker_id.to_string(),
             job_id: job_id.clone(),
@@ -207,7 +208,7 @@ async fn simulate(
             metrics: Some(m),
         };
         async move {
-            c.report_epoch(req).await?;
+            r.report(req).await?;
             reports.fetch_add(1, Ordering::Relaxed);
             anyhow::Ok(())
         }
@@ -249,6 +250,7 @@ async fn simulate(
 /// until the grid is finished. With `job_ms` 0 it reports as fast as it can.
 async fn slot(
     mut client: WorkerClient,
+    reporter: Reporter,
     worker_id: String,
     slot: u32,
     job_ms: u64,
@@ -284,7 +286,8 @@ async fn slot(
             }
         };
         let job_id = lease.job.clone().unwrap_or_default().job_id;
-        let (done, slept) = simulate(&client, &worker_id, &lease, job_ms, epochs, &reports).await?;
+        let (done, slept) =
+            simulate(&reporter, &worker_id, &lease, job_ms, epochs, &reports).await?;
         busy += slept;
         let resp = client
             .complete_job(pb::CompleteJobRequest {
@@ -333,14 +336,17 @@ async fn drive(
         let auth = BearerAuth::default()
             .with_session(&session)
             .map_err(anyhow::Error::msg)?;
-        ids.push((id, worker_client(channel, auth)));
+        let c = worker_client(channel, auth);
+        // The fake worker's slots report through one reporter, as the real worker's do.
+        ids.push((id, Reporter::spawn(c.clone()), c));
     }
     let _ = client;
     let started = Instant::now();
-    for (id, c) in ids {
+    for (id, reporter, c) in ids {
         for s in 0..slots {
             tasks.spawn(slot(
                 c.clone(),
+                reporter.clone(),
                 id.clone(),
                 s,
                 job_ms,

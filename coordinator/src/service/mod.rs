@@ -2,6 +2,7 @@
 //! operators' control API ([`control`]). Errors map to statuses in [`crate::error`].
 
 mod control;
+mod reports;
 mod worker;
 
 use std::sync::{Arc, Mutex, MutexGuard};

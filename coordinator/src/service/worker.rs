@@ -8,7 +8,7 @@
 use std::pin::Pin;
 use std::time::Instant;
 
-use domain::{EpochMetrics, JobId, LeaseId, Outcome, TrainOutcome, WorkerId, WorkerInfo};
+use domain::{JobId, LeaseId, Outcome, TrainOutcome, WorkerId, WorkerInfo};
 use orchestrator_proto::v1 as pb;
 use orchestrator_proto::v1::worker_service_server::WorkerService;
 use tokio_stream::Stream;
@@ -20,27 +20,30 @@ use crate::scheduler::Identity;
 
 impl Shared {
     /// Refuses a call: PERMISSION_DENIED, logged with who asked, counted.
-    fn deny<T>(&self, req: &Request<T>, worker: &WorkerId, why: String) -> Status {
+    pub(super) fn deny<T>(&self, req: &Request<T>, worker: &WorkerId, why: String) -> Status {
         self.metrics.denied.inc();
         let peer = req.remote_addr().map(|a| a.to_string());
         tracing::warn!(peer = peer.as_deref().unwrap_or("local"), worker_id = ?worker.as_str(), why, "worker call refused");
         Status::permission_denied(why)
     }
 
-    /// Whether the call's session is `worker`'s, and (given `lease`) that the lease is not
-    /// another worker's; refuses the call otherwise. Both read under one lock. `Unknown` is
+    /// Whether the call's session is `worker`'s, and that none of `leases` is another
+    /// worker's; refuses the call otherwise. Both read under one lock. `Unknown` is
     /// returned (not refused) only where `unknown_ok`.
-    fn verify<T>(
+    pub(super) fn verify<T>(
         &self,
         req: &Request<T>,
         worker: &WorkerId,
-        lease: Option<LeaseId>,
+        leases: &[LeaseId],
         unknown_ok: bool,
     ) -> Result<Identity, Status> {
         let (id, foreign) = {
             let state = self.lock();
             let id = state.identify(worker, orchestrator_proto::session_of(req));
-            let foreign = lease.filter(|&l| !state.may_act_on(worker, l));
+            let foreign = leases
+                .iter()
+                .copied()
+                .find(|&l| !state.may_act_on(worker, l));
             (id, foreign)
         };
         match (id, foreign) {
@@ -71,12 +74,12 @@ impl Shared {
         worker: &WorkerId,
         lease: LeaseId,
     ) -> Result<(), Status> {
-        self.verify(req, worker, Some(lease), false).map(|_| ())
+        self.verify(req, worker, &[lease], false).map(|_| ())
     }
 }
 
 /// A job id as sent by a worker; also a file name in the checkpoint folder, so no paths.
-fn job_id(s: String) -> Result<JobId, ServiceError> {
+pub(super) fn job_id(s: String) -> Result<JobId, ServiceError> {
     if s.is_empty() || s.contains(['/', '\\']) || s.starts_with('.') {
         return Err(ServiceError::InvalidArgument("invalid job id".into()));
     }
@@ -84,7 +87,7 @@ fn job_id(s: String) -> Result<JobId, ServiceError> {
 }
 
 /// Metrics that cannot be true, refused (and logged: a worker with a bug, or someone else).
-fn invalid(job: &JobId, why: String) -> ServiceError {
+pub(super) fn invalid(job: &JobId, why: String) -> ServiceError {
     tracing::warn!(job_id = %job, why, "invalid metrics refused");
     ServiceError::InvalidArgument(format!("job {job}: {why}"))
 }
@@ -132,7 +135,7 @@ impl WorkerService for Shared {
         req: Request<pb::LeaseJobRequest>,
     ) -> Result<Response<pb::LeaseJobResponse>, Status> {
         let worker = WorkerId::from_stored(req.get_ref().worker_id.clone());
-        self.verify(&req, &worker, None, false)?;
+        self.verify(&req, &worker, &[], false)?;
         let req = req.into_inner();
         let ((grant, finished), seq) = self.with_state(|state| {
             let grant = state.lease(&worker, &req.request_id, Instant::now())?;
@@ -151,41 +154,34 @@ impl WorkerService for Shared {
         &self,
         req: Request<pb::ReportEpochRequest>,
     ) -> Result<Response<pb::ReportEpochResponse>, Status> {
-        let worker = WorkerId::from_stored(req.get_ref().worker_id.clone());
-        let lease = LeaseId::new(req.get_ref().lease_id);
-        self.verify_lease(&req, &worker, lease)?;
-        let req = req.into_inner();
-        let m = req
-            .metrics
-            .as_ref()
-            .ok_or_else(|| ServiceError::InvalidArgument("metrics are required".into()))?;
-        let job = job_id(req.job_id)?;
-        let metrics: EpochMetrics = m.into();
-        let (accepted, seq) = self.with_state(|state| {
-            state
-                .check_epoch(&job, lease, &metrics)
-                .map_err(|why| invalid(&job, why))?;
-            Ok(state.report_epoch(&worker, &job, lease, metrics, Instant::now())?)
-        })?;
-        self.settle(seq).await?;
-        if accepted {
-            tracing::info!(
-                job_id = %job,
-                epoch = m.epoch,
-                test_accuracy = format_args!("{:.4}", m.test_accuracy),
-                train_seconds = format_args!("{:.1}", m.train_seconds),
-                "epoch"
-            );
-            self.metrics.epochs.inc();
-            if m.start_ms > 0 && m.eval_end_ms > m.start_ms {
-                let seconds = (m.eval_end_ms - m.start_ms) as f64 / 1000.0;
-                self.metrics.epoch_seconds.observe(seconds);
-            }
-            self.changed.notify_waiters();
-        } else {
-            tracing::warn!(job_id = %job, lease_id = %lease, "stale epoch report rejected");
+        let (meta, ext, report) = req.into_parts();
+        let req = Request::from_parts(meta, ext, ());
+        let mut results = self.record_epochs(&req, vec![report]).await?;
+        let r = results.pop().unwrap_or_default();
+        if !r.invalid.is_empty() {
+            return Err(ServiceError::InvalidArgument(r.invalid).into());
         }
-        Ok(Response::new(pb::ReportEpochResponse { accepted }))
+        Ok(Response::new(pb::ReportEpochResponse {
+            accepted: r.accepted,
+        }))
+    }
+
+    async fn report_epochs(
+        &self,
+        req: Request<pb::ReportEpochsRequest>,
+    ) -> Result<Response<pb::ReportEpochsResponse>, Status> {
+        let (meta, ext, batch) = req.into_parts();
+        let req = Request::from_parts(meta, ext, ());
+        if batch.reports.len() > orchestrator_proto::REPORT_BATCH {
+            return Err(ServiceError::InvalidArgument(format!(
+                "{} reports in one call; at most {}",
+                batch.reports.len(),
+                orchestrator_proto::REPORT_BATCH
+            ))
+            .into());
+        }
+        let results = self.record_epochs(&req, batch.reports).await?;
+        Ok(Response::new(pb::ReportEpochsResponse { results }))
     }
 
     async fn complete_job(
@@ -250,7 +246,7 @@ impl WorkerService for Shared {
         let worker = WorkerId::from_stored(req.get_ref().worker_id.clone());
         // An unknown worker (the coordinator's state was lost) is told so, to register again;
         // every lease it names is revoked.
-        let known_worker = self.verify(&req, &worker, None, true)? == Identity::Verified;
+        let known_worker = self.verify(&req, &worker, &[], true)? == Identity::Verified;
         let leases: Vec<LeaseId> = req
             .into_inner()
             .lease_ids

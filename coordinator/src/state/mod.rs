@@ -7,6 +7,8 @@
 //! decided by [`JobEntry`] as [`Change`]s; [`State::commit`] stores them, then applies them to
 //! the jobs and keeps the queue and the lease table in step with each job's status and lease.
 
+#[cfg(test)]
+mod epoch_log_tests;
 mod groups;
 mod load;
 mod projection;
@@ -391,7 +393,7 @@ impl State {
         if m.epoch > done + 1 {
             return Err(format!("epoch {} reported after epoch {done}", m.epoch));
         }
-        let previous = e.epochs().iter().find(|x| x.epoch + 1 == m.epoch);
+        let previous = previous_epoch(e.epochs(), m.epoch);
         if previous.is_some_and(|p| m.train_seconds < p.train_seconds) {
             return Err(format!("epoch {}: train_seconds went back", m.epoch));
         }
@@ -425,11 +427,8 @@ impl State {
         let Some(i) = self.current(job, lease) else {
             return Ok(false);
         };
-        let previous = self.jobs[i]
-            .epochs()
-            .iter()
-            .find(|x| x.epoch + 1 == m.epoch)
-            .map_or(0.0, |x| x.train_seconds);
+        let previous =
+            previous_epoch(self.jobs[i].epochs(), m.epoch).map_or(0.0, |x| x.train_seconds);
         let epoch_seconds = m.train_seconds - previous;
         let change = self.jobs[i].epoch(lease, m);
         self.commit(vec![change], now)?;
@@ -613,4 +612,10 @@ impl State {
     pub fn live_workers_told(&self, now: Instant) -> bool {
         self.workers.live_told(now, self.lease_ttl)
     }
+}
+
+/// The epoch before `epoch` in a job's series (sorted by epoch number, usually 1, 2, …).
+fn previous_epoch(epochs: &[EpochMetrics], epoch: u32) -> Option<&EpochMetrics> {
+    let i = epochs.partition_point(|x| x.epoch + 1 < epoch);
+    epochs.get(i).filter(|x| x.epoch + 1 == epoch)
 }

@@ -9,12 +9,12 @@ use domain::{
 
 use super::*;
 
-fn grid(text: &str) -> Grid {
+pub(super) fn grid(text: &str) -> Grid {
     Grid::parse(text, Path::new("g.yaml")).unwrap()
 }
 
 /// The state in `dir/s.db` for `g`, with a 10 s lease.
-fn fresh(dir: &Path, g: &Grid) -> State {
+pub(super) fn fresh(dir: &Path, g: &Grid) -> State {
     State::open(
         &dir.join("s.db"),
         g,
@@ -26,7 +26,7 @@ fn fresh(dir: &Path, g: &Grid) -> State {
     .unwrap()
 }
 
-const G: &str = "name: g\nactivations: [relu, tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.9}\n";
+pub(super) const G: &str = "name: g\nactivations: [relu, tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.9}\n";
 
 fn info(device: DeviceSpec) -> WorkerInfo {
     WorkerInfo {
@@ -40,11 +40,11 @@ fn info(device: DeviceSpec) -> WorkerInfo {
     }
 }
 
-fn worker(s: &mut State, now: Instant) -> WorkerId {
+pub(super) fn worker(s: &mut State, now: Instant) -> WorkerId {
     s.register(info(DeviceSpec::Cpu), false, now).unwrap().0
 }
 
-fn epoch(n: u32) -> EpochMetrics {
+pub(super) fn epoch(n: u32) -> EpochMetrics {
     EpochMetrics {
         epoch: n,
         train_seconds: n as f64,
@@ -56,7 +56,7 @@ fn epoch(n: u32) -> EpochMetrics {
     }
 }
 
-fn done(epochs: u32) -> TrainOutcome {
+pub(super) fn done(epochs: u32) -> TrainOutcome {
     TrainOutcome {
         status: Outcome::Succeeded,
         device: DeviceSpec::Cpu,

@@ -107,6 +107,16 @@ pub(super) fn load(db: &Connection) -> Result<Loaded> {
     })
 }
 
+/// Sorts a job's epochs, in the order written, by epoch number; where an epoch was written
+/// more than once (a report sent again, then the outcome's series), the last write counts.
+fn latest_of_each_epoch(series: &mut Vec<EpochMetrics>) {
+    // Stable: the writes of one epoch stay in the order written.
+    series.sort_by_key(|m| m.epoch);
+    series.reverse();
+    series.dedup_by_key(|m| m.epoch);
+    series.reverse();
+}
+
 /// One row of `epochs`: the job's id and the epoch's metrics.
 fn epoch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, EpochMetrics)> {
     Ok((
@@ -141,15 +151,21 @@ fn epoch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, EpochMetrics)> 
 }
 
 fn jobs(db: &Connection) -> Result<Vec<(JobId, StoredJob)>> {
+    // The log in the order written; a job's rows up to its marker were superseded.
     let mut epochs: HashMap<String, Vec<EpochMetrics>> = HashMap::new();
     let mut q = db.prepare(
-        "SELECT job_id, epoch, train_seconds, train_loss, test_loss, test_accuracy, start_ms,
-         train_end_ms, eval_end_ms, cpu_seconds, contention FROM epochs ORDER BY job_id, epoch",
+        "SELECT e.job_id, e.epoch, e.train_seconds, e.train_loss, e.test_loss, e.test_accuracy,
+         e.start_ms, e.train_end_ms, e.eval_end_ms, e.cpu_seconds, e.contention
+         FROM epochs e JOIN jobs j ON j.id = e.job_id
+         WHERE e.rowid > IFNULL(j.epochs_after, 0) ORDER BY e.rowid",
     )?;
     let rows = q.query_map([], epoch_row)?;
     for row in rows {
         let (job, m) = row?;
         epochs.entry(job).or_default().push(m);
+    }
+    for series in epochs.values_mut() {
+        latest_of_each_epoch(series);
     }
     let mut q = db.prepare(
         "SELECT id, status, attempts, lost, finished_lease, worker, device, param_count, latency_ms, error, failures,

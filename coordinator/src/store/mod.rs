@@ -42,8 +42,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE TABLE IF NOT EXISTS epochs (
     job_id TEXT NOT NULL, epoch INTEGER NOT NULL, lease_id INTEGER NOT NULL,
     train_seconds REAL NOT NULL, train_loss REAL NOT NULL, test_loss REAL NOT NULL,
-    test_accuracy REAL NOT NULL, start_ms INTEGER, train_end_ms INTEGER, eval_end_ms INTEGER,
-    PRIMARY KEY (job_id, epoch));
+    test_accuracy REAL NOT NULL, start_ms INTEGER, train_end_ms INTEGER, eval_end_ms INTEGER);
 CREATE TABLE IF NOT EXISTS attempts (
     lease_id INTEGER PRIMARY KEY, job_id TEXT NOT NULL, attempt INTEGER NOT NULL,
     worker_id TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT, outcome TEXT, error TEXT);
@@ -151,9 +150,20 @@ impl Store {
                 }
             }
         }
-        // Failed jobs run again: a fresh start, so no stale epochs remain.
+        // Failed jobs run again: a fresh start, so no stale epochs remain; and the log keeps
+        // only the rows that still count.
         tx.execute(
-            "DELETE FROM epochs WHERE job_id IN (SELECT id FROM jobs WHERE status IN ('failed', 'pending'))",
+            &format!("UPDATE jobs SET {REPLACE_EPOCHS} WHERE status IN ('failed', 'pending')"),
+            [],
+        )?;
+        tx.execute(
+            "DELETE FROM epochs WHERE rowid <= (SELECT IFNULL(epochs_after, 0) FROM jobs WHERE jobs.id = epochs.job_id)",
+            [],
+        )?;
+        // Nothing left to pass over; and with the log's last rows gone, SQLite may hand out
+        // their rowids again, which a marker must not cover.
+        tx.execute(
+            "UPDATE jobs SET epochs_after = NULL WHERE epochs_after IS NOT NULL",
             [],
         )?;
         tx.execute(
@@ -220,7 +230,7 @@ impl Store {
 }
 
 /// Columns added since the first schema, added to databases made before them.
-const ADDED_COLUMNS: [(&str, &str, &str); 13] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 14] = [
     ("jobs", "init_start_ms", "INTEGER"),
     ("jobs", "run_start_ms", "INTEGER"),
     ("jobs", "run_stop_ms", "INTEGER"),
@@ -234,6 +244,7 @@ const ADDED_COLUMNS: [(&str, &str, &str); 13] = [
     ("epochs", "cpu_seconds", "REAL"),
     ("epochs", "contention", "REAL"),
     ("jobs", "engine", "TEXT"),
+    ("jobs", "epochs_after", "INTEGER"),
 ];
 
 fn migrate(db: &Connection) -> Result<()> {
@@ -247,8 +258,38 @@ fn migrate(db: &Connection) -> Result<()> {
             db.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
         }
     }
+    unindex_epochs(db)
+}
+
+/// Databases made before the epochs became an append-only log kept an index on
+/// `(job_id, epoch)`, which every report updated at a random place (a page written per report
+/// under load): the table is rebuilt without it, in the index's order.
+fn unindex_epochs(db: &Connection) -> Result<()> {
+    let indexed: bool = db.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'index' AND tbl_name = 'epochs'",
+        [],
+        |r| r.get(0),
+    )?;
+    if indexed {
+        db.execute_batch(&format!(
+            "BEGIN;
+             CREATE TABLE epochs_log (
+                 job_id TEXT NOT NULL, epoch INTEGER NOT NULL, lease_id INTEGER NOT NULL,
+                 train_seconds REAL NOT NULL, train_loss REAL NOT NULL, test_loss REAL NOT NULL,
+                 test_accuracy REAL NOT NULL, start_ms INTEGER, train_end_ms INTEGER,
+                 eval_end_ms INTEGER, cpu_seconds REAL, contention REAL);
+             INSERT INTO epochs_log SELECT {EPOCH_COLUMNS} FROM epochs ORDER BY job_id, epoch;
+             DROP TABLE epochs;
+             ALTER TABLE epochs_log RENAME TO epochs;
+             COMMIT;"
+        ))?;
+    }
     Ok(())
 }
+
+/// The columns of `epochs`, in order.
+const EPOCH_COLUMNS: &str = "job_id, epoch, lease_id, train_seconds, train_loss, test_loss, \
+    test_accuracy, start_ms, train_end_ms, eval_end_ms, cpu_seconds, contention";
 
 /// The SQL of one change.
 fn write(tx: &Transaction<'_>, change: &Change) -> Result<()> {
@@ -323,7 +364,8 @@ fn write(tx: &Transaction<'_>, change: &Change) -> Result<()> {
     Ok(())
 }
 
-/// A new attempt: the job runs, its old epochs go, the attempt is recorded under its lease.
+/// A new attempt: the job runs, its old epochs are superseded, the attempt is recorded under
+/// its lease.
 fn write_started(tx: &Transaction<'_>, change: &Change) -> Result<()> {
     let Change::Started {
         job,
@@ -337,10 +379,9 @@ fn write_started(tx: &Transaction<'_>, change: &Change) -> Result<()> {
         return Ok(());
     };
     tx.execute(
-        "UPDATE jobs SET status = 'running', attempts = ?2, worker = ?3 WHERE id = ?1",
+        &format!("UPDATE jobs SET status = 'running', attempts = ?2, worker = ?3, {REPLACE_EPOCHS} WHERE id = ?1"),
         params![job.as_str(), attempt, worker_name],
     )?;
-    delete_epochs(tx, job.as_str())?;
     tx.execute(
         "INSERT INTO attempts (lease_id, job_id, attempt, worker_id, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![lease.get() as i64, job.as_str(), attempt, worker.as_str(), at],
@@ -348,8 +389,9 @@ fn write_started(tx: &Transaction<'_>, change: &Change) -> Result<()> {
     Ok(())
 }
 
-/// An outcome: the attempt's whole epoch series replaces what was reported, and the job and
-/// the attempt record how it ended.
+/// An outcome: the attempt's whole epoch series is stored (only the epochs not reported yet,
+/// where it extends what was reported; else it supersedes it), and the job and the attempt
+/// record how it ended.
 fn write_finished(tx: &Transaction<'_>, change: &Change) -> Result<()> {
     let Change::Finished {
         job,
@@ -357,13 +399,23 @@ fn write_finished(tx: &Transaction<'_>, change: &Change) -> Result<()> {
         outcome: o,
         status,
         failures,
+        stored,
         at,
     } = change
     else {
         return Ok(());
     };
-    delete_epochs(tx, job.as_str())?;
-    for m in &o.epochs {
+    let unstored = match *stored {
+        Some(n) => &o.epochs[n.min(o.epochs.len())..],
+        None => {
+            tx.execute(
+                &format!("UPDATE jobs SET {REPLACE_EPOCHS} WHERE id = ?1"),
+                [job.as_str()],
+            )?;
+            &o.epochs[..]
+        }
+    };
+    for m in unstored {
         insert_epoch(tx, job.as_str(), lease.get(), m)?;
     }
     tx.execute(
@@ -379,10 +431,10 @@ fn write_finished(tx: &Transaction<'_>, change: &Change) -> Result<()> {
     end_attempt(tx, lease.get(), at, o.status.as_str(), o.error.as_deref())
 }
 
-fn delete_epochs(tx: &Transaction<'_>, job: &str) -> Result<()> {
-    tx.execute("DELETE FROM epochs WHERE job_id = ?1", [job])?;
-    Ok(())
-}
+/// Sets a job's epochs to none, without touching the log: the job's rows written so far (up to
+/// the log's last row) no longer count. `epochs` is an append-only log without an index, so that
+/// a report writes only to its end; what counts is read back in [`load`].
+const REPLACE_EPOCHS: &str = "epochs_after = (SELECT IFNULL(MAX(rowid), 0) FROM epochs)";
 
 fn insert_epoch(
     tx: &Transaction<'_>,
@@ -391,7 +443,7 @@ fn insert_epoch(
     m: &domain::EpochMetrics,
 ) -> Result<()> {
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO epochs (job_id, epoch, lease_id, train_seconds, train_loss, test_loss, test_accuracy,
+        "INSERT INTO epochs (job_id, epoch, lease_id, train_seconds, train_loss, test_loss, test_accuracy,
          start_ms, train_end_ms, eval_end_ms, cpu_seconds, contention) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![job, m.epoch, lease as i64, m.train_seconds, m.train_loss, m.test_loss, m.test_accuracy,

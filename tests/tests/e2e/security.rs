@@ -90,6 +90,34 @@ fn malformed_metrics_are_refused() {
             assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
             assert!(s.message().contains(why), "{why}: {s:?}");
         }
+        // Batched, each bad report is refused alone, naming its problem, beside a good one.
+        let bad = [
+            (metrics(1, 1.0, f64::NAN), "test_accuracy"),
+            (metrics(3, 1.0, 0.5), "not in 1..=2"),
+        ];
+        let reports = vec![
+            report(bad[0].0),
+            report(metrics(1, 1.0, 0.5)),
+            report(bad[1].0),
+        ];
+        let results = c
+            .report_epochs(pb::ReportEpochsRequest { reports })
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        assert_eq!(results.len(), 3);
+        assert!(results[1].accepted && results[1].invalid.is_empty());
+        for (r, (_, why)) in [&results[0], &results[2]].into_iter().zip(bad) {
+            assert!(!r.accepted && r.invalid.contains(why), "{why}: {r:?}");
+        }
+        let reports = vec![report(metrics(1, 1.0, 0.5)); 257];
+        let s = c
+            .report_epochs(pb::ReportEpochsRequest { reports })
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+        assert!(s.message().contains("at most 256"), "{s:?}");
         // Well-formed, and a retry of it (same epoch again), are accepted.
         for _ in 0..2 {
             let r = c.report_epoch(report(metrics(1, 1.0, 0.5))).await.unwrap();
@@ -300,6 +328,25 @@ fn leases_are_bound_to_their_worker() {
             b.report_epoch(epoch(&thief.worker_id)).await.unwrap_err(),
             "report",
         );
+        // Batched: one foreign lease, or another worker's id, refuses the whole call.
+        let own = pb::ReportEpochRequest {
+            lease_id: lb.lease_id,
+            job_id: lb.job.as_ref().unwrap().job_id.clone(),
+            ..epoch(&thief.worker_id)
+        };
+        for (reports, what) in [
+            (
+                vec![own.clone(), epoch(&thief.worker_id)],
+                "batch with a foreign lease",
+            ),
+            (
+                vec![own.clone(), epoch(&honest.worker_id)],
+                "batch as two workers",
+            ),
+        ] {
+            let batch = pb::ReportEpochsRequest { reports };
+            refused(b.report_epochs(batch).await.unwrap_err(), what);
+        }
         let complete = pb::CompleteJobRequest {
             worker_id: thief.worker_id.clone(),
             job_id: job.clone(),

@@ -160,8 +160,8 @@ async fn forward_progress(
             metrics: Some((&m).into()),
         };
         let r = retry("report epoch", &session.stop, || {
-            let (mut c, req) = (session.client.clone(), req.clone());
-            async move { c.report_epoch(req).await }
+            let (r, req) = (session.reporter.clone(), req.clone());
+            async move { r.report(req).await }
         })
         .await;
         match r {

@@ -1,5 +1,5 @@
-//! One registration with the coordinator: the client, the worker id it issued, the leases
-//! running now (each with its cancel switch), and the daemon's stop signal.
+//! One registration with the coordinator: the client (and its epoch reporter), the worker id it
+//! issued, the leases running now (each with its cancel switch), and the daemon's stop signal.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use domain::{JobId, LeaseId, WorkerId};
 use orchestrator_proto::client::WorkerClient;
+use orchestrator_proto::reporter::Reporter;
 use orchestrator_proto::v1 as pb;
 use tokio::sync::watch;
 
@@ -14,6 +15,8 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub struct Session {
     pub client: WorkerClient,
+    /// The slots' epoch reports, batched into one call while another is in flight.
+    pub reporter: Reporter,
     pub worker: WorkerId,
     /// True once the daemon is shutting down.
     pub stop: watch::Receiver<bool>,
@@ -24,6 +27,7 @@ pub struct Session {
 impl Session {
     pub fn new(client: WorkerClient, worker: WorkerId, stop: watch::Receiver<bool>) -> Session {
         Session {
+            reporter: Reporter::spawn(client.clone()),
             client,
             worker,
             stop,
