@@ -187,8 +187,29 @@ fn metrics(epoch: u32) -> pb::EpochMetrics {
     }
 }
 
-/// One simulated job of `lease`: its epochs' metrics, each reported, and how long the timers
-/// slept.
+/// Sleeps until `deadline` to within about a tenth of a millisecond: tokio's timer (1 ms
+/// ticks, rounded up) for all but the last 2 ms, then a thread's sleep. A simulated job then
+/// lasts what it says, and the makespan's overhead is the coordinator's, not the timer's.
+async fn sleep_until_precisely(deadline: Instant) {
+    if let Some(coarse) = deadline.checked_sub(Duration::from_millis(2)) {
+        tokio::time::sleep_until(coarse.into()).await;
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    if !left.is_zero() {
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(left)).await;
+    }
+}
+
+type Sending = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+/// A simulated job's epochs, how long its timers slept, and its last report, still in flight.
+struct Simulated {
+    epochs: Vec<pb::EpochMetrics>,
+    busy: Duration,
+    sending: Option<Sending>,
+}
+
+/// One simulated job of `lease`: its epochs' metrics, each reported.
 async fn simulate(
     reporter: &Reporter,
     worker_id: &str,
@@ -196,9 +217,8 @@ async fn simulate(
     job_ms: u64,
     epochs: u32,
     reports: &Arc<AtomicU64>,
-) -> anyhow::Result<(Vec<pb::EpochMetrics>, Duration)> {
+) -> anyhow::Result<Simulated> {
     let job_id = lease.job.clone().unwrap_or_default().job_id;
-    let mut busy = Duration::ZERO;
     let report = |m: pb::EpochMetrics| {
         let (r, reports) = (reporter.clone(), reports.clone());
         let req = pb::ReportEpochRequest {
@@ -219,31 +239,42 @@ async fn simulate(
         for m in &done {
             report(*m).await?;
         }
-    } else {
-        // As the real worker does: each epoch's report is sent by another task while the
-        // job trains on (one after the other, in order), and the completion waits for the
-        // last. Epochs end at fixed times from the start, so timer overshoots do not add up:
-        // the last sleep's overshoot (up to a millisecond) is the fake worker's slop, not the
-        // coordinator's overhead.
-        let t = Instant::now();
-        let mut sending: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
-        for (e, m) in done.iter().enumerate() {
-            let end = t + Duration::from_millis(job_ms * (e as u64 + 1) / epochs as u64);
-            tokio::time::sleep_until(end.into()).await;
-            let (before, send) = (sending.take(), report(*m));
-            sending = Some(tokio::spawn(async move {
-                if let Some(b) = before {
-                    b.await??;
-                }
-                send.await
-            }));
-        }
-        busy += t.elapsed();
-        if let Some(s) = sending {
-            s.await??;
-        }
+        return Ok(Simulated {
+            epochs: done,
+            busy: Duration::ZERO,
+            sending: None,
+        });
     }
-    Ok((done, busy))
+    // As the real worker does: each epoch's report is sent by another task while the job
+    // trains on (one after the other, in order), and the completion of a finished job does
+    // not wait for the last report's answer. Epochs end at fixed times from the start, so
+    // timer overshoots do not add up.
+    let t = Instant::now();
+    let mut sending: Option<Sending> = None;
+    for (e, m) in done.iter().enumerate() {
+        let end = t + Duration::from_millis(job_ms * (e as u64 + 1) / epochs as u64);
+        sleep_until_precisely(end).await;
+        let (before, send) = (sending.take(), report(*m));
+        sending = Some(tokio::spawn(async move {
+            if let Some(b) = before {
+                b.await??;
+            }
+            send.await
+        }));
+    }
+    Ok(Simulated {
+        epochs: done,
+        busy: t.elapsed(),
+        sending,
+    })
+}
+
+/// Waits for a job's last report, if still in flight: its error counts.
+async fn answered(sending: Option<Sending>) -> anyhow::Result<()> {
+    match sending {
+        Some(s) => s.await?,
+        None => Ok(()),
+    }
 }
 
 /// One slot: lease, simulate the job (sleeping `job_ms`, reporting `epochs` epochs), complete;
@@ -262,6 +293,7 @@ async fn slot(
     let mut busy = Duration::ZERO;
     // The next job, handed over with the last one's completion (as the real worker does).
     let mut next: Option<pb::Lease> = None;
+    let mut in_flight: Option<Sending> = None;
     loop {
         n += 1;
         let lease = match next.take() {
@@ -276,6 +308,7 @@ async fn slot(
                     .into_inner();
                 let Some(lease) = resp.lease else {
                     if resp.grid_finished {
+                        answered(in_flight).await?;
                         return Ok(busy);
                     }
                     let wait = resp.retry_after_ms.min(20) as u64;
@@ -286,9 +319,10 @@ async fn slot(
             }
         };
         let job_id = lease.job.clone().unwrap_or_default().job_id;
-        let (done, slept) =
-            simulate(&reporter, &worker_id, &lease, job_ms, epochs, &reports).await?;
-        busy += slept;
+        let job = simulate(&reporter, &worker_id, &lease, job_ms, epochs, &reports).await?;
+        busy += job.busy;
+        // The previous job's last report, answered long ago.
+        answered(std::mem::replace(&mut in_flight, job.sending)).await?;
         let resp = client
             .complete_job(pb::CompleteJobRequest {
                 worker_id: worker_id.clone(),
@@ -297,7 +331,7 @@ async fn slot(
                 outcome: pb::Outcome::Succeeded as i32,
                 device: "cpu".into(),
                 param_count: 1,
-                epochs: done,
+                epochs: job.epochs,
                 latency_ms_per_sample: Some(0.1),
                 error: String::new(),
                 next_request_id: format!("{worker_id}/{slot}/{n}/next"),
@@ -306,6 +340,7 @@ async fn slot(
             .await?
             .into_inner();
         if resp.grid_finished {
+            answered(in_flight).await?;
             return Ok(busy);
         }
         next = resp.next;

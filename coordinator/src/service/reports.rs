@@ -12,10 +12,12 @@ use super::Shared;
 use crate::error::ServiceError;
 use crate::state::State;
 
-/// What became of one report: recorded (`accepted`), stale (the lease is no longer the job's
-/// attempt), or refused as invalid (the reason).
+/// What became of one report: recorded (`accepted`), late (its attempt has finished, and its
+/// outcome holds the epoch: acknowledged, not recorded again), stale (the lease is no longer
+/// the job's attempt), or refused as invalid (the reason).
 enum Recorded {
     Accepted(pb::EpochMetrics, domain::JobId),
+    Late,
     Stale(domain::JobId, LeaseId),
     Invalid(String),
 }
@@ -62,6 +64,10 @@ impl Shared {
                         invalid: String::new(),
                     }
                 }
+                Recorded::Late => pb::ReportEpochResult {
+                    accepted: true,
+                    invalid: String::new(),
+                },
                 Recorded::Stale(job, lease) => {
                     tracing::warn!(job_id = %job, lease_id = %lease, "stale epoch report rejected");
                     pb::ReportEpochResult::default()
@@ -117,6 +123,8 @@ fn record(
     }
     Ok(if state.report_epoch(worker, &job, lease, metrics, now)? {
         Recorded::Accepted(m, job)
+    } else if state.finished_under(&job, lease) {
+        Recorded::Late
     } else {
         Recorded::Stale(job, lease)
     })

@@ -375,6 +375,14 @@ impl State {
         self.current(job, lease).is_some()
     }
 
+    /// Whether `job` finished under `lease`: a report of it arriving after the completion (a
+    /// worker completes without waiting for its last report's answer) is acknowledged, as the
+    /// outcome holds every epoch.
+    pub fn finished_under(&self, job: &JobId, lease: LeaseId) -> bool {
+        self.find(job)
+            .is_some_and(|i| self.jobs[i].finished_lease() == Some(lease))
+    }
+
     /// Why `m` cannot be the next epoch (or a retried report of one already recorded) of
     /// `job`'s attempt under `lease`, if it cannot. Stale reports are not checked: they are
     /// rejected anyway.

@@ -87,6 +87,12 @@ fn lease_report_complete() {
     // A retried completion is acknowledged again.
     assert!(s.complete(&w, &g.job.id, g.lease, done(2), t0).unwrap());
     assert_eq!(s.counts().succeeded, 1);
+    // A report arriving after its completion records nothing, and is known as late (it is
+    // acknowledged), not stale.
+    assert!(!s
+        .report_epoch(&w, &g.job.id, g.lease, epoch(2), t0)
+        .unwrap());
+    assert!(s.finished_under(&g.job.id, g.lease));
     assert!(!s.is_finished());
 }
 
@@ -114,9 +120,14 @@ fn expired_lease_requeues_and_fences_the_stale_worker() {
     // The stale worker's late messages are rejected and change nothing.
     let id = &first.job.id;
     assert!(!s.report_epoch(&a, id, first.lease, epoch(1), t1).unwrap());
+    assert!(!s.finished_under(id, first.lease));
     assert!(!s.complete(&a, id, first.lease, done(2), t1).unwrap());
     assert_eq!(s.heartbeat(&a, &[first.lease], t1), vec![first.lease]);
     assert!(s.complete(&b, id, second.lease, done(2), t1).unwrap());
+    assert!(
+        !s.finished_under(id, first.lease),
+        "the lost attempt's reports stay stale"
+    );
     let rec = s
         .records()
         .into_iter()

@@ -3,8 +3,10 @@
 //! asks for the next job.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use domain::{CheckpointEvery, JobId, LeaseId, TrainOutcome, TrainSpec};
+use domain::{CheckpointEvery, JobId, LeaseId, Outcome, TrainOutcome, TrainSpec};
 use orchestrator_proto::convert::complete_request;
 use orchestrator_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
@@ -107,14 +109,19 @@ async fn train(
     }
     let (progress_tx, progress_rx) = mpsc::channel::<Progress>(64);
     let upload = (!launcher.checkpoints_shared).then_some(checkpoint);
+    let finished = Arc::new(AtomicBool::new(false));
     let forwarder = tokio::spawn(forward_progress(
         session.clone(),
-        job.clone(),
-        lease,
+        Forwarded {
+            job: job.clone(),
+            lease,
+            upload,
+            finished: finished.clone(),
+        },
         cancel.clone(),
-        upload,
         progress_rx,
     ));
+    let stopped = cancel.subscribe();
     let cancel_on_stop = {
         let mut stop = session.stop.clone();
         tokio::spawn(async move {
@@ -125,24 +132,47 @@ async fn train(
     };
     let outcome = launcher.run(spec, l.every, progress_tx, cancelled).await;
     cancel_on_stop.abort();
-    let _ = forwarder.await;
+    if outcome.status == Outcome::Failed || *stopped.borrow() {
+        // The job may resume, here or elsewhere, from the last checkpoint uploaded: wait for
+        // it, and for every report, before handing the lease back or reporting the failure.
+        let _ = forwarder.await;
+    } else {
+        // Finished: the outcome holds every epoch, and the coordinator acknowledges a report
+        // that arrives after it, so the completion (and the next job) need not wait for the
+        // last report's answer; a checkpoint not yet uploaded is of no use any more.
+        finished.store(true, Ordering::Relaxed);
+    }
     outcome
 }
 
-/// Reports each epoch as the child finishes it, and uploads each checkpoint once the child has
-/// written it (to `upload`: None where the coordinator shares the folder). A rejected report
-/// means the lease is gone: the job is stopped.
-async fn forward_progress(
-    session: Session,
+/// What [`forward_progress`] forwards: the job's progress under `lease`, its checkpoints to
+/// `upload` (None where the coordinator shares the folder), until the job has `finished`.
+struct Forwarded {
     job: JobId,
     lease: LeaseId,
-    cancel: watch::Sender<bool>,
     upload: Option<PathBuf>,
+    /// Set once the job has finished: checkpoints are no longer uploaded.
+    finished: Arc<AtomicBool>,
+}
+
+/// Reports each epoch as the child finishes it, and uploads each checkpoint once the child has
+/// written it. A rejected report means the lease is gone: the job is stopped.
+async fn forward_progress(
+    session: Session,
+    f: Forwarded,
+    cancel: watch::Sender<bool>,
     mut progress: mpsc::Receiver<Progress>,
 ) {
+    let Forwarded {
+        job,
+        lease,
+        upload,
+        finished,
+    } = f;
     while let Some(p) = progress.recv().await {
         let m = match p {
             Progress::Epoch(m) => m,
+            Progress::Checkpoint(_) if finished.load(Ordering::Relaxed) => continue,
             Progress::Checkpoint(epoch) => {
                 if let Some(path) = &upload {
                     let sent = checkpoint_sync::upload(&session, &job, lease, epoch, path);
