@@ -84,9 +84,10 @@ pub struct RunArgs {
     /// Address of the live HTML report (HOST:PORT, or `off` to disable).
     #[arg(long, env = "COORDINATOR_HTTP", default_value = "127.0.0.1:50052")]
     http: HttpAddr,
-    /// What an acknowledged change survives: full (also an OS crash or power loss: the
-    /// database is synced at every commit) or normal (the coordinator being killed).
-    #[arg(long, env = "COORDINATOR_DURABILITY", default_value = "full")]
+    /// What an acknowledged change survives: normal (the coordinator being killed; an OS
+    /// crash or power loss may lose the last commits, and fencing makes the jobs concerned run
+    /// again) or full (also an OS crash or power loss: the database is synced at every commit).
+    #[arg(long, env = "COORDINATOR_DURABILITY", default_value = "normal")]
     durability: Durability,
     /// A job whose worker is silent this long is given to another worker.
     #[arg(long, env = "COORDINATOR_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(2..=3600))]
