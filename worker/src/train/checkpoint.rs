@@ -157,23 +157,39 @@ fn meta(saved: &HashMap<String, Tensor>, id: &JobId) -> anyhow::Result<Checkpoin
     Ok(meta)
 }
 
-/// The engine job `id`'s checkpoint at `path` trained with, where it is usable and says.
-pub fn engine(path: &Path, id: &JobId) -> Option<Engine> {
-    let saved: HashMap<String, Tensor> = Tensor::load_multi(path).ok()?.into_iter().collect();
-    meta(&saved, id).ok()?.engine
+/// A checkpoint file as read, its tensors by name (on the CPU). Read once: its engine is needed
+/// before the model is built, its tensors after.
+pub struct Saved(HashMap<String, Tensor>);
+
+/// Reads the checkpoint at `path`.
+pub fn read(path: &Path) -> anyhow::Result<Saved> {
+    Ok(Saved(Tensor::load_multi(path)?.into_iter().collect()))
 }
 
-/// Restores job `id` from `path` into `vs` and `opt`.
-pub fn restore(
-    path: &Path,
+impl Saved {
+    /// The engine job `id`'s checkpoint trained with, where it is usable and says.
+    pub fn engine(&self, id: &JobId) -> Option<Engine> {
+        meta(&self.0, id).ok()?.engine
+    }
+
+    /// Restores job `id` into `vs` and `opt` (on their device).
+    pub fn restore(
+        &self,
+        id: &JobId,
+        vs: &nn::VarStore,
+        opt: &mut Optim,
+    ) -> anyhow::Result<Restored> {
+        restore(&self.0, id, vs, opt)
+    }
+}
+
+fn restore(
+    saved: &HashMap<String, Tensor>,
     id: &JobId,
     vs: &nn::VarStore,
     opt: &mut Optim,
 ) -> anyhow::Result<Restored> {
-    let saved: HashMap<String, Tensor> = Tensor::load_multi_with_device(path, vs.device())?
-        .into_iter()
-        .collect();
-    let meta = meta(&saved, id)?;
+    let meta = meta(saved, id)?;
     tch::no_grad(|| -> anyhow::Result<()> {
         for (name, mut t) in vs.variables() {
             let src = saved
@@ -183,7 +199,7 @@ pub fn restore(
         }
         Ok(())
     })?;
-    opt.restore(&saved, meta.step).map_err(anyhow::Error::msg)?;
+    opt.restore(saved, meta.step).map_err(anyhow::Error::msg)?;
     Ok(Restored {
         epochs: meta.epochs,
         started: meta.started,

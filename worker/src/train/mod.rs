@@ -21,7 +21,7 @@ mod evaluate;
 mod host;
 mod step;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -171,18 +171,22 @@ pub fn run(
 ) -> anyhow::Result<TrainOutcome> {
     let init_ms = now_ms();
     let id = spec.id();
-    let mut s = setup(spec, opts, checkpoint_engine(opts, &id))?;
+    // Read once: the engine it trained with decides the set-up, its tensors restore it.
+    let saved = read_checkpoint(opts);
+    let mut s = setup(
+        spec,
+        opts,
+        saved.as_ref().and_then(|c| c.as_ref().ok()?.engine(&id)),
+    )?;
     // Our kernels (or aten's) as chosen, for every step and evaluation on this thread.
     let _kernels = crate::ops::use_kernels_on_this_thread(s.engine.kernels)?;
-    let restored = resume(opts, &id, &s.vs, &mut s.opt);
+    let restored = resume(opts, &id, saved, &s.vs, &mut s.opt);
     let started = restored.started.unwrap_or(Started {
         init_ms,
         run_ms: now_ms(),
     });
     let mut epochs = restored.epochs;
-    for m in &epochs {
-        on_epoch(m);
-    }
+    epochs.iter().for_each(&mut *on_epoch);
     let (param_count, engine) = (s.param_count, s.engine);
     let outcome = |status, epochs, latency, error| TrainOutcome {
         status,
@@ -199,13 +203,7 @@ pub fn run(
         device_uuid: opts.device_uuid.clone(),
         engine: Some(engine),
     };
-    let mut writer = opts.checkpoint.clone().map(|path| {
-        let hook = opts.on_checkpoint.clone();
-        checkpoint::Writer::new(
-            path,
-            Arc::new(move |e| hook.as_ref().map_or((), |h| (h.0)(e))),
-        )
-    });
+    let mut writer = checkpoint_writer(opts);
     let mut last_checkpoint = Instant::now();
     for epoch in epochs.len() as u32 + 1..=spec.epochs {
         let m = match train_and_evaluate(&mut s, spec, epoch, &epochs)? {
@@ -316,27 +314,45 @@ fn weights_channels_last(vs: &nn::VarStore) -> anyhow::Result<()> {
     })
 }
 
-/// The engine the job's checkpoint was trained with, if it has a usable one that says.
-fn checkpoint_engine(opts: &Options, id: &JobId) -> Option<Engine> {
+/// Writes the job's checkpoints, where it has a path for them, calling the checkpoint hook.
+fn checkpoint_writer(opts: &Options) -> Option<checkpoint::Writer> {
+    opts.checkpoint.clone().map(|path| {
+        let hook = opts.on_checkpoint.clone();
+        checkpoint::Writer::new(
+            path,
+            Arc::new(move |e| hook.as_ref().map_or((), |h| (h.0)(e))),
+        )
+    })
+}
+
+/// The job's checkpoint, read, if there is one.
+fn read_checkpoint(opts: &Options) -> Option<anyhow::Result<checkpoint::Saved>> {
     let path = opts.checkpoint.as_deref().filter(|p| p.is_file())?;
-    checkpoint::engine(path, id)
+    Some(checkpoint::read(path))
 }
 
 /// What the job's checkpoint holds, if it has a usable one.
-fn resume(opts: &Options, id: &JobId, vs: &nn::VarStore, opt: &mut Optim) -> checkpoint::Restored {
+fn resume(
+    opts: &Options,
+    id: &JobId,
+    saved: Option<anyhow::Result<checkpoint::Saved>>,
+    vs: &nn::VarStore,
+    opt: &mut Optim,
+) -> checkpoint::Restored {
     let nothing = checkpoint::Restored {
         epochs: Vec::new(),
         started: None,
     };
-    let Some(path) = opts.checkpoint.as_deref().filter(|p| p.is_file()) else {
+    let Some(saved) = saved else {
         return nothing;
     };
-    match checkpoint::restore(path, id, vs, opt) {
+    match saved.and_then(|s| s.restore(id, vs, opt)) {
         Ok(done) => {
             tracing::info!(job_id = %id, epochs_done = done.epochs.len(), "resumed from checkpoint");
             done
         }
         Err(e) => {
+            let path = opts.checkpoint.as_deref().unwrap_or(Path::new(""));
             tracing::warn!(job_id = %id, error = %e, path = %path.display(), "ignoring unusable checkpoint; starting over");
             nothing
         }
