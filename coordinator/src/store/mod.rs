@@ -156,8 +156,10 @@ impl Store {
             &format!("UPDATE jobs SET {REPLACE_EPOCHS} WHERE status IN ('failed', 'pending')"),
             [],
         )?;
+        // Only the log's rows up to the last marker are visited (a rowid range), not all.
         tx.execute(
-            "DELETE FROM epochs WHERE rowid <= (SELECT IFNULL(epochs_after, 0) FROM jobs WHERE jobs.id = epochs.job_id)",
+            "DELETE FROM epochs WHERE rowid <= (SELECT IFNULL(MAX(epochs_after), 0) FROM jobs)
+             AND rowid <= (SELECT IFNULL(epochs_after, 0) FROM jobs WHERE jobs.id = epochs.job_id)",
             [],
         )?;
         // Nothing left to pass over; and with the log's last rows gone, SQLite may hand out
