@@ -24,6 +24,13 @@ struct ConvShape {
   int64_t h, wd, oc, kh, kw, oh, ow;
 };
 
+// Convolution of images with few channels (the first layer on RGB images): 3 x 3, stride 1,
+// channels-last, over an input padded beforehand (hp x wp into oh x ow, ci channels, oc a
+// multiple of the lanes).
+struct RgbConvShape {
+  int64_t hp, wp, ci, oc, oh, ow;
+};
+
 struct Kernels {
   const char* name;
   // Float lanes per vector: the conv gradient's partial sums are [oc][kh][kw][lanes] and
@@ -47,6 +54,14 @@ struct Kernels {
   // [oc][kh][kw][lanes] and `db` [oc][lanes]; kw is 3, 5 or 7.
   void (*conv_grad)(const float* x, const float* grad, float* dw, float* db, int64_t begin,
                     int64_t end, const ConvShape& s);
+  // Output rows r of n*oh, all output channels: `x` is [n][hp][wp][ci], `w` [3][3][ci][oc]
+  // (output channels contiguous), `bias` [oc] or null, `out` [n][oh][ow][oc].
+  void (*rgb_conv_forward)(const float* x, const float* w, const float* bias, float* out,
+                           int64_t begin, int64_t end, const RgbConvShape& s);
+  // Adds images [begin, end)'s weight gradient to `dw` [3][3][ci][oc] and bias gradient to `db`
+  // [oc]; `grad` is [n][oh][ow][oc].
+  void (*rgb_conv_grad)(const float* x, const float* grad, float* dw, float* db, int64_t begin,
+                        int64_t end, const RgbConvShape& s);
 };
 
 extern const Kernels kAvx512Kernels;

@@ -379,6 +379,42 @@ mod tests {
         });
     }
 
+    /// Our convolution of RGB images (channels-last, 3x3, padding 1) against aten's: outputs,
+    /// weight and bias gradients, pixel blocks with tails, one and several channel blocks.
+    #[test]
+    fn rgb_conv_matches_aten() {
+        tch::manual_seed(5);
+        for_each_kernel_set(|kernels| {
+            for &(n, c, h, w, oc) in &[
+                (3, 3, 32, 32, 64),
+                (2, 3, 7, 11, 16),
+                (2, 4, 5, 13, 32),
+                (1, 2, 9, 3, 48),
+                (5, 3, 6, 6, 128),
+            ] {
+                let case = format!("{kernels} {n}x{c}x{h}x{w} -> {oc}");
+                let x = channels_last(&Tensor::randn([n, c, h, w], (Kind::Float, Device::Cpu)));
+                let w0 = Tensor::randn([oc, c, 3, 3], (Kind::Float, Device::Cpu)) * 0.2;
+                let wa = channels_last(&w0).set_requires_grad(true);
+                let ba = Tensor::randn([oc], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+                let wb = wa.detach().set_requires_grad(true);
+                let bb = ba.detach().set_requires_grad(true);
+                let ya = x.conv2d(&wa, Some(&ba), [1, 1], [1, 1], [1, 1], 1);
+                let yb = conv2d(&x, &wb, Some(&bb), 1).unwrap();
+                assert_eq!(ya.size(), yb.size(), "{case}");
+                assert!(close(&ya, &yb), "forward {case}");
+                let g = Tensor::randn(ya.size(), (Kind::Float, Device::Cpu));
+                (&ya * &g).sum(Kind::Float).backward();
+                (&yb * &g).sum(Kind::Float).backward();
+                assert!(close(&wa.grad(), &wb.grad()), "weight gradient {case}");
+                assert!(close(&ba.grad(), &bb.grad()), "bias gradient {case}");
+                let y = tch::no_grad(|| conv2d(&x, &wb, None, 1).unwrap());
+                let want = x.conv2d(&wb, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1);
+                assert!(close(&y, &want), "no-grad {case}");
+            }
+        });
+    }
+
     /// Inputs our kernel does not take go to aten, gradients included.
     #[test]
     fn conv_falls_back_to_aten() {
@@ -388,6 +424,15 @@ mod tests {
         assert!(y.equal(&x.conv2d(&w, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1)));
         y.sum(Kind::Float).backward();
         assert!(x.grad().defined());
+        // RGB, but an input that needs a gradient, or in NCHW.
+        let w = Tensor::randn([16, 3, 3, 3], (Kind::Float, Device::Cpu));
+        let x = channels_last(&Tensor::randn([2, 3, 8, 8], (Kind::Float, Device::Cpu)))
+            .set_requires_grad(true);
+        conv2d(&x, &w, None, 1).unwrap().sum(Kind::Float).backward();
+        assert!(x.grad().defined());
+        let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, Device::Cpu));
+        let y = conv2d(&x, &w, None, 1).unwrap();
+        assert!(y.equal(&x.conv2d(&w, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1)));
         // One channel but an input that needs a gradient.
         let x = Tensor::randn([2, 1, 8, 8], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         let w = Tensor::randn([4, 1, 5, 5], (Kind::Float, Device::Cpu));
