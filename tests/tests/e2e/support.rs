@@ -163,16 +163,39 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The real datasets, seen through a folder of this test's own: a link to each dataset of the
+/// shared folder, so what a worker writes beside them (its engine cache, measured while other
+/// tests load the machine) stays with the test instead of misleading later benchmarks.
+pub struct RealDatasets(tempfile::TempDir);
+
+impl std::ops::Deref for RealDatasets {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for RealDatasets {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.path().as_os_str()
+    }
+}
+
 /// The real datasets where `DATASETS_DIR` names them (relative to the workspace root, as CI's
 /// `../shared/datasets`); elsewhere None, with a note that `what` is skipped.
-pub fn real_datasets(what: &str) -> Option<PathBuf> {
-    match std::env::var_os("DATASETS_DIR") {
-        Some(dir) => Some(repo().join(dir)),
-        None => {
-            eprintln!("DATASETS_DIR not set; skipping {what}");
-            None
+pub fn real_datasets(what: &str) -> Option<RealDatasets> {
+    let Some(dir) = std::env::var_os("DATASETS_DIR") else {
+        eprintln!("DATASETS_DIR not set; skipping {what}");
+        return None;
+    };
+    let shared = repo().join(dir);
+    let own = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&shared).unwrap().flatten() {
+        if entry.path().is_dir() {
+            std::os::unix::fs::symlink(entry.path(), own.path().join(entry.file_name())).unwrap();
         }
     }
+    Some(RealDatasets(own))
 }
 
 /// Writes `text` to `path`, readable by its owner only (as a token file must be).
