@@ -19,7 +19,33 @@ fn main() {
         // So the binaries (and unit-test executables) run without LD_LIBRARY_PATH.
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
     }
+    println!(
+        "cargo:rustc-env=DLGRID_KERNELS_SOURCE={}",
+        kernels_source_hash()
+    );
     compile_ops();
+}
+
+/// The C++ sources of our operations and kernels.
+const CSRC: [&str; 5] = [
+    "ops.cpp",
+    "kernels.h",
+    "kernels_impl.h",
+    "kernels_avx2.cpp",
+    "kernels_avx512.cpp",
+];
+
+/// A hash (FNV-1a, 64 bits) of the C++ sources: the engine cache keys its measurements with it,
+/// so a worker whose kernels changed measures again instead of trusting an older one's choice.
+fn kernels_source_hash() -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in CSRC {
+        let text = std::fs::read(Path::new("csrc").join(f)).unwrap_or_default();
+        for b in text {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
 }
 
 /// `csrc/ops.cpp`, built with the include folders and C++ ABI of the libtorch that torch-sys
@@ -27,13 +53,7 @@ fn main() {
 /// x86-64 the kernel tables of `csrc/kernels_<isa>.cpp`, each compiled with its own instruction
 /// set's flags and linked into the same archive (ops.cpp picks one at run time).
 fn compile_ops() {
-    for f in [
-        "ops.cpp",
-        "kernels.h",
-        "kernels_impl.h",
-        "kernels_avx2.cpp",
-        "kernels_avx512.cpp",
-    ] {
+    for f in CSRC {
         println!("cargo:rerun-if-changed=csrc/{f}");
     }
     let lib = std::env::var_os("DEP_TCH_LIBTORCH_LIB")

@@ -32,3 +32,5 @@ pub mod train;
 
 /// The libtorch this binary was built against (from `torch.__version__` at build time).
 pub const LIBTORCH_VERSION: &str = env!("LIBTORCH_VERSION");
+/// A hash of our kernels' C++ sources (`build.rs`): what the engine cache measured with.
+pub const KERNELS_SOURCE: &str = env!("DLGRID_KERNELS_SOURCE");

@@ -1,6 +1,7 @@
 //! The engine choices measured on this machine, kept in `<data dir>/engine-cache.json`, one per
-//! CPU model, instruction set, thread count, libtorch, device, model shape and precision, so
-//! every later job of that shape trains with the same engine without measuring again.
+//! CPU model, instruction set, thread count, libtorch, our kernels' sources, device, model shape
+//! and precision, so every later job of that shape trains with the same engine without measuring
+//! again.
 //!
 //! The cache is an optimisation and never an error: a data folder that cannot be written, or a
 //! file that cannot be read, means measuring again (with a warning). Processes take turns with
@@ -67,16 +68,18 @@ impl Cache {
     }
 
     /// What a measurement depends on: the machine (CPU model, our best kernels, threads,
-    /// libtorch), the device (`cpu`, or the GPU's UUID), the job's shape and the candidates.
+    /// libtorch), our kernels' sources (a worker whose kernels changed measures again), the
+    /// device (`cpu`, or the GPU's UUID), the job's shape and the candidates.
     pub fn key(spec: &TrainSpec, device: &str, cands: &[Candidate]) -> String {
         let shape = spec.dataset.info().shape;
         let cands: Vec<String> = cands.iter().map(|(l, k)| format!("{l}/{k}")).collect();
         format!(
-            "cpu={}; best={}; threads={}; libtorch={}; device={device}; {} {}x{}x{}; {}; {}; batch={}; {}; candidates={}",
+            "cpu={}; best={}; threads={}; libtorch={}; kernels={}; device={device}; {} {}x{}x{}; {}; {}; batch={}; {}; candidates={}",
             orchestrator_proto::host::cpu_model(),
             ops::best_kernels(),
             tch::get_num_threads(),
             crate::LIBTORCH_VERSION,
+            &crate::KERNELS_SOURCE[..12],
             spec.model,
             shape.channels,
             shape.height,
