@@ -232,31 +232,40 @@ at::Tensor conv_forward(const at::Tensor& x, const at::Tensor& weight, const at:
   return out;
 }
 
-// Weight and bias gradients. Each thread sums a fixed range of images into its own per-lane
-// partial sums; those are added up in a fixed order, so results are reproducible for a given
-// thread count and instruction set.
+// Gradient sums over n images: one part per thread (at most n), each summing a fixed range of
+// images into its own zeroed slice of `dw` [parts][dw_size] and `db` [parts][db_size] through
+// grad(dw, db, begin, end). The caller adds the parts up in a fixed order, so results are
+// reproducible for a given thread count and instruction set.
+template <typename F>
+std::pair<at::Tensor, at::Tensor> sums_in_parts(int64_t n, int64_t dw_size, int64_t db_size,
+                                                const at::TensorOptions& options, F grad) {
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n));
+  auto dw = at::zeros({parts, dw_size}, options);
+  auto db = at::zeros({parts, db_size}, options);
+  float* dwp = dw.mutable_data_ptr<float>();
+  float* dbp = db.mutable_data_ptr<float>();
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p)
+      grad(dwp + p * dw_size, dbp + p * db_size, n * p / parts, n * (p + 1) / parts);
+  });
+  return {dw, db};
+}
+
+// Weight and bias gradients, as per-lane partial sums per part (see sums_in_parts).
 std::pair<at::Tensor, at::Tensor> conv_backward(const at::Tensor& x, const at::Tensor& grad,
                                                 const at::Tensor& weight, bool with_bias) {
   const dlgrid::Kernels* k = cpu_kernels();
   TORCH_CHECK(k, "conv2d backward: the kernels of its forward pass are no longer in use");
   const auto g = grad.contiguous();
   const auto s = conv_shape(x, weight);
-  const int64_t n = x.size(0);
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n));
-  auto dw = at::zeros({parts, s.oc, s.kh, s.kw, k->lanes}, x.options());
-  auto db = at::zeros({parts, s.oc, k->lanes}, x.options());
   const float* xp = x.const_data_ptr<float>();
   const float* gp = g.const_data_ptr<float>();
-  float* dwp = dw.mutable_data_ptr<float>();
-  float* dbp = db.mutable_data_ptr<float>();
-  const int64_t dw_part = s.oc * s.kh * s.kw * k->lanes, db_part = s.oc * k->lanes;
-  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p)
-      k->conv_grad(xp, gp, dwp + p * dw_part, dbp + p * db_part, n * p / parts,
-                   n * (p + 1) / parts, s);
-  });
-  return {dw.sum(at::IntArrayRef{0, 4}).view(weight.sizes()),
-          with_bias ? db.sum(at::IntArrayRef{0, 2}) : at::Tensor()};
+  auto [dw, db] = sums_in_parts(x.size(0), s.oc * s.kh * s.kw * k->lanes, s.oc * k->lanes,
+                                x.options(), [&](float* dw, float* db, int64_t begin, int64_t end) {
+                                  k->conv_grad(xp, gp, dw, db, begin, end, s);
+                                });
+  return {dw.view({-1, s.oc, s.kh, s.kw, k->lanes}).sum(at::IntArrayRef{0, 4}).view(weight.sizes()),
+          with_bias ? db.view({-1, s.oc, k->lanes}).sum(at::IntArrayRef{0, 2}) : at::Tensor()};
 }
 
 struct Conv1Channel : public torch::autograd::Function<Conv1Channel> {
@@ -326,8 +335,7 @@ at::Tensor rgb_forward(const at::Tensor& xp, const at::Tensor& weight, const at:
   return out;
 }
 
-// Weight and bias gradients, each thread summing a fixed range of images; the sums are added up
-// in a fixed order, so results are reproducible for a given thread count and instruction set.
+// Weight and bias gradients, per part (see sums_in_parts).
 std::pair<at::Tensor, at::Tensor> rgb_backward(const at::Tensor& xp, const at::Tensor& grad,
                                                const at::Tensor& weight, bool with_bias) {
   const dlgrid::Kernels* k = cpu_kernels();
@@ -335,21 +343,15 @@ std::pair<at::Tensor, at::Tensor> rgb_backward(const at::Tensor& xp, const at::T
   const auto g = grad.contiguous(at::MemoryFormat::ChannelsLast);
   const dlgrid::RgbConvShape s{xp.size(1), xp.size(2), xp.size(3), weight.size(0),
                                xp.size(1) - 2, xp.size(2) - 2};
-  const int64_t n = xp.size(0);
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n));
-  auto dw = at::zeros({parts, 3, 3, s.ci, s.oc}, xp.options());
-  auto db = at::zeros({parts, s.oc}, xp.options());
   const float* xq = xp.const_data_ptr<float>();
   const float* gp = g.const_data_ptr<float>();
-  float* dwp = dw.mutable_data_ptr<float>();
-  float* dbp = db.mutable_data_ptr<float>();
-  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p)
-      k->rgb_conv_grad(xq, gp, dwp + p * 9 * s.ci * s.oc, dbp + p * s.oc, n * p / parts,
-                       n * (p + 1) / parts, s);
-  });
+  auto [dw, db] = sums_in_parts(xp.size(0), 9 * s.ci * s.oc, s.oc, xp.options(),
+                                [&](float* dw, float* db, int64_t begin, int64_t end) {
+                                  k->rgb_conv_grad(xq, gp, dw, db, begin, end, s);
+                                });
   // [3][3][ci][oc] -> [oc][ci][3][3], in the weight's own memory format.
-  auto w_grad = dw.sum(0).permute({3, 2, 0, 1}).contiguous(weight.suggest_memory_format());
+  auto w_grad = dw.sum(0).view({3, 3, s.ci, s.oc}).permute({3, 2, 0, 1}).contiguous(
+      weight.suggest_memory_format());
   return {w_grad, with_bias ? db.sum(0) : at::Tensor()};
 }
 

@@ -340,6 +340,30 @@ mod tests {
         diff <= 1e-4 * (1.0 + scale)
     }
 
+    /// `conv2d` of `x` by `weight` (with a random bias) against aten's: the output, the weight
+    /// and bias gradients, and the output without gradients or bias.
+    fn conv_matches_aten(x: &Tensor, weight: &Tensor, padding: i64, case: &str) {
+        let pad = [padding, padding];
+        let wa = weight.detach().set_requires_grad(true);
+        let ba =
+            Tensor::randn([weight.size()[0]], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let wb = wa.detach().set_requires_grad(true);
+        let bb = ba.detach().set_requires_grad(true);
+        let ya = x.conv2d(&wa, Some(&ba), [1, 1], pad, [1, 1], 1);
+        let yb = conv2d(x, &wb, Some(&bb), padding).unwrap();
+        assert_eq!(ya.size(), yb.size(), "{case}");
+        assert!(close(&ya, &yb), "forward {case}");
+        let g = Tensor::randn(ya.size(), (Kind::Float, Device::Cpu));
+        (&ya * &g).sum(Kind::Float).backward();
+        (&yb * &g).sum(Kind::Float).backward();
+        assert!(close(&wa.grad(), &wb.grad()), "weight gradient {case}");
+        assert!(close(&ba.grad(), &bb.grad()), "bias gradient {case}");
+        // Without gradients, and without a bias.
+        let y = tch::no_grad(|| conv2d(x, &wb, None, padding).unwrap());
+        let want = x.conv2d(&wb, None::<Tensor>, [1, 1], pad, [1, 1], 1);
+        assert!(close(&y, &want), "no-grad {case}");
+    }
+
     /// Our single-channel convolution against aten's: outputs, weight and bias gradients.
     #[test]
     fn single_channel_conv_matches_aten() {
@@ -357,24 +381,8 @@ mod tests {
             ] {
                 let case = format!("{kernels} {n}x1x{h}x{w} -> {oc} k{k}");
                 let x = Tensor::randn([n, 1, h, w], (Kind::Float, Device::Cpu));
-                let wa = (Tensor::randn([oc, 1, k, k], (Kind::Float, Device::Cpu)) * 0.2)
-                    .set_requires_grad(true);
-                let ba = Tensor::randn([oc], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-                let wb = wa.detach().set_requires_grad(true);
-                let bb = ba.detach().set_requires_grad(true);
-                let ya = x.conv2d(&wa, Some(&ba), [1, 1], [0, 0], [1, 1], 1);
-                let yb = conv2d(&x, &wb, Some(&bb), 0).unwrap();
-                assert_eq!(ya.size(), yb.size(), "{case}");
-                assert!(close(&ya, &yb), "forward {case}");
-                let g = Tensor::randn(ya.size(), (Kind::Float, Device::Cpu));
-                (&ya * &g).sum(Kind::Float).backward();
-                (&yb * &g).sum(Kind::Float).backward();
-                assert!(close(&wa.grad(), &wb.grad()), "weight gradient {case}");
-                assert!(close(&ba.grad(), &bb.grad()), "bias gradient {case}");
-                // Without gradients, and without a bias.
-                let y = tch::no_grad(|| conv2d(&x, &wb, None, 0).unwrap());
-                let want = x.conv2d(&wb, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
-                assert!(close(&y, &want), "no-grad {case}");
+                let w0 = Tensor::randn([oc, 1, k, k], (Kind::Float, Device::Cpu)) * 0.2;
+                conv_matches_aten(&x, &w0, 0, &case);
             }
         });
     }
@@ -395,22 +403,7 @@ mod tests {
                 let case = format!("{kernels} {n}x{c}x{h}x{w} -> {oc}");
                 let x = channels_last(&Tensor::randn([n, c, h, w], (Kind::Float, Device::Cpu)));
                 let w0 = Tensor::randn([oc, c, 3, 3], (Kind::Float, Device::Cpu)) * 0.2;
-                let wa = channels_last(&w0).set_requires_grad(true);
-                let ba = Tensor::randn([oc], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-                let wb = wa.detach().set_requires_grad(true);
-                let bb = ba.detach().set_requires_grad(true);
-                let ya = x.conv2d(&wa, Some(&ba), [1, 1], [1, 1], [1, 1], 1);
-                let yb = conv2d(&x, &wb, Some(&bb), 1).unwrap();
-                assert_eq!(ya.size(), yb.size(), "{case}");
-                assert!(close(&ya, &yb), "forward {case}");
-                let g = Tensor::randn(ya.size(), (Kind::Float, Device::Cpu));
-                (&ya * &g).sum(Kind::Float).backward();
-                (&yb * &g).sum(Kind::Float).backward();
-                assert!(close(&wa.grad(), &wb.grad()), "weight gradient {case}");
-                assert!(close(&ba.grad(), &bb.grad()), "bias gradient {case}");
-                let y = tch::no_grad(|| conv2d(&x, &wb, None, 1).unwrap());
-                let want = x.conv2d(&wb, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1);
-                assert!(close(&y, &want), "no-grad {case}");
+                conv_matches_aten(&x, &channels_last(&w0), 1, &case);
             }
         });
     }
