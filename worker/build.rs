@@ -27,8 +27,10 @@ fn main() {
 }
 
 /// The C++ sources of our operations and kernels.
-const CSRC: [&str; 5] = [
+const CSRC: [&str; 7] = [
     "ops.cpp",
+    "winograd.cpp",
+    "winograd.h",
     "kernels.h",
     "kernels_impl.h",
     "kernels_avx2.cpp",
@@ -69,7 +71,8 @@ fn compile_ops() {
         // at::parallel_for is OpenMP in libtorch's build (ATen/Config.h): without this flag its
         // `#pragma omp parallel` is ignored and the kernels run on one thread.
         .flag("-fopenmp")
-        .file("csrc/ops.cpp");
+        .file("csrc/ops.cpp")
+        .file("csrc/winograd.cpp");
     if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64") {
         let isas: [(&str, &[&str]); 2] = [
             ("avx2", &["-mavx2", "-mfma"]),

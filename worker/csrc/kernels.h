@@ -31,6 +31,15 @@ struct RgbConvShape {
   int64_t hp, wp, ci, oc, oh, ow;
 };
 
+// Winograd F(4x4, 3x3) for 3x3 convolutions with stride 1 and padding 1 (winograd.cpp), over
+// channels-last images of h x w with c channels: 6 x 6 input tiles at a stride of 4, th x tw of them
+// per image, `tiles` in all (tile t: image t / (th*tw), row (t / tw) % th, column t % tw). A
+// transformed tensor is [36][tiles][c]: element (a*6 + b) of tile t's transform, channel ch, at
+// ((a*6 + b) * tiles + t) * c + ch.
+struct WinoShape {
+  int64_t h, w, c, th, tw, tiles;
+};
+
 struct Kernels {
   const char* name;
   // Float lanes per vector: the conv gradient's partial sums are [oc][kh][kw][lanes] and
@@ -62,6 +71,19 @@ struct Kernels {
   // [oc]; `grad` is [n][oh][ow][oc].
   void (*rgb_conv_grad)(const float* x, const float* grad, float* dw, float* db, int64_t begin,
                         int64_t end, const RgbConvShape& s);
+  // Winograd: tiles [begin, end) of `x` [n][h][w][c] (zero outside the image) into `v`: B^T d B.
+  void (*wino_input)(const float* x, float* v, int64_t begin, int64_t end, const WinoShape& s);
+  // Tiles [begin, end) of `m` back into `y` [n][h][w][c]: A^T m A (+ `bias` [c], may be null),
+  // the parts of each 4 x 4 output tile that fall inside the image.
+  void (*wino_output)(const float* m, const float* bias, float* y, int64_t begin, int64_t end,
+                      const WinoShape& s);
+  // The adjoint of wino_output: tiles [begin, end) of the output gradient `dy` into `dm`.
+  void (*wino_output_grad)(const float* dy, float* dm, int64_t begin, int64_t end,
+                           const WinoShape& s);
+  // The adjoint of wino_input: adds images [begin, end)'s tiles of `dv` into the input gradient
+  // `dx` [n][h][w][c] (overlapping tiles add up, so one image belongs to one caller).
+  void (*wino_input_grad)(const float* dv, float* dx, int64_t begin, int64_t end,
+                          const WinoShape& s);
 };
 
 extern const Kernels kAvx512Kernels;

@@ -24,6 +24,7 @@ namespace {
 using dlgrid::ConvShape;
 using dlgrid::PoolShape;
 using dlgrid::RgbConvShape;
+using dlgrid::WinoShape;
 
 constexpr int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -436,11 +437,214 @@ void rgb_conv_grad(const float* x, const float* g, float* dw, float* db, int64_t
     rgb_grad_images<V, 1>(x, g, dw, db, begin, end, s);
 }
 
+// ---- Winograd F(4x4, 3x3) transforms ----------------------------------------------------------
+//
+// Y = A^T [(G g G^T) * (B^T d B)] A over 6 x 6 input tiles d (Lavin and Gray, 2016), with
+//   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
+//   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+// (G, for the weights, is applied by winograd.cpp). Each 2-D transform is a 1-D one over the rows
+// and then over the columns, vectorised across channels (contiguous in channels-last memory).
+
+// r = B^T d (6 from 6).
+template <typename V>
+inline void wino_bt(const typename V::F (&d)[6], typename V::F (&r)[6]) {
+  const auto c2 = V::set1(2), c4 = V::set1(4), m5 = V::set1(-5);
+  r[0] = V::fmadd(c4, d[0], V::fmadd(m5, d[2], d[4]));
+  r[1] = V::fmadd(V::set1(-4), V::add(d[1], d[2]), V::add(d[3], d[4]));
+  r[2] = V::fmadd(c4, V::sub(d[1], d[2]), V::sub(d[4], d[3]));
+  r[3] = V::fmadd(c2, V::sub(d[3], d[1]), V::sub(d[4], d[2]));
+  r[4] = V::fmadd(c2, V::sub(d[1], d[3]), V::sub(d[4], d[2]));
+  r[5] = V::fmadd(c4, d[1], V::fmadd(m5, d[3], d[5]));
+}
+
+// d = B v (6 from 6): the adjoint of wino_bt.
+template <typename V>
+inline void wino_b(const typename V::F (&v)[6], typename V::F (&d)[6]) {
+  const auto c2 = V::set1(2), c4 = V::set1(4), m5 = V::set1(-5);
+  const auto s12 = V::add(v[1], v[2]), d21 = V::sub(v[2], v[1]);
+  const auto s34 = V::add(v[3], v[4]), d43 = V::sub(v[4], v[3]);
+  d[0] = V::mul(c4, v[0]);
+  d[1] = V::fmadd(c4, V::add(d21, v[5]), V::mul(c2, d43));
+  d[2] = V::sub(V::mul(m5, v[0]), V::fmadd(c4, s12, s34));
+  d[3] = V::fmadd(m5, v[5], V::fmadd(c2, V::sub(v[3], v[4]), V::sub(v[1], v[2])));
+  d[4] = V::add(V::add(v[0], s12), s34);
+  d[5] = v[5];
+}
+
+// o = A^T m (4 from 6).
+template <typename V>
+inline void wino_at(const typename V::F (&m)[6], typename V::F (&o)[4]) {
+  const auto s12 = V::add(m[1], m[2]), d12 = V::sub(m[1], m[2]);
+  const auto s34 = V::add(m[3], m[4]), d34 = V::sub(m[3], m[4]);
+  o[0] = V::add(V::add(m[0], s12), s34);
+  o[1] = V::fmadd(V::set1(2), d34, d12);
+  o[2] = V::fmadd(V::set1(4), s34, s12);
+  o[3] = V::add(V::fmadd(V::set1(8), d34, d12), m[5]);
+}
+
+// m = A o (6 from 4): the adjoint of wino_at.
+template <typename V>
+inline void wino_a(const typename V::F (&o)[4], typename V::F (&m)[6]) {
+  const auto e = V::add(o[0], o[2]), f = V::add(o[1], o[3]);
+  const auto e4 = V::fmadd(V::set1(4), o[2], o[0]);
+  const auto f2 = V::fmadd(V::set1(8), o[3], V::add(o[1], o[1]));
+  m[0] = o[0];
+  m[1] = V::add(e, f);
+  m[2] = V::sub(e, f);
+  m[3] = V::add(e4, f2);
+  m[4] = V::sub(e4, f2);
+  m[5] = o[3];
+}
+
+// A tile's place: its image, and the image row and column of its corner (tile row 0 is input row
+// -1: the padding).
+struct WinoTile {
+  int64_t img, y0, x0;
+};
+
+inline WinoTile wino_tile(int64_t t, const WinoShape& s) {
+  const int64_t per_image = s.th * s.tw, r = t % per_image;
+  return {t / per_image, 4 * (r / s.tw) - 1, 4 * (r % s.tw) - 1};
+}
+
+template <typename V>
+void wino_input(const float* __restrict x, float* __restrict v, int64_t begin, int64_t end,
+                const WinoShape& s) {
+  using F = typename V::F;
+  const int64_t plane = s.tiles * s.c;  // between two of a tile's 36 transformed elements
+  for (int64_t t = begin; t < end; ++t) {
+    const WinoTile p = wino_tile(t, s);
+    bool row_in[6], col_in[6];
+    for (int i = 0; i < 6; ++i) {
+      row_in[i] = p.y0 + i >= 0 && p.y0 + i < s.h;
+      col_in[i] = p.x0 + i >= 0 && p.x0 + i < s.w;
+    }
+    // The corner's offset: negative for a tile starting in the padding, never read there.
+    const int64_t corner = ((p.img * s.h + p.y0) * s.w + p.x0) * s.c;
+    for (int64_t c0 = 0; c0 < s.c; c0 += V::N) {
+      const auto lanes = V::tail(s.c - c0);
+      F rows[6][6];  // B^T applied along each row: rows[i][b]
+      for (int i = 0; i < 6; ++i) {
+        F d[6];
+        for (int j = 0; j < 6; ++j)
+          d[j] = row_in[i] && col_in[j] ? V::load(lanes, x + corner + (i * s.w + j) * s.c + c0)
+                                        : V::set1(0);
+        wino_bt<V>(d, rows[i]);
+      }
+      float* out = v + t * s.c + c0;
+      for (int b = 0; b < 6; ++b) {
+        F col[6], r[6];
+        for (int i = 0; i < 6; ++i) col[i] = rows[i][b];
+        wino_bt<V>(col, r);
+        for (int a = 0; a < 6; ++a) V::store(lanes, out + (a * 6 + b) * plane, r[a]);
+      }
+    }
+  }
+}
+
+template <typename V>
+void wino_output(const float* __restrict m, const float* __restrict bias, float* __restrict y,
+                 int64_t begin, int64_t end, const WinoShape& s) {
+  using F = typename V::F;
+  const int64_t plane = s.tiles * s.c;
+  for (int64_t t = begin; t < end; ++t) {
+    const WinoTile p = wino_tile(t, s);
+    const int64_t rows_in = min64(4, s.h - (p.y0 + 1)), cols_in = min64(4, s.w - (p.x0 + 1));
+    float* base = y + ((p.img * s.h + p.y0 + 1) * s.w + p.x0 + 1) * s.c;
+    for (int64_t c0 = 0; c0 < s.c; c0 += V::N) {
+      const auto lanes = V::tail(s.c - c0);
+      const F b = bias ? V::load(lanes, bias + c0) : V::set1(0);
+      const float* in = m + t * s.c + c0;
+      F rows[6][4];  // A^T applied along each row: rows[a][q]
+      for (int a = 0; a < 6; ++a) {
+        F row[6];
+        for (int j = 0; j < 6; ++j) row[j] = V::load(lanes, in + (a * 6 + j) * plane);
+        wino_at<V>(row, rows[a]);
+      }
+      for (int q = 0; q < cols_in; ++q) {
+        F col[6], o[4];
+        for (int a = 0; a < 6; ++a) col[a] = rows[a][q];
+        wino_at<V>(col, o);
+        for (int i = 0; i < rows_in; ++i)
+          V::store(lanes, base + (i * s.w + q) * s.c + c0, V::add(o[i], b));
+      }
+    }
+  }
+}
+
+template <typename V>
+void wino_output_grad(const float* __restrict dy, float* __restrict dm, int64_t begin,
+                      int64_t end, const WinoShape& s) {
+  using F = typename V::F;
+  const int64_t plane = s.tiles * s.c;
+  for (int64_t t = begin; t < end; ++t) {
+    const WinoTile p = wino_tile(t, s);
+    const int64_t rows_in = min64(4, s.h - (p.y0 + 1)), cols_in = min64(4, s.w - (p.x0 + 1));
+    const float* base = dy + ((p.img * s.h + p.y0 + 1) * s.w + p.x0 + 1) * s.c;
+    for (int64_t c0 = 0; c0 < s.c; c0 += V::N) {
+      const auto lanes = V::tail(s.c - c0);
+      F rows[4][6];  // A applied along each row of the 4 x 4 gradient: rows[i][b]
+      for (int i = 0; i < 4; ++i) {
+        F g[4];
+        for (int q = 0; q < 4; ++q)
+          g[q] = i < rows_in && q < cols_in ? V::load(lanes, base + (i * s.w + q) * s.c + c0)
+                                            : V::set1(0);
+        wino_a<V>(g, rows[i]);
+      }
+      float* out = dm + t * s.c + c0;
+      for (int b = 0; b < 6; ++b) {
+        F col[4], r[6];
+        for (int i = 0; i < 4; ++i) col[i] = rows[i][b];
+        wino_a<V>(col, r);
+        for (int a = 0; a < 6; ++a) V::store(lanes, out + (a * 6 + b) * plane, r[a]);
+      }
+    }
+  }
+}
+
+template <typename V>
+void wino_input_grad(const float* __restrict dv, float* __restrict dx, int64_t begin,
+                     int64_t end, const WinoShape& s) {
+  using F = typename V::F;
+  const int64_t plane = s.tiles * s.c, per_image = s.th * s.tw;
+  for (int64_t t = begin * per_image; t < end * per_image; ++t) {
+    const WinoTile p = wino_tile(t, s);
+    bool row_in[6], col_in[6];
+    for (int i = 0; i < 6; ++i) {
+      row_in[i] = p.y0 + i >= 0 && p.y0 + i < s.h;
+      col_in[i] = p.x0 + i >= 0 && p.x0 + i < s.w;
+    }
+    const int64_t corner = ((p.img * s.h + p.y0) * s.w + p.x0) * s.c;  // as in wino_input
+    for (int64_t c0 = 0; c0 < s.c; c0 += V::N) {
+      const auto lanes = V::tail(s.c - c0);
+      const float* in = dv + t * s.c + c0;
+      F rows[6][6];  // B applied along each row of the transformed gradient: rows[a][j]
+      for (int a = 0; a < 6; ++a) {
+        F row[6];
+        for (int b = 0; b < 6; ++b) row[b] = V::load(lanes, in + (a * 6 + b) * plane);
+        wino_b<V>(row, rows[a]);
+      }
+      for (int j = 0; j < 6; ++j) {
+        if (!col_in[j]) continue;
+        F col[6], d[6];
+        for (int a = 0; a < 6; ++a) col[a] = rows[a][j];
+        wino_b<V>(col, d);
+        for (int i = 0; i < 6; ++i) {
+          if (!row_in[i]) continue;
+          float* at = dx + corner + (i * s.w + j) * s.c + c0;
+          V::store(lanes, at, V::add(V::load(lanes, at), d[i]));
+        }
+      }
+    }
+  }
+}
+
 template <typename V>
 constexpr dlgrid::Kernels table(const char* name) {
   return {name,           V::N,            pool_nhwc<V>,       pool_nchw<V>,
           unpool_nhwc<V>, unpool_nchw<V>,  conv_forward<V>,    conv_grad<V>,
-          rgb_conv_forward<V>, rgb_conv_grad<V>};
+          rgb_conv_forward<V>, rgb_conv_grad<V>, wino_input<V>,   wino_output<V>,
+          wino_output_grad<V>, wino_input_grad<V>};
 }
 
 }  // namespace

@@ -7,7 +7,8 @@
 //   scalar); their int64 indices and zero-filled gradients cost more memory traffic than the
 //   pooling itself. On the paper CNN these took ~15% of a CPU training step. Other inputs fall
 //   back to aten::max_pool2d.
-// - conv2d: the first layer on single-channel or RGB images (see below), aten::conv2d otherwise.
+// - conv2d: the first layer on single-channel or RGB images (see below), Winograd F(4x4, 3x3)
+//   for 3x3 layers with 16 channels or more (winograd.cpp), aten::conv2d otherwise.
 // - fused_adam: one call of aten::_fused_adam_ (torch.optim.Adam(fused=True)) for all
 //   parameters, in place of ~9 dispatched element-wise ops per parameter tensor.
 // - set_grads_to_none: optimizer.zero_grad(set_to_none=True).
@@ -27,6 +28,7 @@
 #include <string>
 
 #include "kernels.h"
+#include "winograd.h"
 
 namespace {
 
@@ -383,6 +385,10 @@ at::Tensor conv2d(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
       return ConvRgb::apply(x, weight, b);
     return rgb_forward(rgb_padded(x), weight, b, rgb_shape(x, weight));
   }
+  // 3x3 layers with enough channels (VGG's): Winograd, input gradient included.
+  if (cpu_kernels() && dlgrid::winograd_applies(x, weight, b, padding) &&
+      !at::autocast::is_autocast_enabled(x.device().type()))
+    return dlgrid::winograd_conv3x3(cpu_kernels(), x, weight, b);
   // The fast path computes no input gradient, so an input that needs one goes to aten; so does
   // everything under autocast, which aten's conv2d honours (reduced precision).
   if (!fast_conv_applies(x, weight, b, padding) || (grad && x.requires_grad()) ||

@@ -110,10 +110,16 @@ impl Drop for KernelScope {
     }
 }
 
-/// `conv2d` with stride 1 and zero `padding`. Single-channel inputs (the first layer on
-/// grayscale images) with 3, 5 or 7 columns of kernel run a kernel of ours on CPUs with AVX-512
-/// or AVX2 (see [`current_kernels`]) when the input needs no gradient and autocast is off;
-/// everything else is aten's `conv2d`.
+/// `conv2d` with stride 1 and zero `padding`. On CPUs with AVX-512 or AVX2 (see
+/// [`current_kernels`]), with autocast off, three cases run our own code:
+/// - single-channel inputs (the first layer on grayscale images) with 3, 5 or 7 columns of
+///   kernel, and channels-last RGB inputs (2 to 4 channels) with 3x3 kernels and padding 1,
+///   both when the input needs no gradient;
+/// - channels-last inputs of 16 channels or more and at least 4x4 pixels, with 3x3 kernels
+///   and padding 1 (VGG's layers): Winograd F(4x4, 3x3), all gradients included
+///   (`csrc/winograd.cpp`).
+///
+/// Everything else is aten's `conv2d`.
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
@@ -341,7 +347,8 @@ mod tests {
     }
 
     /// `conv2d` of `x` by `weight` (with a random bias) against aten's: the output, the weight
-    /// and bias gradients, and the output without gradients or bias.
+    /// and bias gradients (and the input's, where `x` requires one), and the output without
+    /// gradients or bias.
     fn conv_matches_aten(x: &Tensor, weight: &Tensor, padding: i64, case: &str) {
         let pad = [padding, padding];
         let wa = weight.detach().set_requires_grad(true);
@@ -349,8 +356,11 @@ mod tests {
             Tensor::randn([weight.size()[0]], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         let wb = wa.detach().set_requires_grad(true);
         let bb = ba.detach().set_requires_grad(true);
-        let ya = x.conv2d(&wa, Some(&ba), [1, 1], pad, [1, 1], 1);
-        let yb = conv2d(x, &wb, Some(&bb), padding).unwrap();
+        let input_grad = x.requires_grad();
+        let (xa, xb) = (x.detach().set_requires_grad(input_grad), x.detach());
+        let xb = xb.set_requires_grad(input_grad);
+        let ya = xa.conv2d(&wa, Some(&ba), [1, 1], pad, [1, 1], 1);
+        let yb = conv2d(&xb, &wb, Some(&bb), padding).unwrap();
         assert_eq!(ya.size(), yb.size(), "{case}");
         assert!(close(&ya, &yb), "forward {case}");
         let g = Tensor::randn(ya.size(), (Kind::Float, Device::Cpu));
@@ -358,6 +368,9 @@ mod tests {
         (&yb * &g).sum(Kind::Float).backward();
         assert!(close(&wa.grad(), &wb.grad()), "weight gradient {case}");
         assert!(close(&ba.grad(), &bb.grad()), "bias gradient {case}");
+        if input_grad {
+            assert!(close(&xa.grad(), &xb.grad()), "input gradient {case}");
+        }
         // Without gradients, and without a bias.
         let y = tch::no_grad(|| conv2d(x, &wb, None, padding).unwrap());
         let want = x.conv2d(&wb, None::<Tensor>, [1, 1], pad, [1, 1], 1);
@@ -408,6 +421,35 @@ mod tests {
         });
     }
 
+    /// Winograd convolution (channels-last, 3x3, padding 1, 16 channels or more) against aten's:
+    /// outputs and all three gradients, with tiles and channel vectors cut short at the edges,
+    /// with and without an input gradient.
+    #[test]
+    fn winograd_conv_matches_aten() {
+        tch::manual_seed(7);
+        for_each_kernel_set(|kernels| {
+            for &(n, c, h, w, oc, input_grad) in &[
+                (2, 16, 8, 8, 32, true),
+                (3, 20, 6, 10, 24, true),
+                (1, 64, 16, 16, 64, true),
+                (2, 40, 4, 4, 16, true),
+                (2, 16, 5, 7, 17, false),
+                (2, 128, 4, 12, 32, true),
+            ] {
+                let case = format!("{kernels} {n}x{c}x{h}x{w} -> {oc}");
+                let x = channels_last(&Tensor::randn([n, c, h, w], (Kind::Float, Device::Cpu)))
+                    .set_requires_grad(input_grad);
+                let w0 = Tensor::randn([oc, c, 3, 3], (Kind::Float, Device::Cpu)) * 0.2;
+                conv_matches_aten(&x, &channels_last(&w0), 1, &case);
+                // Winograd's rounding differs from direct convolution's: an output equal to aten's
+                // bit for bit would mean the convolution fell back to aten.
+                let want = x.conv2d(&w0, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1);
+                let same = tch::no_grad(|| conv2d(&x, &w0, None, 1).unwrap()).equal(&want);
+                assert_eq!(same, kernels == KernelSet::Aten, "{case}: which path ran");
+            }
+        });
+    }
+
     /// Inputs our kernel does not take go to aten, gradients included.
     #[test]
     fn conv_falls_back_to_aten() {
@@ -426,6 +468,19 @@ mod tests {
         let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, Device::Cpu));
         let y = conv2d(&x, &w, None, 1).unwrap();
         assert!(y.equal(&x.conv2d(&w, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1)));
+        // 3x3 with 16 channels, but NCHW, images under 4 pixels, or no padding: aten (exactly).
+        let w = Tensor::randn([16, 16, 3, 3], (Kind::Float, Device::Cpu));
+        for (shape, padding, layout_cl) in [
+            ([2, 16, 8, 8], 1, false),
+            ([2, 16, 2, 8], 1, true),
+            ([2, 16, 8, 8], 0, true),
+        ] {
+            let x = Tensor::randn(shape, (Kind::Float, Device::Cpu));
+            let x = if layout_cl { channels_last(&x) } else { x };
+            let y = conv2d(&x, &w, None, padding).unwrap();
+            let want = x.conv2d(&w, None::<Tensor>, [1, 1], [padding, padding], [1, 1], 1);
+            assert!(y.equal(&want), "{shape:?} padding {padding}");
+        }
         // One channel but an input that needs a gradient.
         let x = Tensor::randn([2, 1, 8, 8], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         let w = Tensor::randn([4, 1, 5, 5], (Kind::Float, Device::Cpu));
