@@ -145,8 +145,14 @@ bool winograd_applies(const at::Tensor& x, const at::Tensor& weight, const at::T
       weight.size(0) < 16 || weight.size(1) != x.size(1) || weight.size(2) != 3 ||
       weight.size(3) != 3 || !x.is_contiguous(at::MemoryFormat::ChannelsLast))
     return false;
-  return !bias.defined() || (bias.scalar_type() == at::kFloat && bias.device().is_cpu() &&
-                             bias.dim() == 1 && bias.size(0) == weight.size(0));
+  if (bias.defined() && (bias.scalar_type() != at::kFloat || !bias.device().is_cpu() ||
+                         bias.dim() != 1 || bias.size(0) != weight.size(0)))
+    return false;
+  // The transformed input and output take 2.25 times the input's and output's memory (36
+  // values per 16 pixels); past 1 GiB each (large images), direct convolution, which needs no
+  // such buffers, is the safer choice.
+  const auto s = shape(x.size(0), x.size(2), x.size(3), 1);
+  return 36 * s.tiles * std::max(x.size(1), weight.size(0)) * 4 <= (int64_t{1} << 30);
 }
 
 at::Tensor winograd_conv3x3(const Kernels* k, const at::Tensor& x, const at::Tensor& weight,

@@ -10,7 +10,7 @@ namespace dlgrid {
 
 // Whether winograd_conv3x3 takes this convolution: float32 CPU tensors, a channels-last input
 // of at least 4 x 4 pixels and 16 channels, a 3 x 3 kernel with at least 16 output channels,
-// padding 1, a bias of the output channels or none.
+// padding 1, a bias of the output channels or none, and transformed tensors of 1 GiB at most.
 bool winograd_applies(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                       int64_t padding);
 
