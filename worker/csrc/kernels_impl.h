@@ -496,15 +496,70 @@ inline void wino_a(const typename V::F (&o)[4], typename V::F (&m)[6]) {
   m[5] = o[3];
 }
 
-// A tile's place: its image, and the image row and column of its corner (tile row 0 is input row
-// -1: the padding).
+// Tile t's place (see WinoShape), as offsets into a channels-last tensor of the image's shape:
+// the corner of its 6 x 6 input window (one row and column into the padding from its 4 x 4
+// output tile; negative for the image's first tile, never read there) and which of the window's
+// rows and columns lie inside the image; the corner of the output tile and how many of its rows
+// and columns do.
 struct WinoTile {
-  int64_t img, y0, x0;
+  int64_t corner, out_corner, out_rows, out_cols;
+  bool row_in[6], col_in[6];
 };
 
 inline WinoTile wino_tile(int64_t t, const WinoShape& s) {
-  const int64_t per_image = s.th * s.tw, r = t % per_image;
-  return {t / per_image, 4 * (r / s.tw) - 1, 4 * (r % s.tw) - 1};
+  const int64_t per_image = s.th * s.tw, r = t % per_image, img = t / per_image;
+  const int64_t y0 = 4 * (r / s.tw) - 1, x0 = 4 * (r % s.tw) - 1;
+  WinoTile p;
+  p.corner = ((img * s.h + y0) * s.w + x0) * s.c;
+  p.out_corner = ((img * s.h + y0 + 1) * s.w + x0 + 1) * s.c;
+  p.out_rows = min64(4, s.h - (y0 + 1));
+  p.out_cols = min64(4, s.w - (x0 + 1));
+  for (int i = 0; i < 6; ++i) {
+    p.row_in[i] = y0 + i >= 0 && y0 + i < s.h;
+    p.col_in[i] = x0 + i >= 0 && x0 + i < s.w;
+  }
+  return p;
+}
+
+// One vector of channels of a K x K window into the tile's 36 transformed elements, `plane`
+// floats apart from `out`: the 1-D transform `tf` (K values to 6) along each of the window's
+// rows, then along each column. `at(i, j)` loads the window's element (i, j).
+template <typename V, int K, typename At, typename Tf>
+inline void window_to_planes(At at, Tf tf, typename V::T lanes, float* out, int64_t plane) {
+  using F = typename V::F;
+  F rows[K][6];
+  for (int i = 0; i < K; ++i) {
+    F d[K];
+    for (int j = 0; j < K; ++j) d[j] = at(i, j);
+    tf(d, rows[i]);
+  }
+  for (int b = 0; b < 6; ++b) {
+    F col[K], r[6];
+    for (int i = 0; i < K; ++i) col[i] = rows[i][b];
+    tf(col, r);
+    for (int a = 0; a < 6; ++a) V::store(lanes, out + (a * 6 + b) * plane, r[a]);
+  }
+}
+
+// The way back: a tile's 36 transformed elements (one vector of channels, `plane` floats apart
+// from `in`) into a K x K window through the 1-D transform `tf` (6 values to K) along rows and
+// then columns; `put(i, j, value)` writes the window's element (i, j).
+template <typename V, int K, typename Tf, typename Put>
+inline void planes_to_window(const float* in, int64_t plane, typename V::T lanes, Tf tf,
+                             Put put) {
+  using F = typename V::F;
+  F rows[6][K];
+  for (int a = 0; a < 6; ++a) {
+    F row[6];
+    for (int b = 0; b < 6; ++b) row[b] = V::load(lanes, in + (a * 6 + b) * plane);
+    tf(row, rows[a]);
+  }
+  for (int j = 0; j < K; ++j) {
+    F col[6], d[K];
+    for (int a = 0; a < 6; ++a) col[a] = rows[a][j];
+    tf(col, d);
+    for (int i = 0; i < K; ++i) put(i, j, d[i]);
+  }
 }
 
 template <typename V>
@@ -512,32 +567,17 @@ void wino_input(const float* __restrict x, float* __restrict v, int64_t begin, i
                 const WinoShape& s) {
   using F = typename V::F;
   const int64_t plane = s.tiles * s.c;  // between two of a tile's 36 transformed elements
+  const auto bt = [](const F(&d)[6], F(&r)[6]) { wino_bt<V>(d, r); };
   for (int64_t t = begin; t < end; ++t) {
     const WinoTile p = wino_tile(t, s);
-    bool row_in[6], col_in[6];
-    for (int i = 0; i < 6; ++i) {
-      row_in[i] = p.y0 + i >= 0 && p.y0 + i < s.h;
-      col_in[i] = p.x0 + i >= 0 && p.x0 + i < s.w;
-    }
-    // The corner's offset: negative for a tile starting in the padding, never read there.
-    const int64_t corner = ((p.img * s.h + p.y0) * s.w + p.x0) * s.c;
     for (int64_t c0 = 0; c0 < s.c; c0 += V::N) {
       const auto lanes = V::tail(s.c - c0);
-      F rows[6][6];  // B^T applied along each row: rows[i][b]
-      for (int i = 0; i < 6; ++i) {
-        F d[6];
-        for (int j = 0; j < 6; ++j)
-          d[j] = row_in[i] && col_in[j] ? V::load(lanes, x + corner + (i * s.w + j) * s.c + c0)
-                                        : V::set1(0);
-        wino_bt<V>(d, rows[i]);
-      }
-      float* out = v + t * s.c + c0;
-      for (int b = 0; b < 6; ++b) {
-        F col[6], r[6];
-        for (int i = 0; i < 6; ++i) col[i] = rows[i][b];
-        wino_bt<V>(col, r);
-        for (int a = 0; a < 6; ++a) V::store(lanes, out + (a * 6 + b) * plane, r[a]);
-      }
+      const auto at = [&](int i, int j) {
+        return p.row_in[i] && p.col_in[j]
+                   ? V::load(lanes, x + p.corner + (i * s.w + j) * s.c + c0)
+                   : V::set1(0);
+      };
+      window_to_planes<V, 6>(at, bt, lanes, v + t * s.c + c0, plane);
     }
   }
 }
@@ -547,27 +587,17 @@ void wino_output(const float* __restrict m, const float* __restrict bias, float*
                  int64_t begin, int64_t end, const WinoShape& s) {
   using F = typename V::F;
   const int64_t plane = s.tiles * s.c;
+  const auto at_ = [](const F(&m6)[6], F(&o)[4]) { wino_at<V>(m6, o); };
   for (int64_t t = begin; t < end; ++t) {
     const WinoTile p = wino_tile(t, s);
-    const int64_t rows_in = min64(4, s.h - (p.y0 + 1)), cols_in = min64(4, s.w - (p.x0 + 1));
-    float* base = y + ((p.img * s.h + p.y0 + 1) * s.w + p.x0 + 1) * s.c;
     for (int64_t c0 = 0; c0 < s.c; c0 += V::N) {
       const auto lanes = V::tail(s.c - c0);
       const F b = bias ? V::load(lanes, bias + c0) : V::set1(0);
-      const float* in = m + t * s.c + c0;
-      F rows[6][4];  // A^T applied along each row: rows[a][q]
-      for (int a = 0; a < 6; ++a) {
-        F row[6];
-        for (int j = 0; j < 6; ++j) row[j] = V::load(lanes, in + (a * 6 + j) * plane);
-        wino_at<V>(row, rows[a]);
-      }
-      for (int q = 0; q < cols_in; ++q) {
-        F col[6], o[4];
-        for (int a = 0; a < 6; ++a) col[a] = rows[a][q];
-        wino_at<V>(col, o);
-        for (int i = 0; i < rows_in; ++i)
-          V::store(lanes, base + (i * s.w + q) * s.c + c0, V::add(o[i], b));
-      }
+      const auto put = [&](int i, int j, F o) {
+        if (i < p.out_rows && j < p.out_cols)
+          V::store(lanes, y + p.out_corner + (i * s.w + j) * s.c + c0, V::add(o, b));
+      };
+      planes_to_window<V, 4>(m + t * s.c + c0, plane, lanes, at_, put);
     }
   }
 }
@@ -577,27 +607,17 @@ void wino_output_grad(const float* __restrict dy, float* __restrict dm, int64_t 
                       int64_t end, const WinoShape& s) {
   using F = typename V::F;
   const int64_t plane = s.tiles * s.c;
+  const auto a = [](const F(&g)[4], F(&r)[6]) { wino_a<V>(g, r); };
   for (int64_t t = begin; t < end; ++t) {
     const WinoTile p = wino_tile(t, s);
-    const int64_t rows_in = min64(4, s.h - (p.y0 + 1)), cols_in = min64(4, s.w - (p.x0 + 1));
-    const float* base = dy + ((p.img * s.h + p.y0 + 1) * s.w + p.x0 + 1) * s.c;
     for (int64_t c0 = 0; c0 < s.c; c0 += V::N) {
       const auto lanes = V::tail(s.c - c0);
-      F rows[4][6];  // A applied along each row of the 4 x 4 gradient: rows[i][b]
-      for (int i = 0; i < 4; ++i) {
-        F g[4];
-        for (int q = 0; q < 4; ++q)
-          g[q] = i < rows_in && q < cols_in ? V::load(lanes, base + (i * s.w + q) * s.c + c0)
-                                            : V::set1(0);
-        wino_a<V>(g, rows[i]);
-      }
-      float* out = dm + t * s.c + c0;
-      for (int b = 0; b < 6; ++b) {
-        F col[4], r[6];
-        for (int i = 0; i < 4; ++i) col[i] = rows[i][b];
-        wino_a<V>(col, r);
-        for (int a = 0; a < 6; ++a) V::store(lanes, out + (a * 6 + b) * plane, r[a]);
-      }
+      const auto at = [&](int i, int j) {
+        return i < p.out_rows && j < p.out_cols
+                   ? V::load(lanes, dy + p.out_corner + (i * s.w + j) * s.c + c0)
+                   : V::set1(0);
+      };
+      window_to_planes<V, 4>(at, a, lanes, dm + t * s.c + c0, plane);
     }
   }
 }
@@ -607,34 +627,17 @@ void wino_input_grad(const float* __restrict dv, float* __restrict dx, int64_t b
                      int64_t end, const WinoShape& s) {
   using F = typename V::F;
   const int64_t plane = s.tiles * s.c, per_image = s.th * s.tw;
+  const auto b6 = [](const F(&v6)[6], F(&d)[6]) { wino_b<V>(v6, d); };
   for (int64_t t = begin * per_image; t < end * per_image; ++t) {
     const WinoTile p = wino_tile(t, s);
-    bool row_in[6], col_in[6];
-    for (int i = 0; i < 6; ++i) {
-      row_in[i] = p.y0 + i >= 0 && p.y0 + i < s.h;
-      col_in[i] = p.x0 + i >= 0 && p.x0 + i < s.w;
-    }
-    const int64_t corner = ((p.img * s.h + p.y0) * s.w + p.x0) * s.c;  // as in wino_input
     for (int64_t c0 = 0; c0 < s.c; c0 += V::N) {
       const auto lanes = V::tail(s.c - c0);
-      const float* in = dv + t * s.c + c0;
-      F rows[6][6];  // B applied along each row of the transformed gradient: rows[a][j]
-      for (int a = 0; a < 6; ++a) {
-        F row[6];
-        for (int b = 0; b < 6; ++b) row[b] = V::load(lanes, in + (a * 6 + b) * plane);
-        wino_b<V>(row, rows[a]);
-      }
-      for (int j = 0; j < 6; ++j) {
-        if (!col_in[j]) continue;
-        F col[6], d[6];
-        for (int a = 0; a < 6; ++a) col[a] = rows[a][j];
-        wino_b<V>(col, d);
-        for (int i = 0; i < 6; ++i) {
-          if (!row_in[i]) continue;
-          float* at = dx + corner + (i * s.w + j) * s.c + c0;
-          V::store(lanes, at, V::add(V::load(lanes, at), d[i]));
-        }
-      }
+      const auto put = [&](int i, int j, F d) {
+        if (!p.row_in[i] || !p.col_in[j]) return;
+        float* at = dx + p.corner + (i * s.w + j) * s.c + c0;
+        V::store(lanes, at, V::add(V::load(lanes, at), d));
+      };
+      planes_to_window<V, 6>(dv + t * s.c + c0, plane, lanes, b6, put);
     }
   }
 }
