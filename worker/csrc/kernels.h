@@ -5,8 +5,9 @@
 // include no libtorch or standard-library headers with inline functions, so no function compiled
 // for AVX-512 can be shared with (and run by) code meant for other CPUs.
 //
-// Every function works on a range [begin, end) of output rows (pooling, convolution forward) or
-// images (convolution gradients), so ops.cpp can split the work between threads.
+// Every function works on a range [begin, end) of output rows (pooling, convolution forward),
+// images (convolution gradients) or tiles (Winograd), so ops.cpp and winograd.cpp can split the
+// work between threads.
 
 #pragma once
 
@@ -32,10 +33,10 @@ struct RgbConvShape {
 };
 
 // Winograd F(4x4, 3x3) for 3x3 convolutions with stride 1 and padding 1 (winograd.cpp), over
-// channels-last images of h x w with c channels: 6 x 6 input tiles at a stride of 4, th x tw of them
-// per image, `tiles` in all (tile t: image t / (th*tw), row (t / tw) % th, column t % tw). A
-// transformed tensor is [36][tiles][c]: element (a*6 + b) of tile t's transform, channel ch, at
-// ((a*6 + b) * tiles + t) * c + ch.
+// channels-last images of h x w with c channels: 6 x 6 input tiles at a stride of 4, th x tw of
+// them per image, `tiles` in all (tile t: image t / (th*tw), row (t / tw) % th, column t % tw).
+// A transformed tensor is [36][tiles][c]: element (a*6 + b) of tile t's transform, channel ch,
+// at ((a*6 + b) * tiles + t) * c + ch.
 struct WinoShape {
   int64_t h, w, c, th, tw, tiles;
 };
