@@ -10,7 +10,8 @@ namespace dlgrid {
 
 // Whether winograd_conv3x3 takes this convolution: float32 CPU tensors, a channels-last input
 // of at least 4 x 4 pixels and 16 channels, a 3 x 3 kernel with at least 16 output channels,
-// padding 1, a bias of the output channels or none, and transformed tensors of 1 GiB at most.
+// padding 1, a bias of the output channels or none, at least 128 tiles of 4 x 4 output pixels
+// (a batch of 128 images at 4 x 4, 8 at 16 x 16), and transformed tensors of 1 GiB at most.
 bool winograd_applies(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                       int64_t padding);
 

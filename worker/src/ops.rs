@@ -421,20 +421,21 @@ mod tests {
         });
     }
 
-    /// Winograd convolution (channels-last, 3x3, padding 1, 16 channels or more) against aten's:
-    /// outputs and all three gradients, with tiles and channel vectors cut short at the edges,
-    /// with and without an input gradient.
+    /// Winograd convolution (channels-last, 3x3, padding 1, 16 channels or more, 128 tiles of
+    /// 4x4 output pixels or more) against aten's: outputs and all three gradients, with tiles
+    /// and channel vectors cut short at the edges, with and without an input gradient.
     #[test]
     fn winograd_conv_matches_aten() {
         tch::manual_seed(7);
         for_each_kernel_set(|kernels| {
+            // Tiles: 32 x 2 x 2, 22 x 2 x 3, 8 x 4 x 4, 128, 32 x 2 x 2, 43 x 1 x 3.
             for &(n, c, h, w, oc, input_grad) in &[
-                (2, 16, 8, 8, 32, true),
-                (3, 20, 6, 10, 24, true),
-                (1, 64, 16, 16, 64, true),
-                (2, 40, 4, 4, 16, true),
-                (2, 16, 5, 7, 17, false),
-                (2, 128, 4, 12, 32, true),
+                (32, 16, 8, 8, 32, true),
+                (22, 20, 6, 10, 24, true),
+                (8, 64, 16, 16, 64, true),
+                (128, 40, 4, 4, 16, true),
+                (32, 16, 5, 7, 17, false),
+                (43, 128, 4, 12, 32, true),
             ] {
                 let case = format!("{kernels} {n}x{c}x{h}x{w} -> {oc}");
                 let x = channels_last(&Tensor::randn([n, c, h, w], (Kind::Float, Device::Cpu)))
@@ -468,12 +469,15 @@ mod tests {
         let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, Device::Cpu));
         let y = conv2d(&x, &w, None, 1).unwrap();
         assert!(y.equal(&x.conv2d(&w, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1)));
-        // 3x3 with 16 channels, but NCHW, images under 4 pixels, or no padding: aten (exactly).
+        // 3x3 with 16 channels, but NCHW, images under 4 pixels, no padding, or under 128 tiles
+        // (127 images of 4x4; one of 32x32, as for latency): aten (exactly).
         let w = Tensor::randn([16, 16, 3, 3], (Kind::Float, Device::Cpu));
         for (shape, padding, layout_cl) in [
-            ([2, 16, 8, 8], 1, false),
-            ([2, 16, 2, 8], 1, true),
-            ([2, 16, 8, 8], 0, true),
+            ([32, 16, 8, 8], 1, false),
+            ([64, 16, 2, 8], 1, true),
+            ([32, 16, 8, 8], 0, true),
+            ([127, 16, 4, 4], 1, true),
+            ([1, 16, 32, 32], 1, true),
         ] {
             let x = Tensor::randn(shape, (Kind::Float, Device::Cpu));
             let x = if layout_cl { channels_last(&x) } else { x };
