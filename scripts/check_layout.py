@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Keeps the layout the README's architecture section describes: no source file over 500 code
-lines, no function over 80 lines, and no two modules of a crate importing each other.
+"""Keeps the layout the manual's architecture page (docs/internals/architecture.md) describes:
+no source file over 500 code lines, no function over 80 lines, and no two modules of a crate importing each other.
 
 Tests are exempt (files named tests.rs or fixtures.rs, and `#[cfg(test)] mod tests { ... }`
 blocks), and so are data tables marked with a `// layout: table` comment on the line before

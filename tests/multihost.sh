@@ -4,7 +4,7 @@
 # lease mid-job and then healed: its job must finish exactly once (on B, from A's checkpoint
 # stored with the coordinator), and A's late reports must be rejected.
 # Everything crosses the "network" over mutual TLS with certificates made by
-# scripts/lab-certs.sh (as the README says); a plaintext client and one without a client
+# scripts/lab-certs.sh (as docs/operations/security.md says); a plaintext client and one without a client
 # certificate get nothing; a host opening more than 64 connections has the rest closed.
 #
 # Needs root (ip netns); builds nothing: run scripts/test.sh (or cargo build) first.

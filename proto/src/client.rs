@@ -114,7 +114,7 @@ fn endpoint(url: &str, tls: &ClientTls, token: bool) -> Result<Endpoint, ClientE
             if token && !is_loopback(host) {
                 tracing::warn!(
                     url,
-                    "the token travels in clear over http://; use https:// (see README: Security)"
+                    "the token travels in clear over http://; use https:// (see the manual: Security)"
                 );
             }
             Ok(e)

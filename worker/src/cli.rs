@@ -74,7 +74,7 @@ pub struct DaemonArgs {
 
 #[derive(Args, Clone)]
 pub struct CommonArgs {
-    /// Folder with one sub-folder per dataset (see README).
+    /// Folder with one sub-folder per dataset (see the manual: Datasets).
     #[arg(long, env = "DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// auto | cpu | cuda | cuda:N

@@ -1,6 +1,6 @@
 //! The real coordinator binary against protocol-level fake workers (no libtorch): scheduling
 //! overhead against the ideal makespan, epoch-report ingestion rate (every report persisted),
-//! and coordinator memory with a large queue. See README: Benchmarks.
+//! and coordinator memory with a large queue. See docs/benchmarks.md.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

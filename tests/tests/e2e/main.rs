@@ -4,6 +4,7 @@
 mod auth;
 mod data;
 mod deploy;
+mod docs;
 mod faults;
 mod gpu;
 mod grid;
