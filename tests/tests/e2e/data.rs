@@ -45,11 +45,22 @@ fn missing_dataset_is_downloaded_and_verified() {
             .exists(),
         "nothing unverified is kept"
     );
+}
 
-    // The real files (where available) download, verify and train.
-    let Some(real) = real_datasets("downloading the real files from a mirror") else {
-        return;
-    };
+/// The real files download from a (loopback) mirror, verify and train, after a first mirror
+/// that does not have them.
+#[test]
+#[cfg_attr(
+    not(any(ci, have_datasets)),
+    ignore = "needs DATASETS_DIR (the real MNIST and CIFAR-10; CI sets it)"
+)]
+fn real_dataset_downloads_from_a_mirror_and_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = tmp.path().join("fake-mirror");
+    std::fs::create_dir_all(fake.join("mnist")).unwrap();
+    let (fake_url, _fake) = serve_dir(&fake);
+    let empty = tmp.path().join("cache");
+    let real = real_datasets();
     let (url, _server) = serve_dir(&real);
     let (status, stdout, stderr) = output(
         train(

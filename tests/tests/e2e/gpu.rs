@@ -46,22 +46,12 @@ fn preflight(smi_dir: Option<&Path>, extra: &[&str]) -> (Option<i32>, String, St
     (status.code(), out, err)
 }
 
-/// These tests fake a GPU machine; on a real one (a driver that answers) they do not apply.
-fn real_gpu_here() -> bool {
-    let (_, out, _) = preflight(None, &["--json"]);
-    let v: Value = serde_json::from_str(out.trim()).unwrap_or_default();
-    let real = v["gpus"].as_array().is_some_and(|g| !g.is_empty());
-    if real {
-        eprintln!("skipped: this machine has a GPU the driver answers for");
-    }
-    real
-}
-
 #[test]
+#[cfg_attr(
+    have_gpu,
+    ignore = "fakes a machine whose GPUs cannot be used; this one has a real GPU"
+)]
 fn preflight_names_an_old_driver_and_both_ways_out() {
-    if real_gpu_here() {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     // Without nvidia-smi or a driver: a CPU machine, said plainly.
     let (code, out, err) = preflight(None, &[]);
@@ -107,10 +97,11 @@ fn preflight_names_an_old_driver_and_both_ways_out() {
 /// `worker train --device auto` on a GPU machine whose GPUs cannot be used stops with the
 /// reason, where it used to train on the CPU in silence; `--device cpu` still trains.
 #[test]
+#[cfg_attr(
+    have_gpu,
+    ignore = "fakes a machine whose GPUs cannot be used; this one has a real GPU"
+)]
 fn device_auto_never_falls_back_to_the_cpu_in_silence() {
-    if real_gpu_here() {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let data = fixture(tmp.path());
     let old = fake_smi(tmp.path(), "550.54.15");
@@ -141,10 +132,11 @@ fn device_auto_never_falls_back_to_the_cpu_in_silence() {
 /// The coordinator runs the workers' preflight before starting local GPU workers: an old
 /// driver stops it at once with the reason (exit 2), no worker started.
 #[test]
+#[cfg_attr(
+    have_gpu,
+    ignore = "fakes a machine whose GPUs cannot be used; this one has a real GPU"
+)]
 fn coordinator_stops_before_starting_workers_that_could_only_die() {
-    if real_gpu_here() {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let data = fixture(tmp.path());
     let grid = tmp.path().join("grid.yaml");
@@ -225,14 +217,17 @@ fn checkpoints_follow_their_cadence() {
 /// `bench/gpu_check.sh dry-run`: every step of the GPU check on the CPU with tiny limits, so
 /// the script that runs once on a GPU machine is known to work before it gets there.
 #[test]
+#[cfg_attr(
+    not(any(ci, have_python_torch)),
+    ignore = "needs python3 with torch (scripts/env.sh puts it on PATH)"
+)]
 fn gpu_check_dry_run_runs_every_step() {
     let python_torch = Command::new("python3")
         .args(["-c", "import torch"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !python_torch {
-        eprintln!("skipped: no python3 with torch (scripts/env.sh puts it on PATH)");
-        return;
+        crate::support::missing("python3 with torch (scripts/env.sh puts it on PATH)");
     }
     let tmp = tempfile::tempdir().unwrap();
     let data = fixture(tmp.path());

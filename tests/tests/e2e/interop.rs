@@ -116,13 +116,15 @@ fn the_date_check_is_strict() {
     }
 }
 
-/// The Python with mlperf-logging and tensorboard, where scripts/test.sh installed it.
-fn pytools() -> Option<PathBuf> {
-    let python = std::env::var_os("DLGRID_PYTOOLS").map(PathBuf::from);
-    if python.is_none() {
-        eprintln!("DLGRID_PYTOOLS not set; skipping the mlperf-logging and tensorboard checks (scripts/test.sh installs them)");
-    }
-    python
+/// The Python with mlperf-logging and tensorboard that scripts/test.sh installs.
+fn pytools() -> PathBuf {
+    std::env::var_os("DLGRID_PYTOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            crate::support::missing(
+                "DLGRID_PYTOOLS (a python with mlperf-logging and tensorboard; scripts/test.sh installs it)",
+            )
+        })
 }
 
 /// mlperf-logging's compliance checker on one log, under the project's shipped config.
@@ -178,6 +180,10 @@ fn tensorboard_scalars(python: &Path, dir: &Path) -> (BTreeMap<String, Vec<(u64,
 const GRID: &str = "name: interop\nactivations: [relu, tanh]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.1, train_limit: 600, test_limit: 200, latency_samples: 5}\n  - {dataset: fashion-mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.5}\ntraining: {optimizer: sgd, learning_rate: 1000000}\nauthor: Ada Lovelace\n";
 
 #[test]
+#[cfg_attr(
+    not(any(ci, have_pytools)),
+    ignore = "needs DLGRID_PYTOOLS: mlperf-logging and tensorboard (scripts/test.sh installs them)"
+)]
 fn dawnbench_mlperf_and_tensorboard_files_pass_their_own_tools() {
     let tmp = tempfile::tempdir().unwrap();
     let data = fixture(tmp.path());
@@ -222,54 +228,53 @@ fn dawnbench_mlperf_and_tensorboard_files_pass_their_own_tools() {
         assert!(out.join("tensorboard").join(id).is_dir(), "{id}");
     }
 
-    if let Some(python) = pytools() {
-        for job in jobs(&results) {
-            let id = job["id"].as_str().unwrap();
-            let log = out.join("mllog").join(format!("{id}.log"));
-            mlperf_compliant(&python, &log).unwrap();
-            let (scalars, text) = tensorboard_scalars(&python, &out.join("tensorboard").join(id));
-            assert!(text["spec"]
-                .as_str()
-                .unwrap()
-                .contains(job["activation"].as_str().unwrap()));
-            let epochs = job["epochs"].as_array().unwrap();
-            for tag in ["test_accuracy", "train_loss", "test_loss", "train_seconds"] {
-                let want: Vec<(u64, f64)> = epochs
-                    .iter()
-                    .map(|e| (e["epoch"].as_u64().unwrap(), e[tag].as_f64().unwrap()))
-                    .collect();
-                let got = scalars.get(tag).cloned().unwrap_or_default();
-                assert_eq!(got.len(), want.len(), "{id} {tag}");
-                for ((gs, gv), (ws, wv)) in got.iter().zip(&want) {
-                    // TensorBoard scalars are float32.
-                    assert!(
-                        gs == ws && (gv - wv).abs() <= 1e-6 * wv.abs().max(1.0),
-                        "{id} {tag}: {got:?} vs {want:?}"
-                    );
-                }
+    let python = pytools();
+    for job in jobs(&results) {
+        let id = job["id"].as_str().unwrap();
+        let log = out.join("mllog").join(format!("{id}.log"));
+        mlperf_compliant(&python, &log).unwrap();
+        let (scalars, text) = tensorboard_scalars(&python, &out.join("tensorboard").join(id));
+        assert!(text["spec"]
+            .as_str()
+            .unwrap()
+            .contains(job["activation"].as_str().unwrap()));
+        let epochs = job["epochs"].as_array().unwrap();
+        for tag in ["test_accuracy", "train_loss", "test_loss", "train_seconds"] {
+            let want: Vec<(u64, f64)> = epochs
+                .iter()
+                .map(|e| (e["epoch"].as_u64().unwrap(), e[tag].as_f64().unwrap()))
+                .collect();
+            let got = scalars.get(tag).cloned().unwrap_or_default();
+            assert_eq!(got.len(), want.len(), "{id} {tag}");
+            for ((gs, gv), (ws, wv)) in got.iter().zip(&want) {
+                // TensorBoard scalars are float32.
+                assert!(
+                    gs == ws && (gv - wv).abs() <= 1e-6 * wv.abs().max(1.0),
+                    "{id} {tag}: {got:?} vs {want:?}"
+                );
             }
         }
-        // The checker refuses what it should: a succeeded run's log without its evaluations.
-        let ok = jobs(&results)
-            .iter()
-            .find(|j| j["status"] == "succeeded")
-            .unwrap();
-        let log = std::fs::read_to_string(
-            out.join("mllog")
-                .join(format!("{}.log", ok["id"].as_str().unwrap())),
-        )
-        .unwrap();
-        let broken = tmp.path().join("broken.log");
-        std::fs::write(
-            &broken,
-            log.lines()
-                .filter(|l| !l.contains("eval_accuracy"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
-        .unwrap();
-        assert!(mlperf_compliant(&python, &broken).is_err());
     }
+    // The checker refuses what it should: a succeeded run's log without its evaluations.
+    let ok = jobs(&results)
+        .iter()
+        .find(|j| j["status"] == "succeeded")
+        .unwrap();
+    let log = std::fs::read_to_string(
+        out.join("mllog")
+            .join(format!("{}.log", ok["id"].as_str().unwrap())),
+    )
+    .unwrap();
+    let broken = tmp.path().join("broken.log");
+    std::fs::write(
+        &broken,
+        log.lines()
+            .filter(|l| !l.contains("eval_accuracy"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    assert!(mlperf_compliant(&python, &broken).is_err());
 
     // `coordinator report` re-renders all of them from the saved state alone.
     let again = tmp.path().join("again");

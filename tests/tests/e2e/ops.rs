@@ -27,6 +27,10 @@ fn with_token(dir: &std::path::Path) -> (Killed, u16, u16) {
 /// carries every documented metric with the state of the grid, and passes `promtool check
 /// metrics` (Debian's `prometheus` package; that step is skipped, with a note, without it).
 #[test]
+#[cfg_attr(
+    not(any(ci, have_promtool)),
+    ignore = "needs promtool (Debian's prometheus package; scripts/test.sh installs it)"
+)]
 fn metrics_mid_grid_pass_promtool() {
     let tmp = tempfile::tempdir().unwrap();
     let (coord, grpc, http) = with_token(tmp.path());
@@ -97,8 +101,7 @@ fn metrics_mid_grid_pass_promtool() {
         .stderr(Stdio::piped())
         .spawn()
     else {
-        eprintln!("promtool not installed (Debian: prometheus); skipping its check of /metrics");
-        return;
+        crate::support::missing("promtool (Debian's prometheus package)")
     };
     use std::io::Write;
     promtool
@@ -226,9 +229,9 @@ fn json_logs_parse_line_by_line() {
 
 /// On a terminal (the coordinator run under `script`, which gives it one), a live display
 /// replaces the log lines: the grid's bar with jobs done of all and a line per running job
-/// with its worker and epoch; the final summary follows. Skipped, with a note, without
-/// `script` (util-linux).
+/// with its worker and epoch; the final summary follows.
 #[test]
+#[cfg_attr(not(any(ci, have_script)), ignore = "needs script (util-linux)")]
 fn a_terminal_gets_the_live_display() {
     let tmp = tempfile::tempdir().unwrap();
     let data = fixture(tmp.path());
@@ -254,8 +257,7 @@ fn a_terminal_gets_the_live_display() {
         .env("COLUMNS", "160")
         .output()
     else {
-        eprintln!("script (util-linux) not installed; skipping the terminal display test");
-        return;
+        crate::support::missing("script (util-linux)")
     };
     let screen = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{screen}");

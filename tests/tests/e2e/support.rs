@@ -181,12 +181,21 @@ impl AsRef<std::ffi::OsStr> for RealDatasets {
     }
 }
 
-/// The real datasets where `DATASETS_DIR` names them (relative to the workspace root, as CI's
-/// `../shared/datasets`); elsewhere None, with a note that `what` is skipped.
-pub fn real_datasets(what: &str) -> Option<RealDatasets> {
+/// A test that needs an outside tool or data runs only where the build found it (`build.rs`
+/// sets `cfg(have_...)`; elsewhere the test is ignored, with its reason) or under `CI=true`,
+/// where every test runs. So a test that runs without its tool fails here, naming it.
+pub fn missing(what: &str) -> ! {
+    panic!(
+        "{what} is not available, and this test needs it (it runs where the build found it, \
+         and always under CI=true; docs/development.md lists every tool)"
+    )
+}
+
+/// The real datasets `DATASETS_DIR` names (relative to the workspace root, as CI's
+/// `../shared/datasets`). Tests that call this are ignored where it is not set (`build.rs`).
+pub fn real_datasets() -> RealDatasets {
     let Some(dir) = std::env::var_os("DATASETS_DIR") else {
-        eprintln!("DATASETS_DIR not set; skipping {what}");
-        return None;
+        missing("DATASETS_DIR (a folder holding the real MNIST and CIFAR-10)")
     };
     let shared = repo().join(dir);
     let own = tempfile::tempdir().unwrap();
@@ -195,7 +204,7 @@ pub fn real_datasets(what: &str) -> Option<RealDatasets> {
             std::os::unix::fs::symlink(entry.path(), own.path().join(entry.file_name())).unwrap();
         }
     }
-    Some(RealDatasets(own))
+    RealDatasets(own)
 }
 
 /// Writes `text` to `path`, readable by its owner only (as a token file must be).
