@@ -12,7 +12,7 @@ TORCH_INDEX_URL="${TORCH_INDEX_URL:-${TORCH_CUDA:+https://download.pytorch.org/w
 DLGRID_CACHE="${DLGRID_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dlgrid}"
 TORCH_VENV="${TORCH_VENV:-$DLGRID_CACHE/torch-$TORCH_VERSION${TORCH_CUDA:+-$TORCH_CUDA}}"
 if ! "$TORCH_VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
-    echo "==> installing PyTorch $TORCH_VERSION (libtorch) into $TORCH_VENV (once per machine, a few minutes)" >&2
+    echo "==> installing PyTorch $TORCH_VERSION (libtorch: a download of about 4.7 GB from PyPI) into $TORCH_VENV (once per user, a few minutes)" >&2
     mkdir -p "$(dirname "$TORCH_VENV")"
     python3 -m venv "$TORCH_VENV"
     "$TORCH_VENV/bin/pip" install --quiet --disable-pip-version-check \

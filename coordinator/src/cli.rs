@@ -28,7 +28,7 @@ pub struct Cli {
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The grid file (see README: grid.yaml).
+    /// The grid file (see the manual: grid.yaml reference).
     #[arg(long, env = "COORDINATOR_GRID")]
     grid: Option<PathBuf>,
     /// Output folder; default: runs/<grid name>/.
@@ -219,6 +219,60 @@ pub enum Cmd {
 /// Bad input: exit code 2, nothing started.
 pub struct BadInput(pub String);
 
+/// Why a command stopped early. Its exit code is decided here and nowhere else (the codes of a
+/// grid that ran, 0, 3, 4, 130 and 143, are [`exit`]'s).
+pub enum Failure {
+    /// Bad input (flags, files, ids, a machine whose GPUs cannot be used): nothing was started
+    /// or written.
+    BadInput(String),
+    /// Anything else: a port in use, a database that cannot be read, every local worker dead.
+    Error(anyhow::Error),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::BadInput(_) => exit::BAD_INPUT,
+            Failure::Error(_) => exit::ERROR,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::BadInput(msg) => f.write_str(msg),
+            Failure::Error(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Failure {
+        Failure::Error(e)
+    }
+}
+
+impl From<BadInput> for Failure {
+    fn from(BadInput(msg): BadInput) -> Failure {
+        Failure::BadInput(msg)
+    }
+}
+
+/// The coordinator's exit codes (docs/reference/exit-codes.md).
+pub mod exit {
+    /// The grid ran to completion (failed jobs are results), or a command did its work.
+    pub const OK: u8 = 0;
+    /// Other errors.
+    pub const ERROR: u8 = 1;
+    /// Bad input; nothing was started or written.
+    pub const BAD_INPUT: u8 = 2;
+    /// The grid finished with failed jobs, under `--fail-on-job-failure`.
+    pub const FAILED_JOBS: u8 = 3;
+    /// The grid ended with cancelled jobs.
+    pub const CANCELLED_JOBS: u8 = 4;
+}
+
 /// What `run` binds: the gRPC address and the live report's (None: off).
 pub struct Listen {
     pub grpc: SocketAddr,
@@ -253,7 +307,7 @@ fn exposure(a: &RunArgs, token: bool) -> Result<(), BadInput> {
     }
     if token {
         if a.tls_cert.is_none() {
-            tracing::warn!("{what}: without --tls-cert the token and all traffic travel in clear (see README: Security)");
+            tracing::warn!("{what}: without --tls-cert the token and all traffic travel in clear (see the manual: Security)");
         }
         return Ok(());
     }
@@ -264,7 +318,7 @@ fn exposure(a: &RunArgs, token: bool) -> Result<(), BadInput> {
     Err(BadInput(format!(
         "{what} can be reached from other machines, and no --token-file is given: anyone who \
          can reach it could take, report and cancel jobs. Give --token-file FILE (a private file \
-         holding a secret; see README: Security), or --insecure to serve without one anyway"
+         holding a secret; see the manual: Security), or --insecure to serve without one anyway"
     )))
 }
 

@@ -11,12 +11,21 @@ use crate::cli::Connect;
 /// A failed call, with a hint where the usual cause is known.
 fn failed(what: &str, conn: &Connect) -> impl FnOnce(tonic::Status) -> anyhow::Error {
     let hint = conn.connect.starts_with("https://") && conn.tls_cert.is_none();
+    let no_token = conn.token_file.is_none();
     let what = what.to_string();
     move |s| {
         let closed = matches!(
             s.code(),
             tonic::Code::Cancelled | tonic::Code::Unavailable | tonic::Code::Unknown
         );
+        if s.code() == tonic::Code::Unauthenticated {
+            let remedy = if no_token {
+                "pass the coordinator's token with --token-file FILE"
+            } else {
+                "--token-file must hold the token the coordinator was started with"
+            };
+            return anyhow::anyhow!("{what}: {} ({remedy})", s.message());
+        }
         if !closed {
             // The coordinator's answer says what is wrong; its message is the error.
             return anyhow::anyhow!("{what}: {}", s.message());

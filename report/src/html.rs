@@ -14,8 +14,9 @@ use crate::table::{tables, Stat, Table};
 
 const STYLE: &str = "
 body{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0}caption{text-align:left;font-weight:600;padding:.3em 0}
-td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right;white-space:nowrap}tbody th{text-align:left}
+table{border-collapse:collapse;margin:1em 0;font-size:.92em}caption{text-align:left;font-weight:600;padding:.3em 0}
+td,th{border:1px solid #ccc;padding:.3em .5em;text-align:right;white-space:nowrap}tbody th{text-align:left}
+thead th{white-space:normal;vertical-align:bottom}
 details{margin:1em 0}summary{cursor:pointer;font-weight:600}.scroll{overflow-x:auto}
 td.best{font-weight:700;background:#e8f4e8}.charts{display:flex;flex-wrap:wrap;gap:1em}
 .sig{color:#b00;font-weight:700}.ct{font-size:14px;font-weight:600}.tk,.lg{font-size:11px}.al{font-size:12px}

@@ -127,6 +127,10 @@ impl Grid {
                 let line = line_of_item(text, "datasets", i);
                 return Err(invalid(line, None, format!("datasets[{i}]: {why}")));
             }
+            if let Some(why) = limit_beyond_the_data(&entry) {
+                let line = line_of_item(text, "datasets", i);
+                return Err(invalid(line, None, format!("datasets[{i}].{why}")));
+            }
             datasets.push(DatasetEntry::from(entry));
         }
         Ok(Grid {
@@ -244,6 +248,24 @@ impl Grid {
     }
 }
 
+/// A limit past the images the dataset has would run on all of them while every record said
+/// the limit: refused, naming the size.
+fn limit_beyond_the_data(e: &DatasetEntryFile) -> Option<String> {
+    let info = e.dataset.info();
+    [
+        ("train_limit", e.train_limit, info.train_images, "training"),
+        ("test_limit", e.test_limit, info.test_images, "test"),
+    ]
+    .into_iter()
+    .find(|&(_, limit, size, _)| limit > size)
+    .map(|(field, limit, size, what)| {
+        format!(
+            "{field}: {limit} is more than the {size} {what} images {} has (0 means all of them)",
+            e.dataset
+        )
+    })
+}
+
 impl From<DatasetEntryFile> for DatasetEntry {
     fn from(e: DatasetEntryFile) -> DatasetEntry {
         DatasetEntry {
@@ -264,10 +286,31 @@ impl From<DatasetEntryFile> for DatasetEntry {
 
 /// serde_yaml appends " at line L column C" to its messages; we print the location up front.
 fn strip_location(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    explain(msg)
+}
+
+/// serde's words where they would puzzle a user: what is wrong with the file, and what to do.
+fn explain(msg: &str) -> String {
+    if msg.contains("expected struct GridFile") {
+        // The whole file read as one string or list: not YAML keys at all (TOML, say).
+        return "this is not a grid file: a grid is YAML, with `name:`, `activations:` and \
+                `datasets:` at the top level (see examples/ and the grid.yaml reference in the \
+                manual)"
+            .into();
     }
+    // An unclosed `[` or `{` swallows the lines after it: a "name" with spaces in it.
+    let swallowed = msg
+        .split_once("unknown variant `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .is_some_and(|(name, _)| name.contains(char::is_whitespace));
+    if swallowed {
+        return format!("{msg} (is a `[` or `{{` left unclosed on this line?)");
+    }
+    msg.to_string()
 }
 
 /// Best-effort 1-based line of the `index`-th `- ` item under the top-level key `key`.

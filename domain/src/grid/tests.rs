@@ -351,3 +351,43 @@ fn the_examples_are_valid_grids() {
         .collect();
     assert_eq!(epochs, [(10, 0.98), (50, 0.87)]);
 }
+
+/// What a new user tripped over: each message names the problem and what to do.
+#[test]
+fn messages_say_what_to_do() {
+    let err = |text: &str| {
+        Grid::parse(text, Path::new("g.yaml"))
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        err("name = \"x\"\nactivations = [\"relu\"]\n[[datasets]]\ndataset = \"mnist\"\n"),
+        "g.yaml:1:1: this is not a grid file: a grid is YAML, with `name:`, `activations:` and \
+         `datasets:` at the top level (see examples/ and the grid.yaml reference in the manual)"
+    );
+    let unclosed = err("name: x\nactivations: [relu, tanh\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.9}\n");
+    assert!(
+        unclosed.starts_with("g.yaml:2:21: activations[1]: unknown variant `tanh datasets`"),
+        "{unclosed}"
+    );
+    assert!(
+        unclosed.ends_with("(is a `[` or `{` left unclosed on this line?)"),
+        "{unclosed}"
+    );
+    assert_eq!(
+        err("name: x\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.9, train_limit: 100000}\n"),
+        "g.yaml:4: datasets[0].train_limit: 100000 is more than the 60000 training images \
+         mnist has (0 means all of them)"
+    );
+    assert_eq!(
+        err("name: x\nactivations: [relu]\ndatasets:\n  - {dataset: cifar10, model: paper-cnn, epochs: 1, target_accuracy: 0.9, test_limit: 10001}\n"),
+        "g.yaml:4: datasets[0].test_limit: 10001 is more than the 10000 test images cifar10 \
+         has (0 means all of them)"
+    );
+    // The whole set is fine.
+    Grid::parse(
+        "name: x\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.9, train_limit: 60000}\n",
+        Path::new("g.yaml"),
+    )
+    .unwrap();
+}

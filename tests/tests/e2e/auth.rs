@@ -38,6 +38,16 @@ fn external_worker_with_token() {
         .unwrap();
     let (port, _) = bound_ports(&log, 0, false);
     let url = format!("http://127.0.0.1:{port}");
+    // `status` without the token names the flag that gives it.
+    let (status, _, stderr) =
+        output(Command::new(bin("coordinator")).args(["status", "--connect", &url]));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "missing `authorization: Bearer <token>` (pass the coordinator's token with --token-file FILE)"
+        ),
+        "{stderr}"
+    );
     let worker = |token: &Path| {
         let mut c = Command::new(bin("worker"));
         c.args([

@@ -134,11 +134,17 @@ fn cancel_stops_the_grid() {
         output(Command::new(bin("coordinator")).args(["cancel", "--all", "--connect", &c.url()]));
     assert!(status.success(), "{stderr}");
     assert!(stdout.contains("2 job(s) cancelled"), "{stdout}");
-    // A grid ended by cancelling exits 4, not 0 (README: exit codes).
+    // A grid ended by cancelling exits 4, not 0 (docs: exit codes), and says how to undo it.
     assert_eq!(
         wait_exit(&mut coord, Duration::from_secs(60)).code(),
         Some(4)
     );
+    let said = c.log("coordinator");
+    let hint = format!(
+        "2 cancelled (`coordinator uncancel --state {} --all` runs them again)",
+        c.out.join("state.db").display()
+    );
+    assert!(said.contains(&hint), "{said}");
     let results = c.results();
     for job in jobs(&results) {
         assert_eq!(job["status"], "cancelled", "{job}");

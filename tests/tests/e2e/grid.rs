@@ -132,6 +132,16 @@ fn a_failing_job_is_recorded_and_the_grid_goes_on() {
     let out = tmp.path().join("out");
     let (status, _, stderr) = output(&mut coordinator(&grid, &out, &data));
     assert!(status.success(), "a failed job still exits 0: {stderr}");
+    // ... and says how to make it exit otherwise, and where the failed job's log is.
+    let logs = out.join("logs").join("jobs");
+    assert!(
+        stderr.contains(&format!(
+            "failed jobs are results, so this exits 0: --fail-on-job-failure makes it exit 3 \
+             (each job's log is in {})",
+            logs.display()
+        )),
+        "{stderr}"
+    );
     let results = read_json(&out.join("results.json"));
     let jobs = jobs(&results);
     let failed = jobs
