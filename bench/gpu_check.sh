@@ -17,7 +17,7 @@
 #       CIFAR-10 first 1,500 images of each training batch and 1,000 test images) from
 #       $DATASETS_DIR: about 55 MB, under the device tool's 64 MiB.
 #   bench/gpu_check.sh run [KIT] [OUT]   (on the GPU machine: no Rust there)
-#       uses KIT's binaries and data and the PyTorch under /opt/torch/.venv (or $PYTHON); for
+#       uses KIT's binaries and data and the PyTorch of $PYTHON (default python3); for
 #       the library's device tool, the one call is:
 #           run(command="bench/gpu_check.sh run target/gpu-kit \"$OUT/gpu-check\"",
 #               carry=["target/gpu-kit"], timeout_s=600)
@@ -25,6 +25,7 @@
 #       with the binaries of target/debug or $COORDINATOR_BIN/$WORKER_BIN; the tests run it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 mode="${1:-}"
 
 cifar_train_per_batch=1500
@@ -47,8 +48,7 @@ slice_data() {
 prepare() {
     local kit="${1:-target/gpu-kit}"
     : "${DATASETS_DIR:?set DATASETS_DIR to the folder holding mnist/ and cifar-10/}"
-    source scripts/env.sh
-    cargo build --release --locked -p coordinator -p worker >&2
+    dlgrid_build
     rm -rf "$kit" && mkdir -p "$kit/bin"
     cp target/release/coordinator target/release/worker "$kit/bin/"
     strip "$kit/bin/coordinator" "$kit/bin/worker"
@@ -135,7 +135,11 @@ run)
     kit="${2:-target/gpu-kit}"
     OUT="${3:-gpu-check}"
     COORDINATOR="$kit/bin/coordinator" WORKER="$kit/bin/worker" DATA="$kit/data"
-    PYTHON="${PYTHON:-/opt/torch/.venv/bin/python}"
+    PYTHON="${PYTHON:-python3}"
+    "$PYTHON" -c 'import torch' 2>/dev/null || {
+        echo "gpu_check: $PYTHON cannot import torch; set PYTHON to the python of the machine's PyTorch" >&2
+        exit 2
+    }
     torch_lib="$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
     export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export WORKER_BIN="$WORKER"

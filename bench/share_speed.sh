@@ -8,19 +8,19 @@
 #   bench/share_speed.sh [DATA_DIR] [paper-cnn|vgg11-bn] [EPOCHS] [TRAIN_LIMIT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 data="${1:-${DATASETS_DIR:-../shared/datasets}}"
 model="${2:-paper-cnn}"
 epochs="${3:-4}"
 limit="${4:-30000}"
 if [ -z "${WORKER_BIN:-}" ]; then
-    source scripts/env.sh
-    cargo build --release -p worker -p coordinator --locked >&2
+    dlgrid_build
 fi
 bin="$(dirname "${WORKER_BIN:-./target/release/worker}")"
 dataset=mnist; [ "$model" = vgg11-bn ] && dataset=cifar10
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 echo "== sharing the CPU: $model on $dataset, $epochs epochs of $limit images, through the coordinator"
-echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores available"
+echo "cpu: $(dlgrid_cpu) available"
 run() { # name seeds local_workers slots
     local name=$1 seeds=$2 workers=$3 slots=$4
     cat >"$tmp/$name.yaml" <<YAML

@@ -14,14 +14,14 @@
 # the coordinator); SHARE=0 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 data="${1:-${DATASETS_DIR:-../shared/datasets}}"
 model="${2:-paper-cnn}"
 epochs="${3:-3}"
 limit="${4:-0}"
 device="${5:-cpu}"
 if [ -z "${PYTHON:-}" ]; then
-    source scripts/env.sh
-    cargo build --release -p worker -p coordinator --locked >&2
+    dlgrid_build
     PYTHON="$TORCH_VENV/bin/python"
 fi
 worker="${WORKER_BIN:-./target/release/worker}"
@@ -35,8 +35,8 @@ fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 echo "== $model on $dataset, $epochs epoch(s), train_limit=$limit, device=$device, threads=$threads, precision=$precision, isa=$isa"
 # Which machine the numbers come from: a speed-up on one CPU does not carry to another.
-echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores available"
-echo "cpu flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx|avx2|fma|avx512f|avx512bw|avx512_vnni|avx512_bf16|amx_tile)$' | tr '\n' ' ')"
+echo "cpu: $(dlgrid_cpu) available"
+echo "cpu flags: $(dlgrid_cpu_flags)"
 if [ "$device" != cpu ]; then
     echo "gpu: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 fi

@@ -9,8 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 name="${1:?usage: scripts/reproduce.sh paper-mnist|paper-cifar-slice}"
 data="${DATASETS_DIR:?set DATASETS_DIR to the folder holding mnist/ and cifar-10/}"
-source scripts/env.sh
-cargo build --release --locked -p coordinator -p worker >&2
+source scripts/lib.sh
+dlgrid_torch
+dlgrid_build
 out="runs/reproduction-$name"
 cmd="./target/release/coordinator --grid examples/$name.yaml --out $out --data-dir \$DATASETS_DIR --http off"
 ./target/release/coordinator --grid "examples/$name.yaml" --out "$out" --data-dir "$data" --http off
@@ -18,8 +19,8 @@ dest="docs/reproduction/$name"
 mkdir -p "$dest"
 cp "$out/results.json" "$out/report.md" "$dest/"
 commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!docs' || echo '+changes')"
-cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores"
-flags="$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f)$' | tr '\n' ' ' | sed 's/ $//')"
+cpu="$(dlgrid_cpu)"
+flags="$(dlgrid_cpu_flags)"
 python3 - "$dest/run.json" "$commit" "$cpu" "${flags:-no AVX2 or AVX-512}" "$cmd" <<'PY'
 import json, sys, datetime
 path, commit, cpu, flags, cmd = sys.argv[1:]
