@@ -29,6 +29,7 @@ fi
 export DLGRID_PYTOOLS="$PYTOOLS/bin/python"
 cargo build --workspace --bins --tests --locked
 start=$SECONDS
+make -s -C worker/csrc/test
 cargo test --workspace --exclude integration-tests --locked "$@"
 fast=$((SECONDS - start))
 start=$SECONDS

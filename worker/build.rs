@@ -1,4 +1,4 @@
-//! Compiles the C++ operations of `csrc/ops.cpp` against libtorch, and sets link settings that
+//! Compiles the C++ operations of `csrc/` (see `csrc/ops.h`) against libtorch, and sets link settings that
 //! make the worker binary self-contained and CUDA-capable.
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,14 +27,27 @@ fn main() {
 }
 
 /// The C++ sources of our operations and kernels.
-const CSRC: [&str; 7] = [
-    "ops.cpp",
+/// Every C++ source the worker compiles: the operations against libtorch, and the kernels of
+/// `csrc/kernels/` (which include no libtorch header).
+const CSRC: [&str; 18] = [
+    "ops.h",
+    "dispatch.cpp",
+    "pool_op.cpp",
+    "conv_op.cpp",
+    "glue.cpp",
     "winograd.cpp",
     "winograd.h",
-    "kernels.h",
-    "kernels_impl.h",
-    "kernels_avx2.cpp",
-    "kernels_avx512.cpp",
+    "kernels/kernels.h",
+    "kernels/common.h",
+    "kernels/pool.h",
+    "kernels/conv1.h",
+    "kernels/rgb_conv.h",
+    "kernels/winograd_tiles.h",
+    "kernels/table.h",
+    "kernels/vec_avx2.h",
+    "kernels/vec_avx512.h",
+    "kernels/table_avx2.cpp",
+    "kernels/table_avx512.cpp",
 ];
 
 /// A hash (FNV-1a, 64 bits) of the C++ sources: the engine cache keys its measurements with it,
@@ -50,10 +63,11 @@ fn kernels_source_hash() -> String {
     format!("{h:016x}")
 }
 
-/// `csrc/ops.cpp`, built with the include folders and C++ ABI of the libtorch that torch-sys
-/// found (torch-sys hands its lib folder to direct dependents as DEP_TCH_LIBTORCH_LIB), and on
-/// x86-64 the kernel tables of `csrc/kernels_<isa>.cpp`, each compiled with its own instruction
-/// set's flags and linked into the same archive (ops.cpp picks one at run time).
+/// The operations of `csrc/` (see `csrc/ops.h`), built with the include folders and C++ ABI of
+/// the libtorch that torch-sys found (torch-sys hands its lib folder to direct dependents as
+/// DEP_TCH_LIBTORCH_LIB), and on x86-64 the kernel tables of `csrc/kernels/table_<isa>.cpp`,
+/// each compiled with its own instruction set's flags and linked into the same archive
+/// (`dispatch.cpp` picks one at run time).
 fn compile_ops() {
     for f in CSRC {
         println!("cargo:rerun-if-changed=csrc/{f}");
@@ -71,7 +85,10 @@ fn compile_ops() {
         // at::parallel_for is OpenMP in libtorch's build (ATen/Config.h): without this flag its
         // `#pragma omp parallel` is ignored and the kernels run on one thread.
         .flag("-fopenmp")
-        .file("csrc/ops.cpp")
+        .file("csrc/dispatch.cpp")
+        .file("csrc/pool_op.cpp")
+        .file("csrc/conv_op.cpp")
+        .file("csrc/glue.cpp")
         .file("csrc/winograd.cpp");
     if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64") {
         let isas: [(&str, &[&str]); 2] = [
@@ -87,7 +104,7 @@ fn compile_ops() {
                 b.flag(f);
             }
             for obj in b
-                .file(format!("csrc/kernels_{isa}.cpp"))
+                .file(format!("csrc/kernels/table_{isa}.cpp"))
                 .compile_intermediates()
             {
                 ops.object(obj);

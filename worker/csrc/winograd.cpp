@@ -7,7 +7,7 @@
 //   M[e] = V[e] U[e]   (e = 0..35; V[e]: tiles x C, U[e]: C x K, M[e]: tiles x K),
 // which take 36 multiplications per tile and channel pair where direct convolution takes 144 (16
 // pixels x 9 taps). They run as one batched product (at::bmm: MKL), the transforms as our kernels
-// (kernels_impl.h), vectorised across channels. The gradients are the same steps' adjoints:
+// (kernels/winograd_tiles.h), vectorised across channels. The gradients are the same steps' adjoints:
 //   dM[e] = A dY A^T's elements, dU[e] = V[e]^T dM[e], dV[e] = dM[e] U[e]^T, dX = B dV B^T
 // (overlapping tiles summed), and the weight gradient flows back through U = G g G^T, an ATen
 // matrix product that autograd differentiates.

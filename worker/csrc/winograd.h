@@ -1,10 +1,10 @@
-// Winograd F(4x4, 3x3) convolution on CPUs (winograd.cpp), for ops.cpp's conv2d.
+// Winograd F(4x4, 3x3) convolution on CPUs (winograd.cpp), for conv_op.cpp's conv2d.
 
 #pragma once
 
 #include <ATen/ATen.h>
 
-#include "kernels.h"
+#include "kernels/kernels.h"
 
 namespace dlgrid {
 

@@ -1,4 +1,4 @@
-//! Safe wrappers around the libtorch operations of `csrc/ops.cpp` (see there for why each exists).
+//! Safe wrappers around the libtorch operations of `csrc/` (see `csrc/ops.h` for the files and why each exists).
 
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int};

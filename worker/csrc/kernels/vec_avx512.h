@@ -1,6 +1,9 @@
-// The kernels of kernels.h for CPUs with AVX-512 (F, BW, VL): 16 float lanes, tails and byte
+// The vector type V of the kernels for CPUs with AVX-512 (F, BW, VL): 16 float lanes, tails and byte
 // indices through lane masks. Compiled with -mavx512f -mavx512bw -mavx512vl -mfma (build.rs);
-// only called where the CPU has them (ops.cpp).
+// only called where the CPU has them (dispatch.cpp).
+
+#pragma once
+
 
 #include <immintrin.h>
 
@@ -63,9 +66,3 @@ struct V {
 };
 
 }  // namespace
-
-#include "kernels_impl.h"
-
-namespace dlgrid {
-const Kernels kAvx512Kernels = table<V>("avx512");
-}

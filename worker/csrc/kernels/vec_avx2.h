@@ -1,7 +1,10 @@
-// The kernels of kernels.h for CPUs with AVX2 and FMA (every x86-64 server CPU since 2013, AMD
+// The vector type V of the kernels for CPUs with AVX2 and FMA (every x86-64 server CPU since 2013, AMD
 // EPYC included): 8 float lanes, 16 vector registers; tails through masked loads and stores of
 // 32-bit lanes, byte indices packed from the comparison masks. Compiled with -mavx2 -mfma
-// (build.rs); only called where the CPU has them (ops.cpp).
+// (build.rs); only called where the CPU has them (dispatch.cpp).
+
+#pragma once
+
 
 #include <immintrin.h>
 
@@ -89,9 +92,3 @@ struct V {
 };
 
 }  // namespace
-
-#include "kernels_impl.h"
-
-namespace dlgrid {
-const Kernels kAvx2Kernels = table<V>("avx2");
-}

@@ -1,13 +1,15 @@
-// The hand-written CPU kernels, one table per instruction set. Each table is compiled in its own
-// translation unit with that instruction set's compiler flags (kernels_avx512.cpp,
-// kernels_avx2.cpp, both from the generic code in kernels_impl.h), as ATen does for its own
-// kernels, and ops.cpp picks one at run time from what the CPU supports. Those translation units
-// include no libtorch or standard-library headers with inline functions, so no function compiled
-// for AVX-512 can be shared with (and run by) code meant for other CPUs.
+// The hand-written CPU kernels, one table per instruction set. The kernels are written once per
+// operation family over a vector type V (pool.h, conv1.h, rgb_conv.h, winograd_tiles.h); each
+// table is compiled in its own translation unit with that instruction set's compiler flags
+// (table_avx512.cpp, table_avx2.cpp, which define V from vec_<isa>.h), as ATen does for its own
+// kernels, and dispatch.cpp picks one at run time from what the CPU supports. Those translation
+// units include no libtorch or standard-library headers with inline functions, so no function
+// compiled for AVX-512 can be shared with (and run by) code meant for other CPUs; and this folder
+// builds and is tested without libtorch (test/).
 //
 // Every function works on a range [begin, end) of output rows (pooling, convolution forward),
-// images (convolution gradients) or tiles (Winograd), so ops.cpp and winograd.cpp can split the
-// work between threads.
+// images (convolution gradients) or tiles (Winograd), so the operations (pool_op.cpp,
+// conv_op.cpp, winograd.cpp) can split the work between threads.
 
 #pragma once
 
