@@ -5,7 +5,7 @@
 //! applied in memory ([`crate::jobs::JobEntry::apply`] and the scheduler's indexes), so the
 //! two cannot drift apart. Several changes commit in one transaction.
 
-use domain::{EpochMetrics, JobId, JobStatus, LeaseId, TrainOutcome, WorkerId, WorkerInfo};
+use common::{EpochMetrics, JobId, JobStatus, LeaseId, TrainOutcome, WorkerId, WorkerInfo};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {

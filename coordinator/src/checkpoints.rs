@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use domain::JobId;
+use common::JobId;
 use orchestrator_proto::v1 as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::wrappers::ReceiverStream;

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use coordinator::local::LocalWorkers;
 use coordinator::store::Durability;
 use coordinator::Config;
-use domain::{DeviceSpec, Grid};
+use common::{DeviceSpec, Grid};
 
 #[derive(Parser)]
 #[command(

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use domain::{DeviceSpec, Grid};
+use common::{DeviceSpec, Grid};
 
 use crate::local::LocalWorkers;
 use crate::store::Durability;

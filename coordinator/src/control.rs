@@ -123,7 +123,7 @@ fn progress(s: &pb::GridStatusResponse) -> Progress {
             .running_jobs
             .iter()
             .map(|j| RunningJob {
-                id: domain::JobId::from_stored(j.job_id.clone()),
+                id: common::JobId::from_stored(j.job_id.clone()),
                 worker: j.worker.clone(),
                 epochs_done: j.epochs_done,
                 epochs: j.epochs_total,

@@ -2,7 +2,7 @@
 //! Internal failures are logged in full and answered with a generic message: no database or
 //! file-system detail ever reaches a client.
 
-use domain::JobId;
+use common::JobId;
 use orchestrator_proto::convert::WireError;
 use tonic::Status;
 

@@ -2,7 +2,7 @@
 //! lost workers, hand-backs and cancellation. Each transition is decided here as a
 //! [`Change`] and applied here in memory; the store writes the same change to SQLite.
 
-use domain::{
+use common::{
     DeviceSpec, EpochMetrics, Job, JobRecord, JobStatus, LeaseId, Outcome, RunClock, RunFacts,
     TrainOutcome, WorkerId,
 };
@@ -49,7 +49,7 @@ pub struct JobResult {
     /// The GPU it trained on, by UUID.
     pub device_uuid: Option<String>,
     /// The layout and kernels it trained with.
-    pub engine: Option<domain::Engine>,
+    pub engine: Option<common::Engine>,
     /// The coordinator run in which it reached its final status.
     pub run: Option<u32>,
 }
@@ -297,7 +297,7 @@ mod tests {
     use std::path::Path;
 
     fn entry() -> JobEntry {
-        let g = domain::Grid::parse(
+        let g = common::Grid::parse(
             "name: g\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.9}\n",
             Path::new("g.yaml"),
         )

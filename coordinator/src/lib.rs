@@ -203,7 +203,7 @@ fn open(cfg: &Config) -> anyhow::Result<Shared> {
 /// (an old driver, GPUs CUDA cannot see) stops the run before anything starts.
 pub fn plan_local_workers(cfg: &Config) -> anyhow::Result<Vec<local::LocalWorker>> {
     let wants_gpus =
-        cfg.device != domain::DeviceSpec::Cpu && cfg.local_workers != local::LocalWorkers::Count(0);
+        cfg.device != common::DeviceSpec::Cpu && cfg.local_workers != local::LocalWorkers::Count(0);
     let gpus = if wants_gpus && cfg.worker_bin.is_file() {
         local::gpus(&cfg.worker_bin)?
     } else {

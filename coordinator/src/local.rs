@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::Context;
-use domain::DeviceSpec;
+use common::DeviceSpec;
 use tokio::process::{Child, Command};
 
 /// How many local workers to start.

@@ -198,7 +198,7 @@ fn plan(
     state: Option<PathBuf>,
     rerun: bool,
 ) -> Result<u8, Failure> {
-    let grid = domain::Grid::from_file(grid_file).map_err(|e| Failure::BadInput(e.to_string()))?;
+    let grid = common::Grid::from_file(grid_file).map_err(|e| Failure::BadInput(e.to_string()))?;
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(grid.name()));
     let state_path = state.unwrap_or_else(|| out.join("state.db"));
     let (records, slots, source) = if state_path.is_file() {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use domain::JobStatus;
+use common::JobStatus;
 use report::dawnbench::dawnbench_files;
 use report::Results;
 

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use domain::{Dataset, Grid, Job, JobRecord, JobStatus, Model};
+use common::{Dataset, Grid, Job, JobRecord, JobStatus, Model};
 use report::format::fmt_hms;
 
 /// What is known about one dataset × model.
@@ -187,7 +187,7 @@ fn list(out: &mut String, groups: &BTreeMap<(usize, Dataset, Model), Group>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use domain::{EpochMetrics, RunClock, RunFacts};
+    use common::{EpochMetrics, RunClock, RunFacts};
 
     const GRID: &str = "name: p\nactivations: [relu, tanh]\nseeds: [0, 1]\ncost_per_hour: 3.6\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.9}\n  - {dataset: cifar10, model: vgg11-bn, epochs: 1, target_accuracy: 0.9}\n";
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use domain::Requirements;
+use common::Requirements;
 
 use crate::local::Processes;
 use crate::service::Shared;

@@ -146,7 +146,7 @@ impl Display {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use domain::JobId;
+    use common::JobId;
 
     #[test]
     fn the_static_view_has_the_bar_and_a_line_per_job() {

@@ -62,7 +62,7 @@ mod tests {
     use std::path::Path;
     use std::time::{Duration, Instant};
 
-    use domain::{DeviceSpec, Grid, JobStatus, WorkerInfo};
+    use common::{DeviceSpec, Grid, JobStatus, WorkerInfo};
 
     use super::*;
     use crate::checkpoints::CheckpointStore;

@@ -2,8 +2,8 @@
 //! the wire are fallible: what arrives over the network is checked before it becomes a domain
 //! value.
 
-use domain::names::UnknownName;
-use domain::{
+use common::names::UnknownName;
+use common::{
     EpochClock, EpochHost, EpochMetrics, Job, Outcome, Precision, RunClock, Tf32, TrainOutcome,
     TrainSpec, WorkerInfo,
 };
@@ -184,7 +184,7 @@ impl TryFrom<&v1::CompleteJobRequest> for TrainOutcome {
     fn try_from(r: &v1::CompleteJobRequest) -> Result<Self, WireError> {
         Ok(TrainOutcome {
             status: outcome_from_wire(r.outcome)?,
-            device: r.device.parse().map_err(|e: domain::device::BadDevice| {
+            device: r.device.parse().map_err(|e: common::device::BadDevice| {
                 WireError::Invalid {
                     field: "device",
                     why: e.to_string(),
@@ -266,7 +266,7 @@ impl TryFrom<v1::WorkerInfo> for WorkerInfo {
         let device =
             w.device
                 .parse()
-                .map_err(|e: domain::device::BadDevice| WireError::Invalid {
+                .map_err(|e: common::device::BadDevice| WireError::Invalid {
                     field: "info.device",
                     why: e.to_string(),
                 })?;
@@ -285,7 +285,7 @@ impl TryFrom<v1::WorkerInfo> for WorkerInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use domain::{Activation, Dataset, DeviceSpec, Model, Optimizer};
+    use common::{Activation, Dataset, DeviceSpec, Model, Optimizer};
 
     fn spec(precision: Precision) -> TrainSpec {
         TrainSpec {

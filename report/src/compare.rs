@@ -183,7 +183,7 @@ mod tests {
         let mut other = results();
         other
             .jobs
-            .retain(|j| j.activation == domain::Activation::Tanh);
+            .retain(|j| j.activation == common::Activation::Tanh);
         let md = compare(&a, &other, "a", "b");
         assert!(!md.contains("| relu |"), "only cells in both: {md}");
     }

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use domain::{Grid, JobRecord};
+use common::{Grid, JobRecord};
 
 use crate::results::Environment;
 

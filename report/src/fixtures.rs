@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use domain::{Activation, EpochMetrics, Grid, JobRecord, JobStatus, RunFacts};
+use common::{Activation, EpochMetrics, Grid, JobRecord, JobStatus, RunFacts};
 
 use crate::results::{Environment, Results};
 
@@ -38,7 +38,7 @@ pub fn results_of(grid_yaml: &str) -> Results {
             let facts = RunFacts {
                 attempts: 1,
                 worker: Some("w".into()),
-                device: Some(domain::DeviceSpec::Cpu),
+                device: Some(common::DeviceSpec::Cpu),
                 param_count: Some(21840),
                 epochs: vec![
                     epoch(1, 10.0 + i as f64, 1.0, acc - 0.1),
@@ -71,7 +71,7 @@ pub fn results_of(grid_yaml: &str) -> Results {
 pub fn relu_reaches_the_target_once() -> Results {
     let mut r = results();
     for j in r.jobs.iter_mut() {
-        let relu = j.activation == domain::Activation::Relu;
+        let relu = j.activation == common::Activation::Relu;
         (j.first_epoch_at_target, j.seconds_to_target) = match (relu, j.seed) {
             (true, 0) => (Some(1), Some(5.0)),
             (true, _) => (None, None),

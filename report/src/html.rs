@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use domain::{JobRecord, JobStatus};
+use common::{JobRecord, JobStatus};
 
 use crate::format::html_escape as esc;
 use crate::results::{attempts_text, Results};

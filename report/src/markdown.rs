@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use domain::JobStatus;
+use common::JobStatus;
 
 use crate::format::md_cell;
 use crate::results::{attempts_text, Results};
@@ -238,18 +238,18 @@ mod tests {
     fn runs_that_shared_a_gpu_are_marked_and_cuda_settings_listed() {
         let mut r = results();
         for (i, j) in r.jobs.iter_mut().enumerate() {
-            j.device = Some(domain::DeviceSpec::Cuda(Some(0)));
-            j.tf32 = Some(domain::Tf32::Conv);
+            j.device = Some(common::DeviceSpec::Cuda(Some(0)));
+            j.tf32 = Some(common::Tf32::Conv);
             j.device_uuid = Some(format!("GPU-{}", i % 2));
             // Jobs 0 and 2 (relu s0, tanh s0) overlap on GPU-0; 1 and 3 run one after the other.
             let (start, stop) = [(0, 100), (0, 50), (50, 150), (60, 90)][i];
-            j.clock = Some(domain::RunClock {
+            j.clock = Some(common::RunClock {
                 init_start_ms: start,
                 run_start_ms: Some(start),
                 run_stop_ms: stop,
             });
         }
-        domain::record::mark_shared_devices(&mut r.jobs);
+        common::record::mark_shared_devices(&mut r.jobs);
         let md = r.to_markdown();
         assert!(md.contains("| relu † | 2 |"), "{md}");
         assert!(md.contains("| tanh † | 2 |"), "{md}");
@@ -296,7 +296,7 @@ mod tests {
     fn latencies_that_disagree_are_flagged() {
         let mut r = results();
         for j in r.jobs.iter_mut() {
-            if j.activation == domain::Activation::Tanh {
+            if j.activation == common::Activation::Tanh {
                 j.latency_ms_per_sample = Some(if j.seed == 0 { 48.44 } else { 0.34 });
             }
         }
@@ -316,9 +316,9 @@ mod tests {
     fn disturbed_runs_leave_the_time_columns() {
         let mut r = results();
         for j in r.jobs.iter_mut() {
-            let busy = j.activation == domain::Activation::Tanh || j.seed == 1;
+            let busy = j.activation == common::Activation::Tanh || j.seed == 1;
             for e in j.epochs.iter_mut() {
-                e.host = Some(domain::EpochHost {
+                e.host = Some(common::EpochHost {
                     cpu_seconds: 1.0,
                     contention: if busy { 1.0 } else { 0.0 },
                 });

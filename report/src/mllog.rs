@@ -4,7 +4,7 @@
 //! to train (`run_stop` − `run_start`) is the job's. `report/mlperf/training_4.1.0_custom.yaml`
 //! is the compliance config these logs pass.
 
-use domain::{Grid, JobRecord, JobStatus, Optimizer};
+use common::{Grid, JobRecord, JobStatus, Optimizer};
 use serde_json::{json, Value};
 
 use crate::results::Environment;
@@ -156,7 +156,7 @@ fn hyperparameters(job: &JobRecord, at: u64) -> Vec<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use domain::{EpochClock, RunClock};
+    use common::{EpochClock, RunClock};
 
     #[test]
     fn one_mllog_line_per_event_in_order() {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use domain::{Grid, JobRecord, JobStatus, WorkerId, WorkerInfo};
+use common::{Grid, JobRecord, JobStatus, WorkerId, WorkerInfo};
 
 /// A worker that ran jobs, as recorded in `results.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,7 +125,7 @@ mod tests {
             info: WorkerInfo {
                 name: "n".into(),
                 hostname: "h".into(),
-                device: domain::DeviceSpec::Cuda(Some(0)),
+                device: common::DeviceSpec::Cuda(Some(0)),
                 device_name: "GPU".into(),
                 libtorch_version: "2.11.0".into(),
                 slots: 1,

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use domain::{EpochMetrics, JobRecord};
+use common::{EpochMetrics, JobRecord};
 
 use crate::format::html_escape as esc;
 use crate::table::Stat;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use domain::{Dataset, JobRecord, JobStatus, Model};
+use common::{Dataset, JobRecord, JobStatus, Model};
 
 use crate::results::Results;
 
@@ -238,9 +238,9 @@ pub fn cuda_settings(results: &Results) -> Vec<String> {
     for j in &results.jobs {
         let Some(tf32) = j.tf32 else { continue };
         let what = match tf32 {
-            domain::Tf32::Conv => "convolutions only, PyTorch's default",
-            domain::Tf32::All => "convolutions and matrix products",
-            domain::Tf32::Off => "nowhere: full float32",
+            common::Tf32::Conv => "convolutions only, PyTorch's default",
+            common::Tf32::All => "convolutions and matrix products",
+            common::Tf32::Off => "nowhere: full float32",
         };
         let det = if j.spec.deterministic {
             "deterministic algorithms (cuDNN benchmark off)"
@@ -258,7 +258,7 @@ pub fn cuda_settings(results: &Results) -> Vec<String> {
 /// The layouts and kernels the grid's jobs trained with, each with its number of jobs, for the
 /// report's environment (none for records kept before engines were).
 pub fn engines(results: &Results) -> Vec<String> {
-    let mut counts: Vec<((domain::Layout, domain::KernelSet), usize)> = Vec::new();
+    let mut counts: Vec<((common::Layout, common::KernelSet), usize)> = Vec::new();
     for e in results.jobs.iter().filter_map(|j| j.engine) {
         let key = (e.layout, e.kernels);
         match counts.iter_mut().find(|(k, _)| *k == key) {

@@ -7,7 +7,7 @@
 //! masked CRC-32C of the length, the bytes, their masked CRC-32C) around `tensorflow.Event`
 //! protocol buffers, of which only the fields used are declared below.
 
-use domain::JobRecord;
+use common::JobRecord;
 use prost::Message;
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use domain::{
+use common::{
     Activation, CheckpointEvery, Dataset, DeviceSpec, KernelSet, Layout, Model, Optimizer,
     Precision, Tf32, TrainSpec,
 };

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use domain::{CheckpointEvery, Job, JobRecord, Outcome, RunFacts, TrainSpec, WorkerInfo};
+use common::{CheckpointEvery, Job, JobRecord, Outcome, RunFacts, TrainSpec, WorkerInfo};
 use orchestrator_proto::host;
 use worker::data::DataSource;
 use worker::job_process::{self, Launcher};

@@ -10,7 +10,7 @@
 use std::ffi::{c_char, c_int, c_uint, CStr};
 use std::fmt;
 
-use domain::Tf32;
+use common::Tf32;
 
 extern "C" {
     fn dlgrid_cuda_backend(

@@ -1,7 +1,7 @@
 //! The training device: a [`DeviceSpec`] resolved against what CUDA sees (after the GPU
 //! [`preflight`](crate::preflight)), and the facts the worker declares about it.
 
-use domain::DeviceSpec;
+use common::DeviceSpec;
 use orchestrator_proto::host;
 use tch::Device;
 

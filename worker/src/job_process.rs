@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use domain::{CheckpointEvery, DeviceSpec, EpochMetrics, Outcome, TrainOutcome, TrainSpec};
+use common::{CheckpointEvery, DeviceSpec, EpochMetrics, Outcome, TrainOutcome, TrainSpec};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
@@ -37,7 +37,7 @@ fn emit(e: &Event) -> std::io::Result<()> {
 
 /// The child's side: train `spec` and write events to stdout.
 pub fn child_main(spec: &TrainSpec, opts: &train::Options) -> anyhow::Result<()> {
-    let init_start_ms = domain::metrics::now_ms();
+    let init_start_ms = common::metrics::now_ms();
     let opts = train::Options {
         on_checkpoint: Some(train::CheckpointHook(std::sync::Arc::new(|epoch| {
             let _ = emit(&Event::Checkpoint(epoch));
@@ -53,10 +53,10 @@ pub fn child_main(spec: &TrainSpec, opts: &train::Options) -> anyhow::Result<()>
     });
     let outcome = result.unwrap_or_else(|e| TrainOutcome {
         // Failed before training began (no data, say): the run ends where it started.
-        clock: Some(domain::RunClock {
+        clock: Some(common::RunClock {
             init_start_ms,
             run_start_ms: None,
-            run_stop_ms: domain::metrics::now_ms(),
+            run_stop_ms: common::metrics::now_ms(),
         }),
         ..TrainOutcome::failed(
             crate::device::spec_of(opts.device),
@@ -196,7 +196,7 @@ impl Launcher {
                 .append(true)
                 .open(&path)?;
             let host = orchestrator_proto::host::hostname();
-            let started = domain::metrics::now_ms();
+            let started = common::metrics::now_ms();
             writeln!(
                 f,
                 "== attempt started at {started} ms (Unix time) on {host}, device {}",

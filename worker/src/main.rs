@@ -24,7 +24,7 @@ pub struct Env {
     /// `DLGRID_MAX_CPU_ISA=avx512|avx2|aten`: our kernel sets above this one are treated as
     /// missing, as on an older CPU (the counterpart of oneDNN's `ONEDNN_MAX_CPU_ISA` and ATen's
     /// `ATEN_CPU_CAPABILITY`); an unknown value is an error.
-    pub max_isa: Option<Result<domain::KernelSet, String>>,
+    pub max_isa: Option<Result<common::KernelSet, String>>,
 }
 
 impl Env {

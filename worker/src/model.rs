@@ -2,8 +2,8 @@
 //!
 //! Parameter names come from `nn::Path::sub`, so they double as checkpoint keys: keep them stable.
 
-use domain::Shape;
-use domain::{Activation, Model};
+use common::Shape;
+use common::{Activation, Model};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -240,7 +240,7 @@ pub fn param_count(vs: &nn::VarStore) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use domain::Dataset;
+    use common::Dataset;
     use tch::{Device, Kind};
 
     fn count(model: Model, dataset: Dataset, act: Activation) -> u64 {

@@ -3,7 +3,7 @@
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int};
 
-use domain::KernelSet;
+use common::KernelSet;
 use tch::{Device, TchError, Tensor};
 use torch_sys::C_tensor;
 

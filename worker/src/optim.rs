@@ -7,7 +7,7 @@ use tch::{nn, Kind, Tensor};
 
 use crate::ops;
 
-use domain::Optimizer;
+use common::Optimizer;
 
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use domain::{Dataset, Job, Model};
+use common::{Dataset, Job, Model};
 
 /// What determines how long an epoch takes: the data, the model and the batch size.
 type Shape = (Dataset, Model, u64, u32);

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use domain::{LeaseId, WorkerId};
+use common::{LeaseId, WorkerId};
 
 /// One running attempt.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use domain::{WorkerId, WorkerInfo};
+use common::{WorkerId, WorkerInfo};
 use sha2::{Digest, Sha256};
 
 use crate::store::StoredWorker;

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use domain::JobId;
+use common::JobId;
 use orchestrator_proto::v1 as pb;
 use orchestrator_proto::v1::control_service_server::ControlService;
 use tonic::{Request, Response, Status};

@@ -112,7 +112,7 @@ impl Shared {
     }
 
     /// A granted lease as sent to the worker (from LeaseJob, or with CompleteJob's reply).
-    fn started(&self, worker: &domain::WorkerId, g: Grant) -> pb::Lease {
+    fn started(&self, worker: &common::WorkerId, g: Grant) -> pb::Lease {
         tracing::info!(job_id = %g.job.id, worker_id = %worker, lease_id = %g.lease, attempt = g.attempt, "job started");
         self.changed.notify_waiters();
         self.leases_changed.notify_waiters();

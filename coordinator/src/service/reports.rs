@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use domain::{EpochMetrics, LeaseId, WorkerId};
+use common::{EpochMetrics, LeaseId, WorkerId};
 use orchestrator_proto::v1 as pb;
 use tonic::{Request, Status};
 
@@ -16,9 +16,9 @@ use crate::state::State;
 /// outcome holds the epoch: acknowledged, not recorded again), stale (the lease is no longer
 /// the job's attempt), or refused as invalid (the reason).
 enum Recorded {
-    Accepted(pb::EpochMetrics, domain::JobId),
+    Accepted(pb::EpochMetrics, common::JobId),
     Late,
-    Stale(domain::JobId, LeaseId),
+    Stale(common::JobId, LeaseId),
     Invalid(String),
 }
 
@@ -85,7 +85,7 @@ impl Shared {
     }
 
     /// Logs and counts an epoch that was recorded.
-    fn accepted(&self, job: &domain::JobId, m: &pb::EpochMetrics) {
+    fn accepted(&self, job: &common::JobId, m: &pb::EpochMetrics) {
         tracing::info!(
             job_id = %job,
             epoch = m.epoch,

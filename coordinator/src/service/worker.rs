@@ -8,7 +8,7 @@
 use std::pin::Pin;
 use std::time::Instant;
 
-use domain::{JobId, LeaseId, Outcome, TrainOutcome, WorkerId, WorkerInfo};
+use common::{JobId, LeaseId, Outcome, TrainOutcome, WorkerId, WorkerInfo};
 use orchestrator_proto::v1 as pb;
 use orchestrator_proto::v1::worker_service_server::WorkerService;
 use tokio_stream::Stream;

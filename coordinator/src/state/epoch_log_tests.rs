@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use domain::{EpochMetrics, JobId};
+use common::{EpochMetrics, JobId};
 use rusqlite::Connection;
 
 use super::tests::{done, epoch, fresh, grid, worker, G};

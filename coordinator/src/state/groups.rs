@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use domain::JobStatus;
+use common::JobStatus;
 
 use super::{Result, State};
 use crate::clock::timestamp;

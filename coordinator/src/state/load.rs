@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use domain::{Job, JobStatus};
+use common::{Job, JobStatus};
 
 use super::{Result, State};
 use crate::jobs::{JobEntry, JobResult};

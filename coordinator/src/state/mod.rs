@@ -18,7 +18,7 @@ mod tests;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use domain::{
+use common::{
     EpochMetrics, Grid, Job, JobId, JobStatus, LeaseId, Requirements, TrainOutcome, WorkerId,
     WorkerInfo,
 };

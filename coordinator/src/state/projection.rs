@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use domain::{JobId, JobRecord};
+use common::{JobId, JobRecord};
 use report::{Environment, Results, WorkerEnv};
 
 use super::State;
@@ -41,7 +41,7 @@ impl State {
     /// Every job's record, in grid order, marked where it shared its GPU.
     pub fn records(&self) -> Vec<JobRecord> {
         let mut records: Vec<JobRecord> = self.jobs.iter().map(|e| e.record()).collect();
-        domain::record::mark_shared_devices(&mut records);
+        common::record::mark_shared_devices(&mut records);
         records
     }
 
@@ -122,11 +122,11 @@ impl State {
     }
 
     /// The ids of the jobs cancelled by the operator.
-    pub fn cancelled_ids(&self) -> Vec<domain::JobId> {
+    pub fn cancelled_ids(&self) -> Vec<common::JobId> {
         let cancelled = self
             .jobs
             .iter()
-            .filter(|e| e.status == domain::JobStatus::Cancelled);
+            .filter(|e| e.status == common::JobStatus::Cancelled);
         cancelled.map(|e| e.job.id.clone()).collect()
     }
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use domain::{
+use common::{
     DeviceSpec, EpochMetrics, Grid, JobId, JobStatus, Outcome, TrainOutcome, WorkerId, WorkerInfo,
 };
 
@@ -77,7 +77,7 @@ fn lease_report_complete() {
     let mut s = fresh(dir.path(), &grid(G));
     let w = worker(&mut s, t0);
     let g = s.lease(&w, "r1", t0).unwrap().unwrap();
-    assert_eq!(g.job.spec.activation, domain::Activation::Relu);
+    assert_eq!(g.job.spec.activation, common::Activation::Relu);
     // A retried request gets the same lease, not a second job.
     assert_eq!(s.lease(&w, "r1", t0).unwrap().unwrap(), g);
     assert!(s
@@ -278,7 +278,7 @@ fn jobs_go_only_to_workers_that_meet_their_requirements() {
     let first = s.lease(&cpu, "1", t0).unwrap().unwrap();
     assert_eq!(
         first.job.spec.model,
-        domain::Model::PaperCnn,
+        common::Model::PaperCnn,
         "the VGG job needs a GPU"
     );
     assert!(s.lease(&cpu, "2", t0).unwrap().is_none());
@@ -293,7 +293,7 @@ fn jobs_go_only_to_workers_that_meet_their_requirements() {
     assert!(s.unplaceable(t0).is_empty(), "a GPU worker is connected");
     assert_eq!(
         s.lease(&gpu, "3", t0).unwrap().unwrap().job.spec.model,
-        domain::Model::Vgg11Bn
+        common::Model::Vgg11Bn
     );
 }
 
@@ -340,7 +340,7 @@ fn longest_job_first() {
     let mut s = fresh(dir.path(), &g);
     let w = worker(&mut s, t0);
     let first = s.lease(&w, "1", t0).unwrap().unwrap();
-    assert_eq!(first.job.spec.model, domain::Model::Vgg11Bn);
+    assert_eq!(first.job.spec.model, common::Model::Vgg11Bn);
 }
 
 /// The counts kept as statuses change agree with a count of every job, through every kind of

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use domain::{
+use common::{
     EpochClock, EpochMetrics, Grid, JobId, JobStatus, LeaseId, RunClock, WorkerId, WorkerInfo,
 };
 use rusqlite::{Connection, OptionalExtension};
@@ -140,7 +140,7 @@ fn epoch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, EpochMetrics)> 
                 _ => None,
             },
             host: match (r.get::<_, Option<f64>>(9)?, r.get::<_, Option<f64>>(10)?) {
-                (Some(cpu_seconds), Some(contention)) => Some(domain::EpochHost {
+                (Some(cpu_seconds), Some(contention)) => Some(common::EpochHost {
                     cpu_seconds,
                     contention,
                 }),
@@ -222,7 +222,7 @@ fn workers(db: &Connection) -> Result<Vec<StoredWorker>> {
             WorkerInfo {
                 name: r.get(1)?,
                 hostname: r.get(2)?,
-                device: domain::DeviceSpec::Cpu,
+                device: common::DeviceSpec::Cpu,
                 device_name: r.get(4)?,
                 libtorch_version: r.get(5)?,
                 slots: r.get(6)?,

@@ -9,7 +9,7 @@ mod load;
 use std::path::Path;
 use std::time::Duration;
 
-use domain::{Grid, Job};
+use common::{Grid, Job};
 use rusqlite::{params, Connection, Transaction};
 
 use crate::change::Change;
@@ -442,7 +442,7 @@ fn insert_epoch(
     tx: &Transaction<'_>,
     job: &str,
     lease: u64,
-    m: &domain::EpochMetrics,
+    m: &common::EpochMetrics,
 ) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO epochs (job_id, epoch, lease_id, train_seconds, train_loss, test_loss, test_accuracy,

@@ -170,7 +170,7 @@ fn base_manifests_agree_with_the_binaries() {
         .find(|d| d["kind"] == "ConfigMap")
         .expect("grid ConfigMap");
     let grid_text = cm["data"]["grid.yaml"].as_str().unwrap();
-    let grid = domain::Grid::parse(grid_text, Path::new("deploy/base/grid.yaml"))
+    let grid = common::Grid::parse(grid_text, Path::new("deploy/base/grid.yaml"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!grid.jobs().is_empty());
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use domain::{JobId, LeaseId};
+use common::{JobId, LeaseId};
 use orchestrator_proto::v1 as pb;
 use tonic::Code;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use domain::LeaseId;
+use common::LeaseId;
 use orchestrator_proto::v1 as pb;
 
 use super::session::Session;

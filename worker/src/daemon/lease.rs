@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use domain::{CheckpointEvery, JobId, LeaseId, Outcome, TrainOutcome, TrainSpec};
+use common::{CheckpointEvery, JobId, LeaseId, Outcome, TrainOutcome, TrainSpec};
 use orchestrator_proto::convert::complete_request;
 use orchestrator_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};

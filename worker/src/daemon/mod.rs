@@ -18,7 +18,7 @@ mod slot;
 use std::future::Future;
 use std::time::Duration;
 
-use domain::{WorkerId, WorkerInfo};
+use common::{WorkerId, WorkerInfo};
 use orchestrator_proto::client::{unregistered_worker, worker_client, ClientTls};
 use orchestrator_proto::v1 as pb;
 use orchestrator_proto::BearerAuth;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use domain::{JobId, LeaseId, WorkerId};
+use common::{JobId, LeaseId, WorkerId};
 use orchestrator_proto::client::WorkerClient;
 use orchestrator_proto::reporter::Reporter;
 use orchestrator_proto::v1 as pb;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use domain::{JobId, LeaseId};
+use common::{JobId, LeaseId};
 use orchestrator_proto::v1 as pb;
 
 use super::lease;

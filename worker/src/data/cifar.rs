@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use tch::{Kind, Tensor};
 
-use domain::DatasetInfo;
+use common::DatasetInfo;
 
 use super::error::{corrupt, DataError};
 use super::{read_all, Split};

@@ -1,7 +1,7 @@
 //! A split on the training device: normalized float32 images in the device's preferred memory
 //! layout, and int64 labels.
 
-use domain::{Dataset, Layout};
+use common::{Dataset, Layout};
 use tch::{Device, Kind, Tensor};
 
 use super::Split;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use domain::Dataset;
+use common::Dataset;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {

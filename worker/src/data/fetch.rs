@@ -12,8 +12,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use domain::dataset::{DataFile, Source};
-use domain::Dataset;
+use common::dataset::{DataFile, Source};
+use common::Dataset;
 use sha2::{Digest, Sha256};
 
 fn agent() -> ureq::Agent {

@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use domain::Dataset;
+use common::Dataset;
 use proptest::prelude::*;
 
 use super::{cifar, idx};

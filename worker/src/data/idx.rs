@@ -5,7 +5,7 @@ use std::path::Path;
 
 use tch::{Kind, Tensor};
 
-use domain::DatasetInfo;
+use common::DatasetInfo;
 
 use super::error::{corrupt, DataError};
 use super::{read_all, Split};

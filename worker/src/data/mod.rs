@@ -19,8 +19,8 @@ mod tests;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use domain::dataset::Format;
-use domain::Dataset;
+use common::dataset::Format;
+use common::Dataset;
 use tch::Tensor;
 
 pub use device_split::{channels_last, to_device, DeviceSplit};

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use domain::Dataset;
+use common::Dataset;
 
 use super::*;
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::Context;
-use domain::{Engine, EpochMetrics, JobId};
+use common::{Engine, EpochMetrics, JobId};
 
 use super::Started;
 use serde::{Deserialize, Serialize};

@@ -12,10 +12,10 @@
 
 use std::time::Instant;
 
-use domain::{Chosen, Engine, KernelSet, Layout, TrainSpec};
+use common::{Chosen, Engine, KernelSet, Layout, TrainSpec};
 use tch::{nn, Device, Tensor};
 
-use super::engine_cache::{Cache, Entry};
+use super::engine_cache::{Cache, Candidate, Entry};
 use crate::data::{self, RawDataset};
 use crate::ops;
 use crate::optim::Optim;
@@ -26,9 +26,6 @@ pub struct Wanted {
     pub layout: Option<Layout>,
     pub kernels: Option<KernelSet>,
 }
-
-/// One candidate engine.
-pub type Candidate = (Layout, KernelSet);
 
 /// The candidates on `device`: both layouts, and on the CPU our best kernels and aten's, less
 /// what was fixed. An error for kernels this CPU cannot run.

@@ -11,14 +11,17 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use domain::metrics::now_ms;
-use domain::{KernelSet, Layout, TrainSpec};
+use common::metrics::now_ms;
+use common::{KernelSet, Layout, TrainSpec};
 use serde::{Deserialize, Serialize};
 
-use super::engine::Candidate;
 use crate::ops;
 
 const FILE: &str = "engine-cache.json";
+
+/// One candidate engine: a memory layout and a kernel set. The cache stores choices among
+/// them; `engine.rs` measures them (and so depends on this module, not the other way round).
+pub type Candidate = (Layout, KernelSet);
 
 /// One measured choice, with what it was chosen over.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,7 +151,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use domain::Grid;
+    use common::Grid;
 
     fn spec() -> TrainSpec {
         let g = Grid::parse(

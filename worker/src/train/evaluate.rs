@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use domain::Precision;
+use common::Precision;
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
 

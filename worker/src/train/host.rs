@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use domain::EpochHost;
+use common::EpochHost;
 
 const EVERY: Duration = Duration::from_millis(200);
 

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use domain::metrics::now_ms;
-use domain::{
+use common::metrics::now_ms;
+use common::{
     CheckpointEvery, Engine, EpochClock, EpochMetrics, JobId, Layout, Outcome, RunClock,
     TrainOutcome, TrainSpec,
 };
@@ -285,7 +285,7 @@ fn train_and_evaluate(
 /// Says, on the job's log, when other processes wanted this job's cores all through an epoch
 /// while it ran several threads: each side's spinning threads then slow the other several-fold
 /// (see [`crate::cpus`]), and giving each its share of the cores is the remedy.
-fn warn_if_sharing(epoch: u32, host: Option<&domain::EpochHost>) {
+fn warn_if_sharing(epoch: u32, host: Option<&common::EpochHost>) {
     let threads = tch::get_num_threads();
     if let Some(h) = host.filter(|h| h.contention >= 1.0 && threads > 1) {
         tracing::warn!(

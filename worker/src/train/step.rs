@@ -1,7 +1,7 @@
 //! One training pass: shuffled mini-batches, the forward pass in the job's precision, the
 //! loss, the backward pass and the optimizer step, with the loss summed on the device.
 
-use domain::{Precision, TrainSpec};
+use common::{Precision, TrainSpec};
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
 
