@@ -123,8 +123,9 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The DAWNBench summary of an epoch series.
-#[derive(Debug, Clone, PartialEq)]
+/// The DAWNBench summary of an epoch series. Defined here once: `results.json`'s job records
+/// and `results.csv`'s columns carry these fields by these names (report's tests check both).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
     pub total_train_seconds: f64,
     pub first_epoch_at_target: Option<u32>,

@@ -4,10 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use common::{DeviceSpec, Grid};
 use coordinator::local::LocalWorkers;
 use coordinator::store::Durability;
 use coordinator::Config;
-use common::{DeviceSpec, Grid};
 
 #[derive(Parser)]
 #[command(

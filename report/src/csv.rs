@@ -100,6 +100,28 @@ impl Results {
 
 #[cfg(test)]
 mod tests {
+    /// The job summary is defined once (`common::Summary`): every one of its fields is a column
+    /// of `results.csv` and a field of each job in `results.json`, by the same name.
+    #[test]
+    fn every_summary_field_is_a_column_and_a_job_field() {
+        let summary = common::Summary {
+            total_train_seconds: 1.0,
+            first_epoch_at_target: Some(2),
+            seconds_to_target: Some(0.5),
+            final_test_accuracy: Some(0.9),
+            error_rate: Some(0.1),
+        };
+        let fields = serde_json::to_value(summary).unwrap();
+        let fields: Vec<&String> = fields.as_object().unwrap().keys().collect();
+        assert_eq!(fields.len(), 5);
+        let results = crate::fixtures::results();
+        let job = serde_json::to_value(&results.jobs[0]).unwrap();
+        for f in fields {
+            assert!(super::HEADER.contains(&f.as_str()), "results.csv lacks {f}");
+            assert!(job.get(f).is_some(), "results.json's jobs lack {f}: {job}");
+        }
+    }
+
     #[test]
     fn a_row_per_job() {
         let csv = crate::fixtures::results().to_csv();

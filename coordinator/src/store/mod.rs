@@ -290,7 +290,8 @@ fn unindex_epochs(db: &Connection) -> Result<()> {
 }
 
 /// The columns of `epochs`, in order.
-const EPOCH_COLUMNS: &str = "job_id, epoch, lease_id, train_seconds, train_loss, test_loss, \
+pub(crate) const EPOCH_COLUMNS: &str =
+    "job_id, epoch, lease_id, train_seconds, train_loss, test_loss, \
     test_accuracy, start_ms, train_end_ms, eval_end_ms, cpu_seconds, contention";
 
 /// The SQL of one change.
@@ -468,3 +469,6 @@ fn end_attempt(
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod record_shapes;
