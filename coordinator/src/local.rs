@@ -28,16 +28,9 @@ impl std::str::FromStr for LocalWorkers {
     }
 }
 
-/// A GPU of this machine, as the worker's preflight lists it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct Gpu {
-    /// Its `cuda:N` number for this coordinator (after any inherited CUDA_VISIBLE_DEVICES).
-    pub ordinal: u32,
-    pub uuid: String,
-    pub name: String,
-    #[serde(default)]
-    pub memory_mb: u64,
-}
+/// A GPU of this machine, as the worker's preflight lists it: `ordinal` is its `cuda:N` number
+/// for this coordinator (after any inherited CUDA_VISIBLE_DEVICES).
+pub use orchestrator_proto::host::Gpu;
 
 /// One local worker to start.
 #[derive(Debug, Clone, PartialEq, Eq)]

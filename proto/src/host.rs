@@ -37,14 +37,23 @@ pub fn memory_mb() -> u64 {
         .map_or(0, |kb| kb / 1024)
 }
 
-/// One GPU as `nvidia-smi` describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One GPU of this machine: the one type for a GPU in both binaries (nvidia-smi's list, the
+/// CUDA driver's, the worker's preflight and its JSON, the coordinator's local workers).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Gpu {
-    /// nvidia-smi's index (PCI bus order), not necessarily CUDA's.
-    pub index: u32,
+    /// Its number where it was listed: CUDA's ordinal (`cuda:N`) in this process from the CUDA
+    /// driver and the preflight, nvidia-smi's index (PCI bus order) in nvidia-smi's list.
+    pub ordinal: u32,
+    /// `GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, as nvidia-smi and CUDA_VISIBLE_DEVICES write it.
     pub uuid: String,
     pub name: String,
+    #[serde(default)]
     pub memory_mb: u64,
+}
+
+/// `CUDA_VISIBLE_DEVICES`, which decides the GPUs CUDA shows this process; read here only.
+pub fn cuda_visible_devices() -> Option<String> {
+    std::env::var("CUDA_VISIBLE_DEVICES").ok()
 }
 
 /// What `nvidia-smi` reports: the driver's version and every GPU of the machine (whatever
@@ -81,7 +90,7 @@ pub fn parse_smi(csv: &str) -> Smi {
         let Ok(index) = index.parse() else { continue };
         smi.driver_version = driver.to_string();
         smi.gpus.push(Gpu {
-            index,
+            ordinal: index,
             uuid: uuid.to_string(),
             name: name.to_string(),
             memory_mb: memory.parse().unwrap_or(0),
@@ -101,7 +110,7 @@ pub fn visible_gpus(all: &[Gpu], visible: Option<&str>) -> Vec<Gpu> {
     let mut out: Vec<Gpu> = Vec::new();
     for entry in list.split(',').map(str::trim) {
         let found = if let Ok(i) = entry.parse::<u32>() {
-            all.iter().find(|g| g.index == i)
+            all.iter().find(|g| g.ordinal == i)
         } else {
             let mut m = all
                 .iter()
@@ -130,7 +139,7 @@ mod tests {
         let smi = parse_smi(out);
         assert_eq!(smi.gpus.len(), 2);
         assert_eq!(smi.driver_version, "580.82.07");
-        assert_eq!(smi.gpus[1].index, 1);
+        assert_eq!(smi.gpus[1].ordinal, 1);
         assert_eq!(smi.gpus[0].name, "NVIDIA H100 80GB HBM3");
         assert_eq!(smi.gpus[0].memory_mb, 81559);
         assert!(parse_smi("No devices were found\n").gpus.is_empty());

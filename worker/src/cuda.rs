@@ -60,15 +60,8 @@ pub fn cudnn_version() -> Option<String> {
     (v > 0).then(|| format!("{}.{}.{}", v / 10000, (v % 10000) / 100, v % 100))
 }
 
-/// One GPU as the CUDA driver sees it; `ordinal` is its `cuda:N` number in this process.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Gpu {
-    pub ordinal: u32,
-    /// `GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, as nvidia-smi and CUDA_VISIBLE_DEVICES write it.
-    pub uuid: String,
-    pub name: String,
-    pub memory_mb: u64,
-}
+/// A GPU as the CUDA driver sees it: `ordinal` is its `cuda:N` number in this process.
+pub use orchestrator_proto::host::Gpu;
 
 /// What the driver library says.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -80,7 +80,7 @@ fn choose(spec: DeviceSpec, gpus: Vec<Gpu>) -> anyhow::Result<Resolved> {
         anyhow::bail!(
             "--device {spec}: this process sees {} CUDA device(s){}",
             gpus.len(),
-            std::env::var("CUDA_VISIBLE_DEVICES")
+            orchestrator_proto::host::cuda_visible_devices()
                 .map(|v| format!(" (CUDA_VISIBLE_DEVICES={v})"))
                 .unwrap_or_default()
         );

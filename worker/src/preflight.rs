@@ -32,7 +32,7 @@ impl Facts {
         Facts {
             build: cuda::build_version(),
             smi: host::nvidia_smi(),
-            visible: std::env::var("CUDA_VISIBLE_DEVICES").ok(),
+            visible: host::cuda_visible_devices(),
             driver: cuda::driver(),
             torch_count: tch::Cuda::device_count(),
         }

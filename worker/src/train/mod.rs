@@ -15,10 +15,10 @@
 
 mod augment;
 pub mod checkpoint;
+mod contention;
 pub mod engine;
 mod engine_cache;
 mod evaluate;
-mod host;
 mod step;
 
 use std::path::{Path, PathBuf};
@@ -251,7 +251,7 @@ fn train_and_evaluate(
 ) -> anyhow::Result<Result<EpochMetrics, String>> {
     tch::manual_seed(epoch_seed(spec.seed, epoch));
     let start_ms = now_ms();
-    let probe = host::Probe::start(tch::get_num_threads().max(1) as usize);
+    let probe = contention::Probe::start(tch::get_num_threads().max(1) as usize);
     let clock = Instant::now();
     let loss_sum = step::train_epoch(&*s.net, &mut s.opt, &s.train, spec)?;
     // Reading the loss waits for the device, so the clock stops after the last step.

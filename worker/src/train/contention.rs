@@ -1,8 +1,8 @@
-//! How the host treats an epoch: the process's CPU time, and how many other processes' threads
-//! wanted the CPU beyond the cores the job left free, sampled five times a second while the
-//! epoch trains (Linux `/proc`; elsewhere nothing is measured).
+//! Contention: how the machine treats an epoch: the process's CPU time, and how many other
+//! processes' threads wanted the CPU beyond the cores the job left free, sampled five times a
+//! second while the epoch trains (Linux `/proc`; elsewhere nothing is measured).
 //!
-//! Two training processes sharing two cores slow each other 3× and more: an epoch timed on
+//! Training processes sharing cores slow each other far more than fairly: an epoch timed on
 //! such a machine says more about the machine than about the activation, and the report
 //! leaves it out of its time columns.
 
