@@ -93,18 +93,23 @@ fn job_lines(running: &[RunningJob]) -> Vec<String> {
 impl Display {
     /// A display for a grid of `total` jobs on stderr; tracing output goes above it.
     pub fn new(total: u32) -> Display {
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+        let display = Display::drawn_to(total, ProgressDrawTarget::stderr_with_hz(4));
+        let printer = display.multi.clone();
+        orchestrator_proto::telemetry::route_stderr(move |bytes| {
+            let text = String::from_utf8_lossy(bytes);
+            let _ = printer.println(text.trim_end());
+        });
+        display
+    }
+
+    fn drawn_to(total: u32, target: ProgressDrawTarget) -> Display {
+        let multi = MultiProgress::with_draw_target(target);
         let main = multi.add(ProgressBar::new(total as u64));
         main.set_style(
             ProgressStyle::with_template("[{bar:32.green/white.dim}] {pos}/{len} jobs  {msg}")
                 .expect("valid template")
                 .progress_chars("##-"),
         );
-        let printer = multi.clone();
-        orchestrator_proto::telemetry::route_stderr(move |bytes| {
-            let text = String::from_utf8_lossy(bytes);
-            let _ = printer.println(text.trim_end());
-        });
         Display {
             multi,
             main,
@@ -134,12 +139,13 @@ impl Display {
         }
     }
 
-    /// Leaves the grid's bar on the screen, clears the job lines.
+    /// Leaves the grid's bar on the screen as it stands (an interrupted grid's 4/6 stays 4/6:
+    /// indicatif's `finish` would fill it), clears the job lines.
     pub fn finish(self) {
         for line in &self.lines {
             line.finish_and_clear();
         }
-        self.main.finish();
+        self.main.abandon();
     }
 }
 
@@ -179,5 +185,25 @@ mod tests {
         assert!(text.contains("epoch   3/10  acc 97.12%"), "{text}");
         assert!(text.contains("… and 2 more running"), "{text}");
         assert_eq!(duration(Duration::from_secs(200)), "3m 20s");
+    }
+
+    /// Interrupted with 4 of 6 jobs done, the bar left on the screen says 4/6, not 6/6.
+    #[test]
+    fn an_interrupted_grid_keeps_its_count() {
+        let mut d = Display::drawn_to(6, ProgressDrawTarget::hidden());
+        let bar = d.main.clone();
+        d.update(&Progress {
+            counts: Counts {
+                pending: 1,
+                running: 1,
+                succeeded: 4,
+                ..Counts::default()
+            },
+            running: Vec::new(),
+            eta: None,
+        });
+        d.finish();
+        assert_eq!((bar.position(), bar.length()), (4, Some(6)));
+        assert!(bar.is_finished());
     }
 }

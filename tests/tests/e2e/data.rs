@@ -45,6 +45,8 @@ fn missing_dataset_is_downloaded_and_verified() {
             .exists(),
         "nothing unverified is kept"
     );
+    // Nor the folders made for the failed download: a wrong --data-dir leaves nothing behind.
+    assert!(!empty.exists(), "{} was made and left", empty.display());
 }
 
 /// The real files download from a (loopback) mirror, verify and train, after a first mirror

@@ -281,3 +281,53 @@ fn a_terminal_gets_the_live_display() {
         "log lines under the display:\n{screen}"
     );
 }
+
+/// A worker pointed at the wrong port says so, with the URL and what to check, at its first
+/// attempt and again while it waits: at a closed port, that nothing accepts connections there;
+/// at the live page's port, that it does not speak gRPC and which port does.
+#[test]
+fn a_worker_at_the_wrong_port_says_what_to_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        "name: ports\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.5}\n",
+    )
+    .unwrap();
+    let (_coord, _grpc, http) = crate::support::waiting_coordinator_with(&grid, tmp.path(), &[]);
+    // A port nothing listens on: one the system gave and took back.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for (port, words) in [
+        (
+            closed,
+            "tcp connect error (nothing accepts connections there: is the coordinator running, and is this its --listen address?)",
+        ),
+        (
+            http,
+            "(this port does not speak gRPC: is it the live page's, --http, default 50052? Workers connect to the coordinator's --listen port, default 50051)",
+        ),
+    ] {
+        let url = format!("http://127.0.0.1:{port}");
+        let log = tmp.path().join(format!("worker-{port}.log"));
+        let worker = crate::support::Killed(
+            Command::new(bin("worker"))
+                .args(["--coordinator", &url, "--device", "cpu"])
+                .env_remove("RUST_LOG")
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        let said = || std::fs::read_to_string(&log).unwrap_or_default();
+        integration_tests::wait_until(std::time::Duration::from_secs(20), "the worker's second line", || {
+            said().matches("waiting for the coordinator").count() >= 2
+        });
+        drop(worker);
+        let said = said();
+        assert!(said.contains(&format!("register with {url}")), "{said}");
+        assert!(said.contains(words), "{said}");
+    }
+}

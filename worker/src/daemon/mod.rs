@@ -68,7 +68,8 @@ async fn serve(
         worker_version: env!("CARGO_PKG_VERSION").into(),
         ..pb::WorkerInfo::from(&cfg.info)
     };
-    let reg = retry::retry("register", &stop, || {
+    let register = format!("register with {}", cfg.coordinator);
+    let reg = retry::retry(&register, &stop, || {
         let mut c = client.clone();
         let req = pb::RegisterRequest {
             info: Some(info.clone()),

@@ -19,6 +19,31 @@ fn transient(s: &Status) -> bool {
     )
 }
 
+/// What to do about a failed call whose cause is a common mistake, as a sentence to append;
+/// empty where none is known. `s`'s whole chain is searched: tonic nests the transport's words.
+pub fn hint(s: &Status) -> &'static str {
+    let all = format!("{} {:?}", s.message(), std::error::Error::source(s));
+    // An HTTP/1 server (the live page without TLS) fails the HTTP/2 handshake: "transport
+    // error" with code Unknown; with TLS, the page's ALPN refuses h2.
+    let not_grpc = s.code() == Code::Unknown && s.message() == "transport error";
+    if not_grpc || all.contains("NoApplicationProtocol") || all.contains("InvalidContentType") {
+        " (this port does not speak gRPC: is it the live page's, --http, default 50052? \
+         Workers connect to the coordinator's --listen port, default 50051)"
+    } else if all.contains("tcp connect error") || all.contains("Connection refused") {
+        " (nothing accepts connections there: is the coordinator running, and is this its \
+         --listen address?)"
+    } else if all.contains("InvalidCertificate") || all.contains("UnknownIssuer") {
+        " (the coordinator's certificate is not signed by the CA given with --tls-ca)"
+    } else {
+        ""
+    }
+}
+
+/// Whether to say so at this attempt: the first ones, then about every 30 s (at the 5 s cap).
+fn worth_a_line(attempt: u32) -> bool {
+    attempt <= 2 || attempt == 4 || attempt == 8 || (attempt > 8 && attempt % 6 == 2)
+}
+
 /// Calls `f` until it succeeds, retrying transient errors with capped exponential backoff.
 /// Gives up on a permanent error, or when `stop` is set.
 pub async fn retry<T, F, Fut>(
@@ -39,8 +64,10 @@ where
             Ok(r) => return Ok(r.into_inner()),
             Err(s) if transient(&s) && !*stop.borrow() => {
                 // Saying so when the coordinator is not there (yet): not silence.
-                if s.code() == Code::Unavailable && (attempt == 1 || attempt.is_multiple_of(10)) {
-                    tracing::warn!(what, attempt, next_in = ?delay, error = s.message(), "waiting for the coordinator");
+                let unreachable = matches!(s.code(), Code::Unavailable | Code::Unknown);
+                if unreachable && worth_a_line(attempt) {
+                    let error = format!("{}{}", s.message(), hint(&s));
+                    tracing::warn!(what, attempt, next_in = ?delay, error, "waiting for the coordinator");
                 } else {
                     tracing::debug!(what, code = ?s.code(), message = s.message(), "retrying");
                 }
@@ -50,7 +77,14 @@ where
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(s) => return Err(anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code())),
+            Err(s) => {
+                return Err(anyhow::anyhow!(
+                    "{what}: {} ({:?}){}",
+                    s.message(),
+                    s.code(),
+                    hint(&s)
+                ))
+            }
         }
     }
 }

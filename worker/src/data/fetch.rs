@@ -66,8 +66,28 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 /// Downloads every file of `dataset` that `folder` lacks (`missing`), verifying each.
-/// Returns every source's failure when none worked.
+/// Returns every source's failure when none worked. A folder made for the download and left
+/// empty by its failure is removed, so a wrong `--data-dir` leaves nothing behind.
 pub fn fetch(
+    dataset: Dataset,
+    folder: &Path,
+    missing: &[&str],
+    mirrors: Option<&[String]>,
+) -> Result<(), String> {
+    // The folders the download will make: `folder` and those of its parents that are missing.
+    let made: Vec<&Path> = folder.ancestors().take_while(|p| !p.exists()).collect();
+    let result = fetch_into(dataset, folder, missing, mirrors);
+    if result.is_err() {
+        for dir in made {
+            if std::fs::remove_dir(dir).is_err() {
+                break; // not empty (or not ours to remove): leave it and its parents
+            }
+        }
+    }
+    result
+}
+
+fn fetch_into(
     dataset: Dataset,
     folder: &Path,
     missing: &[&str],
