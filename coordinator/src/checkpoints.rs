@@ -79,6 +79,29 @@ impl CheckpointStore {
         Ok(Received { tmp, size })
     }
 
+    /// Checks a received upload is `job`'s checkpoint in this tool's format (safetensors, read
+    /// as data: see `orchestrator_proto::checkpoint`), so the coordinator never stores what a
+    /// worker could not load, nor a file whose loading would run code.
+    pub async fn check(&self, job: &JobId, r: &Received) -> Result<(), ServiceError> {
+        let (tmp, job) = (r.tmp.clone(), job.clone());
+        let verdict =
+            tokio::task::spawn_blocking(move || -> Result<Option<String>, std::io::Error> {
+                let bytes = std::fs::read(&tmp)?;
+                Ok(orchestrator_proto::checkpoint::parse(&bytes, job.as_str())
+                    .err()
+                    .map(|e| e.to_string()))
+            })
+            .await
+            .map_err(|e| ServiceError::io("checking a checkpoint")(std::io::Error::other(e)))?
+            .map_err(ServiceError::io(r.tmp.display().to_string()))?;
+        match verdict {
+            None => Ok(()),
+            Some(why) => Err(ServiceError::InvalidArgument(format!(
+                "checkpoint refused: {why}"
+            ))),
+        }
+    }
+
     /// Puts a received checkpoint in place as `job`'s latest.
     pub async fn keep(&self, job: &JobId, r: Received) -> Result<(), ServiceError> {
         let path = self.path(job);

@@ -8,6 +8,7 @@
 //! - [`telemetry`]: the tracing set-up of both binaries.
 //! - [`shutdown`]: the SIGTERM / Ctrl-C future both servers stop on.
 //! - [`host`]: facts about this machine (host name, CPU, memory, GPUs via `nvidia-smi`).
+//! - [`checkpoint`]: the checkpoint format (safetensors: data only), parsed and checked.
 //! - [`reporter`]: a worker's epoch reports, batched into `ReportEpochs` calls.
 
 pub mod v1 {
@@ -19,6 +20,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     tonic::include_file_descriptor_set!("orchestrator_descriptor");
 
 pub mod auth;
+pub mod checkpoint;
 pub mod client;
 pub mod convert;
 pub mod host;

@@ -134,6 +134,26 @@ impl Optim {
     }
 
     /// Restores what [`Optim::state`] returned; missing entries are an error.
+    /// Whether `saved` holds this optimizer's state, each tensor with its shape and dtype (the
+    /// step counts may be absent: older checkpoints carry only the total).
+    pub fn check(&self, saved: &std::collections::HashMap<String, Tensor>) -> Result<(), String> {
+        for ((name, _), (a, b)) in self.params.iter().zip(&self.state) {
+            for (key, dst) in [
+                (format!("optim.a.{name}"), a),
+                (format!("optim.b.{name}"), b),
+            ] {
+                fits(saved, &key, dst).map_err(|e| format!("{e:#}"))?;
+            }
+        }
+        for ((name, _), s) in self.params.iter().zip(&self.steps) {
+            let key = format!("optim.step.{name}");
+            if saved.contains_key(&key) {
+                fits(saved, &key, s).map_err(|e| format!("{e:#}"))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn restore(
         &mut self,
         saved: &std::collections::HashMap<String, Tensor>,
@@ -164,4 +184,25 @@ impl Optim {
         self.step = step;
         Ok(())
     }
+}
+
+/// Whether the checkpoint's `name` can be copied into `into`: present, same shape and dtype
+/// (a copy would otherwise broadcast or convert it silently).
+pub fn fits(
+    saved: &std::collections::HashMap<String, Tensor>,
+    name: &str,
+    into: &Tensor,
+) -> anyhow::Result<()> {
+    let src = saved
+        .get(name)
+        .ok_or_else(|| anyhow::anyhow!("it has no `{name}`"))?;
+    anyhow::ensure!(
+        src.size() == into.size() && src.kind() == into.kind(),
+        "its `{name}` is {:?} {:?} where the job's model has {:?} {:?}",
+        src.kind(),
+        src.size(),
+        into.kind(),
+        into.size()
+    );
+    Ok(())
 }

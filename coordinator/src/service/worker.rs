@@ -304,6 +304,11 @@ impl WorkerService for Shared {
             }));
         }
         let received = self.checkpoints.receive(&job, first, &mut stream).await?;
+        if let Err(e) = self.checkpoints.check(&job, &received).await {
+            self.checkpoints.discard(received).await;
+            tracing::warn!(job_id = %job, worker_id = %worker, error = %e, "checkpoint upload refused");
+            return Err(e.into());
+        }
         let size = received.size;
         // The lease may have moved on while the bytes travelled: keep only the current one's.
         let accepted = self.lock().is_current(&job, lease);

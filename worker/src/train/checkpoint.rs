@@ -1,11 +1,14 @@
 //! Checkpoints: every model variable (batch-norm statistics too), the optimizer state and the
-//! metrics so far, in one file, so a job resumes exactly where it stopped.
+//! metrics so far, in one file, so a job resumes exactly where it stopped. The file is
+//! safetensors (`orchestrator_proto::checkpoint`): read as data, never run; and each tensor is
+//! checked against the job's model (name, shape, dtype) before anything is restored.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::Context;
 use common::{Engine, EpochMetrics, JobId};
+use orchestrator_proto::checkpoint;
 
 use super::Started;
 use serde::{Deserialize, Serialize};
@@ -50,6 +53,9 @@ fn snapshot(
                     Device::Cpu => t.f_detach()?.copy(),
                     _ => t.f_detach()?.f_to_device(Device::Cpu)?,
                 };
+                // safetensors holds dense row-major data: channels-last weights are laid out
+                // so (restoring copies them back into whatever layout the model uses).
+                let copy = copy.f_contiguous()?;
                 Ok((name, copy))
             })
             .collect()
@@ -61,7 +67,7 @@ fn snapshot(
         started: Some(started),
         engine: Some(engine),
     })?;
-    copies.push(("meta".into(), Tensor::from_slice(&meta)));
+    copies.push((checkpoint::META.into(), Tensor::from_slice(&meta)));
     Ok(copies)
 }
 
@@ -75,7 +81,7 @@ fn write(path: &Path, tensors: Vec<(String, Tensor)>) -> anyhow::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}.tmp", std::process::id()));
     let tmp = std::path::PathBuf::from(tmp);
-    let written = Tensor::save_multi(&tensors, &tmp)
+    let written = Tensor::write_safetensors(&tensors, &tmp)
         .map_err(anyhow::Error::from)
         .and_then(|()| Ok(std::fs::File::open(&tmp)?.sync_all()?))
         .and_then(|()| Ok(std::fs::rename(&tmp, path)?));
@@ -142,66 +148,56 @@ pub struct Restored {
     pub started: Option<Started>,
 }
 
-fn meta(saved: &HashMap<String, Tensor>, id: &JobId) -> anyhow::Result<CheckpointMeta> {
-    let meta = saved
-        .get("meta")
-        .context("no metadata")?
-        .to_device(Device::Cpu);
-    let bytes: Vec<u8> = Vec::<u8>::try_from(&meta)?;
-    let meta: CheckpointMeta = serde_json::from_slice(&bytes)?;
-    anyhow::ensure!(
-        meta.job_id == *id,
-        "checkpoint belongs to job {}",
-        meta.job_id
-    );
-    Ok(meta)
+/// A checkpoint file as read and checked to be job `id`'s: its tensors by name (on the CPU) and
+/// its metadata. Read once: its engine is needed before the model is built, its tensors after.
+pub struct Saved {
+    tensors: HashMap<String, Tensor>,
+    meta: CheckpointMeta,
 }
 
-/// A checkpoint file as read, its tensors by name (on the CPU). Read once: its engine is needed
-/// before the model is built, its tensors after.
-pub struct Saved(HashMap<String, Tensor>);
-
-/// Reads the checkpoint at `path`.
-pub fn read(path: &Path) -> anyhow::Result<Saved> {
-    Ok(Saved(Tensor::load_multi(path)?.into_iter().collect()))
+/// Reads job `id`'s checkpoint at `path` as data (see the module's doc): a file that is not
+/// one (another format, another job's, damaged) is an error that says which.
+pub fn read(path: &Path, id: &JobId) -> anyhow::Result<Saved> {
+    let bytes = std::fs::read(path)?;
+    let parsed = checkpoint::parse(&bytes, id.as_str())?;
+    let meta: CheckpointMeta = serde_json::from_value(parsed.meta)
+        .map_err(|e| checkpoint::CheckpointError::BadMeta(e.to_string()))?;
+    let mut tensors = HashMap::new();
+    for (name, view) in parsed.tensors.tensors() {
+        if name != checkpoint::META {
+            let t = Tensor::try_from(view).with_context(|| format!("tensor `{name}`"))?;
+            tensors.insert(name, t);
+        }
+    }
+    Ok(Saved { tensors, meta })
 }
 
 impl Saved {
-    /// The engine job `id`'s checkpoint trained with, where it is usable and says.
-    pub fn engine(&self, id: &JobId) -> Option<Engine> {
-        meta(&self.0, id).ok()?.engine
+    /// The engine the checkpoint trained with, where it says.
+    pub fn engine(&self) -> Option<Engine> {
+        self.meta.engine
     }
 
-    /// Restores job `id` into `vs` and `opt` (on their device).
-    pub fn restore(
-        &self,
-        id: &JobId,
-        vs: &nn::VarStore,
-        opt: &mut Optim,
-    ) -> anyhow::Result<Restored> {
-        restore(&self.0, id, vs, opt)
-    }
-}
-
-fn restore(
-    saved: &HashMap<String, Tensor>,
-    id: &JobId,
-    vs: &nn::VarStore,
-    opt: &mut Optim,
-) -> anyhow::Result<Restored> {
-    let meta = meta(saved, id)?;
-    tch::no_grad(|| -> anyhow::Result<()> {
-        for (name, mut t) in vs.variables() {
-            let src = saved
-                .get(&format!("model.{name}"))
-                .with_context(|| format!("no variable {name}"))?;
-            t.f_copy_(src)?;
+    /// Restores the job into `vs` and `opt` (on their device), once every tensor the model and
+    /// optimizer need is there with their shape and dtype: nothing is changed otherwise.
+    pub fn restore(&self, vs: &nn::VarStore, opt: &mut Optim) -> anyhow::Result<Restored> {
+        let vars = vs.variables();
+        for (name, t) in &vars {
+            crate::optim::fits(&self.tensors, &format!("model.{name}"), t)?;
         }
-        Ok(())
-    })?;
-    opt.restore(saved, meta.step).map_err(anyhow::Error::msg)?;
-    Ok(Restored {
-        epochs: meta.epochs,
-        started: meta.started,
-    })
+        opt.check(&self.tensors).map_err(anyhow::Error::msg)?;
+        tch::no_grad(|| -> anyhow::Result<()> {
+            for (name, mut t) in vars {
+                t.f_copy_(&self.tensors[&format!("model.{name}")])?;
+            }
+            Ok(())
+        })?;
+        opt.restore(&self.tensors, self.meta.step)
+            .map_err(anyhow::Error::msg)?;
+        let meta = &self.meta;
+        Ok(Restored {
+            epochs: meta.epochs.clone(),
+            started: meta.started,
+        })
+    }
 }

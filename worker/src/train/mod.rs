@@ -172,11 +172,11 @@ pub fn run(
     let init_ms = now_ms();
     let id = spec.id();
     // Read once: the engine it trained with decides the set-up, its tensors restore it.
-    let saved = read_checkpoint(opts);
+    let saved = read_checkpoint(opts, &id);
     let mut s = setup(
         spec,
         opts,
-        saved.as_ref().and_then(|c| c.as_ref().ok()?.engine(&id)),
+        saved.as_ref().and_then(|c| c.as_ref().ok()?.engine()),
     )?;
     // Our kernels (or aten's) as chosen, for every step and evaluation on this thread.
     let _kernels = crate::ops::use_kernels_on_this_thread(s.engine.kernels)?;
@@ -326,9 +326,9 @@ fn checkpoint_writer(opts: &Options) -> Option<checkpoint::Writer> {
 }
 
 /// The job's checkpoint, read, if there is one.
-fn read_checkpoint(opts: &Options) -> Option<anyhow::Result<checkpoint::Saved>> {
+fn read_checkpoint(opts: &Options, id: &JobId) -> Option<anyhow::Result<checkpoint::Saved>> {
     let path = opts.checkpoint.as_deref().filter(|p| p.is_file())?;
-    Some(checkpoint::read(path))
+    Some(checkpoint::read(path, id))
 }
 
 /// What the job's checkpoint holds, if it has a usable one.
@@ -346,14 +346,26 @@ fn resume(
     let Some(saved) = saved else {
         return nothing;
     };
-    match saved.and_then(|s| s.restore(id, vs, opt)) {
+    match saved.and_then(|s| s.restore(vs, opt)) {
         Ok(done) => {
             tracing::info!(job_id = %id, epochs_done = done.epochs.len(), "resumed from checkpoint");
             done
         }
         Err(e) => {
+            // Not resumed from, and not overwritten either: moved aside, so nothing is lost
+            // (a file given to `worker train --checkpoint` may be someone's own).
             let path = opts.checkpoint.as_deref().unwrap_or(Path::new(""));
-            tracing::warn!(job_id = %id, error = %e, path = %path.display(), "ignoring unusable checkpoint; starting over");
+            let mut aside = path.as_os_str().to_owned();
+            aside.push(".unusable");
+            let aside = std::path::PathBuf::from(aside);
+            let moved = std::fs::rename(path, &aside).is_ok();
+            tracing::warn!(
+                job_id = %id,
+                error = %format!("{e:#}"),
+                path = %path.display(),
+                moved_to = %if moved { aside.display().to_string() } else { "nowhere (could not move it)".into() },
+                "ignoring unusable checkpoint, starting from epoch 0"
+            );
             nothing
         }
     }

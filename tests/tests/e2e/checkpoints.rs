@@ -1,0 +1,176 @@
+//! A checkpoint runs no code (the security finding of the checkpoint issue): a worker holding
+//! the token could upload a crafted libtorch archive whose TorchScript `__setstate__` writes a
+//! file of its choosing, and the next machine that resumed the job ran it. Checkpoints are
+//! safetensors now, read as data; anything else is refused by the coordinator at upload and
+//! set aside, unread, by the worker.
+
+use std::path::Path;
+use std::process::Command;
+
+use integration_tests::{bin, output};
+use orchestrator_proto::v1 as pb;
+
+use crate::support::{fixture, register_request, waiting_coordinator, worker_rpc};
+
+/// Writes a TorchScript archive to `archive` whose loading creates `marker` (as the attack's
+/// file did), using the PyTorch of scripts/env.sh; and proves it hostile: loading it with
+/// torch.jit.load, as libtorch's archive loader does, makes the marker (removed again).
+fn hostile_archive(dir: &Path, archive: &Path, marker: &Path) {
+    let script = dir.join("hostile.py");
+    std::fs::write(
+        &script,
+        format!(
+            r#"import sys, torch
+class Hostile(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.x = torch.zeros(1)
+    def forward(self):
+        return self.x
+    @torch.jit.export
+    def __getstate__(self):
+        return (self.x, self.training)
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, bool]):
+        m = torch.from_file({marker:?}, shared=True, size=1, dtype=torch.uint8)
+        self.x = state[0] + m.to(torch.float32) * 0
+        self.training = state[1]
+torch.jit.save(torch.jit.script(Hostile()), sys.argv[1])
+torch.jit.load(sys.argv[1])
+"#,
+            marker = marker.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (status, _, stderr) = output(Command::new("python3").arg(&script).arg(archive));
+    assert!(status.success(), "python3 with torch: {stderr}");
+    assert!(
+        marker.exists(),
+        "the archive must run code when libtorch loads it"
+    );
+    std::fs::remove_file(marker).unwrap();
+}
+
+#[test]
+#[cfg_attr(
+    not(any(ci, have_python_torch)),
+    ignore = "needs python3 with torch (scripts/env.sh puts it on PATH)"
+)]
+fn a_torchscript_checkpoint_runs_no_code_in_worker_train() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fixture(tmp.path());
+    let ckpt = tmp.path().join("job.ckpt");
+    let marker = tmp.path().join("written-by-the-checkpoint");
+    hostile_archive(tmp.path(), &ckpt, &marker);
+    let (status, _, stderr) = output(
+        Command::new(bin("worker"))
+            .args(["train", "--dataset", "mnist", "--model", "paper-cnn"])
+            .args([
+                "--activation",
+                "relu",
+                "--epochs",
+                "1",
+                "--train-limit",
+                "200",
+            ])
+            .args(["--test-limit", "100", "--device", "cpu", "--json"])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--checkpoint")
+            .arg(&ckpt),
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(!marker.exists(), "the checkpoint's code ran: {stderr}");
+    assert!(
+        stderr.contains("ignoring unusable checkpoint, starting from epoch 0")
+            && stderr.contains("older checkpoint format (a libtorch archive), which is not read"),
+        "{stderr}"
+    );
+    // Not overwritten: set aside, as it may be someone's own file.
+    assert!(tmp.path().join("job.ckpt.unusable").is_file(), "{stderr}");
+}
+
+/// The coordinator stores no checkpoint a worker could not load: a libtorch archive, bytes that
+/// are not safetensors, or another job's checkpoint are refused at upload, with the reason, and
+/// nothing is kept; a well-formed one of the job's own is kept.
+#[test]
+fn the_coordinator_refuses_checkpoints_it_could_not_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        "name: ckpt\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.5}\n",
+    )
+    .unwrap();
+    let (mut coord, port) = waiting_coordinator(&grid, tmp.path());
+    let url = format!("http://127.0.0.1:{port}");
+    let stored = tmp.path().join("out").join("checkpoints");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let reg = worker_rpc(&url, None, None)
+            .register(register_request("uploader"))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut c = worker_rpc(&url, None, Some(&reg.session));
+        let lease = c
+            .lease_job(pb::LeaseJobRequest {
+                worker_id: reg.worker_id.clone(),
+                request_id: "u1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .lease
+            .unwrap();
+        let job = lease.job.as_ref().unwrap().job_id.clone();
+        let chunk = |data: Vec<u8>| pb::CheckpointChunk {
+            worker_id: reg.worker_id.clone(),
+            job_id: job.clone(),
+            lease_id: lease.lease_id,
+            epoch: 1,
+            data,
+        };
+        let safetensors = |job_id: &str| {
+            let meta = format!(r#"{{"job_id": "{job_id}", "step": 1, "epochs": []}}"#);
+            let view = safetensors::tensor::TensorView::new(
+                safetensors::Dtype::U8,
+                vec![meta.len()],
+                meta.as_bytes(),
+            )
+            .unwrap();
+            safetensors::tensor::serialize(vec![("meta", view)], &None).unwrap()
+        };
+        for (bytes, why) in [
+            (
+                b"PK\x03\x04 a zip: libtorch's archive".to_vec(),
+                "older checkpoint format",
+            ),
+            (b"forged".to_vec(), "not a checkpoint of this tool"),
+            (safetensors("another-job"), "it belongs to job another-job"),
+        ] {
+            let s = c
+                .upload_checkpoint(tokio_stream::iter(vec![chunk(bytes)]))
+                .await
+                .unwrap_err();
+            assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+            assert!(
+                s.message().starts_with("checkpoint refused: ") && s.message().contains(why),
+                "{s:?}"
+            );
+            let left: Vec<_> = std::fs::read_dir(&stored)
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "kept after a refusal: {left:?}");
+        }
+        let ok = c
+            .upload_checkpoint(tokio_stream::iter(vec![chunk(safetensors(&job))]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(ok.accepted);
+        assert!(stored.join(format!("{job}.ckpt")).is_file());
+    });
+    let _ = coord.kill();
+    let _ = coord.wait();
+}
