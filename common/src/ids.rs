@@ -11,7 +11,41 @@ use serde::{Deserialize, Serialize};
 #[serde(transparent)]
 pub struct JobId(String);
 
+/// A string read from a file or a peer that is not a job id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{}` is not a job id (<dataset>-<model>-<activation>-s<seed>-<12 hex digits>)", .0.escape_debug())]
+pub struct NotAJobId(String);
+
 impl JobId {
+    /// Checks a job id read from a file or a peer against the format [`TrainSpec::id`]
+    /// makes, before it is used at all: job ids become file names (checkpoints, logs, report
+    /// files), so one that is not an id (`../x`, an absolute path) must never get that far.
+    ///
+    /// [`TrainSpec::id`]: crate::TrainSpec::id
+    pub fn parse(s: &str) -> Result<JobId, NotAJobId> {
+        let short = || NotAJobId(s.chars().take(80).collect());
+        let allowed =
+            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+        if s.len() > 160 || !s.chars().all(allowed) {
+            return Err(short());
+        }
+        let (rest, hash) = s.rsplit_once('-').ok_or_else(short)?;
+        let (names, seed) = rest.rsplit_once('-').ok_or_else(short)?;
+        let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+        let digits = seed.strip_prefix('s').unwrap_or("");
+        let ok = hash.len() == 12
+            && hash.chars().all(hex)
+            && !digits.is_empty()
+            && digits.chars().all(|c| c.is_ascii_digit())
+            && names.split('-').all(|n| !n.is_empty())
+            && names.len() >= 5;
+        if ok {
+            Ok(JobId(s.to_string()))
+        } else {
+            Err(short())
+        }
+    }
+
     /// Wraps an id made elsewhere: by [`TrainSpec::id`](crate::TrainSpec::id), or read back
     /// from storage or the wire (not checked against any spec).
     pub fn from_stored(s: impl Into<String>) -> JobId {
@@ -87,5 +121,38 @@ impl LeaseId {
 impl fmt::Display for LeaseId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_are_checked_before_use() {
+        for good in [
+            "mnist-paper-cnn-relu-s0-0e6f939b84ce",
+            "fashion-mnist-vgg11-bn-leaky_relu-s12-abcdef012345",
+        ] {
+            assert_eq!(JobId::parse(good).unwrap().as_str(), good);
+        }
+        for bad in [
+            "",
+            "../../x",
+            "/etc/passwd",
+            "mnist-paper-cnn-relu-s0-0e6f939b84c",
+            "mnist-paper-cnn-relu-s0-0E6F939B84CE",
+            "mnist-paper-cnn-relu-sx-0e6f939b84ce",
+            "mnist-paper-cnn-relu-s0-0e6f939b84ce/..",
+            "a-s0-0e6f939b84ce",
+            "mnist--relu-s0-0e6f939b84ce",
+            "mnist-paper-cnn-r\u{202e}elu-s0-0e6f939b84ce",
+        ] {
+            assert!(JobId::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            JobId::parse("../x").unwrap_err().to_string(),
+            "`../x` is not a job id (<dataset>-<model>-<activation>-s<seed>-<12 hex digits>)"
+        );
     }
 }

@@ -38,7 +38,7 @@ pub use dataset::{DatasetInfo, Shape};
 pub use device::DeviceSpec;
 pub use engine::{Chosen, Engine, KernelSet, Layout};
 pub use grid::{DatasetEntry, Grid, GridError, Training};
-pub use ids::{JobId, LeaseId, WorkerId};
+pub use ids::{JobId, LeaseId, NotAJobId, WorkerId};
 pub use job::{Job, JobStatus, TrainSpec};
 pub use metrics::{EpochClock, EpochHost, EpochMetrics, RunClock, Summary};
 pub use names::{Activation, Dataset, Model, Optimizer, Precision, Tf32};

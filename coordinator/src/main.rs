@@ -154,8 +154,19 @@ async fn run(cfg: Config, listen: Listen) -> Result<u8, Failure> {
     Ok(code)
 }
 
-/// A run's results, from a results.json or a state file.
+/// A run's results, from a results.json or a state file, which may come from anyone: opened
+/// read-only (a state file through a private copy) and every job id checked before it can name
+/// a file.
 fn load_results(path: &Path) -> Result<report::Results, Failure> {
+    let results = load_unchecked(path)?;
+    for job in &results.jobs {
+        common::JobId::parse(job.id.as_str())
+            .map_err(|e| Failure::BadInput(format!("{}: {e}", path.display())))?;
+    }
+    Ok(results)
+}
+
+fn load_unchecked(path: &Path) -> Result<report::Results, Failure> {
     if !path.is_file() {
         return Err(Failure::BadInput(format!(
             "{}: no such file",

@@ -78,12 +78,10 @@ impl Shared {
     }
 }
 
-/// A job id as sent by a worker; also a file name in the checkpoint folder, so no paths.
+/// A job id as sent by a worker; also a file name in the checkpoint folder, so checked against
+/// the id format before anything else.
 pub(super) fn job_id(s: String) -> Result<JobId, ServiceError> {
-    if s.is_empty() || s.contains(['/', '\\']) || s.starts_with('.') {
-        return Err(ServiceError::InvalidArgument("invalid job id".into()));
-    }
-    Ok(JobId::from_stored(s))
+    JobId::parse(&s).map_err(|e| ServiceError::InvalidArgument(e.to_string()))
 }
 
 /// Metrics that cannot be true, refused (and logged: a worker with a bug, or someone else).

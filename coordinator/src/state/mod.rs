@@ -156,7 +156,7 @@ impl State {
             let why = format!("{} does not exist", path.display());
             return Err(StoreError::Corrupt(why));
         }
-        let store = Store::open(path, Durability::Normal)?;
+        let store = Store::open_copy(path)?;
         State::load(store, None, Duration::from_secs(30), Instant::now())
     }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{Grid, Job};
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::change::Change;
 pub use load::{Loaded, StoredJob, StoredWorker};
@@ -23,6 +23,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unknown job id(s) {0}: nothing changed")]
     UnknownJobs(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -84,12 +86,63 @@ impl std::str::FromStr for Durability {
 /// The open database.
 pub struct Store {
     db: Connection,
+    /// The private copy a foreign state file was opened through ([`Store::open_copy`]).
+    _copy: Option<tempfile::TempDir>,
 }
+
+/// How long reading a foreign state file may take ([`Store::open_copy`]): a million jobs load in
+/// seconds; a crafted file's endless query is stopped.
+const FOREIGN_READ_LIMIT: Duration = Duration::from_secs(60);
 
 impl Store {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path, durability: Durability) -> Result<Store> {
         let db = Connection::open(path)?;
+        Store::prepare(db, durability, None)
+    }
+
+    /// Opens a state file that may come from anyone (`coordinator report`, `compare`, `plan`)
+    /// without changing it: a private copy (with its WAL) is opened instead, once its schema is
+    /// known to hold no view or trigger (which would run whatever queries they hold when this
+    /// tool reads its tables), in SQLite's defensive mode with `trusted_schema` off, and reading
+    /// it is stopped after a minute.
+    pub fn open_copy(path: &Path) -> Result<Store> {
+        let copy = tempfile::tempdir().map_err(|e| io_at("a private copy of the state", e))?;
+        let db_path = copy.path().join("state.db");
+        std::fs::copy(path, &db_path).map_err(|e| io_at(&path.display().to_string(), e))?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        if Path::new(&wal).is_file() {
+            std::fs::copy(&wal, copy.path().join("state.db-wal"))
+                .map_err(|e| io_at(&wal.to_string_lossy(), e))?;
+        }
+        let mut db = Connection::open(&db_path)?;
+        db.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+        db.pragma_update(None, "trusted_schema", "OFF")?;
+        let deadline = std::time::Instant::now() + FOREIGN_READ_LIMIT;
+        db.progress_handler(100_000, Some(move || std::time::Instant::now() > deadline))?;
+        let foreign: Option<(String, String)> = db
+            .query_row(
+                "SELECT type, name FROM sqlite_master WHERE type IN ('view', 'trigger') LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((kind, name)) = foreign {
+            return Err(StoreError::Corrupt(format!(
+                "{}: not a state file of this tool: it holds a {kind} `{}`",
+                path.display(),
+                name.chars().take(80).collect::<String>().escape_debug()
+            )));
+        }
+        Store::prepare(db, Durability::Normal, Some(copy))
+    }
+
+    fn prepare(
+        db: Connection,
+        durability: Durability,
+        copy: Option<tempfile::TempDir>,
+    ) -> Result<Store> {
         db.pragma_update(None, "journal_mode", "WAL")?;
         let synchronous = match durability {
             Durability::Full => "FULL",
@@ -99,7 +152,7 @@ impl Store {
         db.busy_timeout(Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
         migrate(&db)?;
-        Ok(Store { db })
+        Ok(Store { db, _copy: copy })
     }
 
     /// Records a run of `grid` starting `at`: its jobs are added (those already there keep
@@ -472,3 +525,8 @@ fn end_attempt(
 
 #[cfg(test)]
 mod record_shapes;
+
+/// An I/O error, with what it was about.
+fn io_at(what: &str, e: std::io::Error) -> StoreError {
+    StoreError::Io(std::io::Error::new(e.kind(), format!("{what}: {e}")))
+}

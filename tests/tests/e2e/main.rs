@@ -2,7 +2,6 @@
 //! module per concern (and the Kubernetes manifests checked against the binaries).
 
 mod auth;
-mod checkpoints;
 mod data;
 mod deploy;
 mod docs;
@@ -17,3 +16,4 @@ mod security;
 mod support;
 mod tls;
 mod training;
+mod untrusted;

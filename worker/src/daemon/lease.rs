@@ -31,7 +31,9 @@ pub async fn run(
     lease: pb::Lease,
 ) -> anyhow::Result<Ended> {
     let wire = lease.job.unwrap_or_default();
-    let job = JobId::from_stored(wire.job_id.clone());
+    // The id names the job's checkpoint and log files: one that is not an id is refused.
+    let job =
+        JobId::parse(&wire.job_id).map_err(|e| anyhow::anyhow!("the coordinator leased {e}"))?;
     let lease_id = LeaseId::new(lease.lease_id);
     let (cancel_tx, cancel_rx) = watch::channel(false);
     session.started(lease_id, cancel_tx.clone());

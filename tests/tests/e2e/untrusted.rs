@@ -1,8 +1,9 @@
-//! A checkpoint runs no code (the security finding of the checkpoint issue): a worker holding
-//! the token could upload a crafted libtorch archive whose TorchScript `__setstate__` writes a
-//! file of its choosing, and the next machine that resumed the job ran it. Checkpoints are
-//! safetensors now, read as data; anything else is refused by the coordinator at upload and
-//! set aside, unread, by the worker.
+//! Files from elsewhere, as an attacker would craft them. A checkpoint runs no code: a worker
+//! holding the token could upload a libtorch archive whose TorchScript `__setstate__` writes a
+//! file of its choosing, and the next machine that resumed the job ran it; checkpoints are
+//! safetensors now, read as data, and anything else is refused by the coordinator at upload and
+//! set aside, unread, by the worker. Results and state files sent by others cannot make
+//! `coordinator report` write outside `--out`, hang it, or change them.
 
 use std::path::Path;
 use std::process::Command;
@@ -173,4 +174,108 @@ fn the_coordinator_refuses_checkpoints_it_could_not_load() {
     });
     let _ = coord.kill();
     let _ = coord.wait();
+}
+
+/// `coordinator report` on someone else's results: an id that is not a job id (a relative or an
+/// absolute path) is bad input (exit 2) before anything is written, so nothing outside --out is
+/// written or deleted; a non-ASCII grid hash renders instead of panicking.
+#[test]
+fn report_on_foreign_results_stays_inside_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let committed = crate::support::repo().join("docs/reproduction/paper-mnist/results.json");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(committed).unwrap()).unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("keep.txt"), "mine").unwrap();
+    for bad in ["../../escaped".to_string(), victim.display().to_string()] {
+        let mut crafted = results.clone();
+        crafted["jobs"][0]["id"] = bad.clone().into();
+        let file = tmp.path().join("crafted.json");
+        std::fs::write(&file, crafted.to_string()).unwrap();
+        let out = tmp.path().join("a").join("b").join("out");
+        let (status, _, stderr) = output(
+            Command::new(bin("coordinator"))
+                .args(["report", "--state"])
+                .arg(&file)
+                .arg("--out")
+                .arg(&out),
+        );
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{}: `{}` is not a job id", file.display(), bad)),
+            "{stderr}"
+        );
+        assert!(
+            !out.exists() && !tmp.path().join("a").exists(),
+            "written: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(victim.join("keep.txt")).unwrap(),
+            "mine"
+        );
+        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 1, "{stderr}");
+    }
+    // A grid hash that is not ASCII (it is cut for display by characters, not bytes).
+    let mut odd = results.clone();
+    odd["environment"]["runs"][0]["grid_sha256"] = "a€€€€€€€€€€€€€".into();
+    let file = tmp.path().join("odd.json");
+    std::fs::write(&file, odd.to_string()).unwrap();
+    let (status, _, stderr) = output(
+        Command::new(bin("coordinator"))
+            .args(["report", "--state"])
+            .arg(&file)
+            .arg("--out")
+            .arg(tmp.path().join("odd")),
+    );
+    assert!(status.success(), "{stderr}");
+}
+
+/// A crafted state file (a view named like a table, whose recursive query never ends) is
+/// refused at once, and opening someone's state file changes nothing in it (it is read through
+/// a private copy: no WAL switch, no files beside it).
+#[test]
+fn report_on_a_crafted_state_file_neither_hangs_nor_changes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("state.db");
+    let (status, _, stderr) = output(Command::new("python3").args([
+        "-c",
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); \
+         c.execute('CREATE VIEW jobs AS WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT x FROM r'); \
+         c.commit(); c.close()",
+        db.to_str().unwrap(),
+    ]));
+    assert!(status.success(), "python3's sqlite3: {stderr}");
+    let before = std::fs::read(&db).unwrap();
+    let started = std::time::Instant::now();
+    for cmd in [
+        vec!["report", "--state", db.to_str().unwrap(), "--out", "x"],
+        vec!["compare", db.to_str().unwrap(), db.to_str().unwrap()],
+    ] {
+        let (status, _, stderr) = output(
+            Command::new(bin("coordinator"))
+                .current_dir(tmp.path())
+                .args(&cmd),
+        );
+        assert!(!status.success(), "{cmd:?}");
+        assert!(
+            stderr.contains("not a state file of this tool: it holds a view `jobs`"),
+            "{stderr}"
+        );
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "it hung"
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the state file changed"
+    );
+    let beside: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(beside, vec!["state.db".to_string()], "files made beside it");
 }
