@@ -53,11 +53,14 @@ YAML
 export WORKER_DATASET_MIRRORS=http://127.0.0.1:9
 # The hosts share a network: the coordinator refuses to serve it without a token.
 (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/token")
+# The operators' token: the control API and the page take it, and not the workers'.
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/operator-token")
 pki="$work/pki"
 bash scripts/lab-certs.sh "$pki" 10.77.0.1 coordinator.lab 2>/dev/null
 ip netns exec "${ns}c" "$bin/coordinator" --grid "$work/grid.yaml" --out "$work/out" \
     --listen 10.77.0.1:50051 --http 10.77.0.1:50052 --local-workers 0 --lease-seconds 3 \
-    --token-file "$work/token" --tls-cert "$pki/coordinator.pem" --tls-key "$pki/coordinator.key" \
+    --token-file "$work/token" --operator-token-file "$work/operator-token" \
+    --tls-cert "$pki/coordinator.pem" --tls-key "$pki/coordinator.key" \
     --tls-client-ca "$pki/ca.pem" 2>"$work/coordinator.log" &
 coord=$!
 tls=(--tls-ca "$pki/ca.pem" --tls-cert "$pki/client.pem" --tls-key "$pki/client.key")
@@ -68,13 +71,17 @@ worker() { # name netns
 }
 page() { # path, from worker b's host
     ip netns exec "${ns}b" curl -sf --cacert "$pki/ca.pem" \
-        -H "Authorization: Bearer $(cat "$work/token")" "https://10.77.0.1:50052$1"
+        -H "Authorization: Bearer $(cat "$work/operator-token")" "https://10.77.0.1:50052$1"
 }
 for _ in $(seq 100); do page /results.json >/dev/null && break; sleep 0.1; done
-status() { ip netns exec "${ns}b" "$bin/coordinator" status --connect "$1" --token-file "$work/token" "${@:2}" 2>&1; }
+status() { ip netns exec "${ns}b" "$bin/coordinator" status --connect "$1" --token-file "$work/operator-token" "${@:2}" 2>&1; }
 status https://10.77.0.1:50051 "${tls[@]}" | grep -q "grid multihost:" \
     || { echo "multihost: status over mTLS failed"; status https://10.77.0.1:50051 "${tls[@]}"; exit 1; }
 if status http://10.77.0.1:50051 >/dev/null; then echo "multihost: plaintext was served"; exit 1; fi
+if ip netns exec "${ns}b" "$bin/coordinator" cancel --all --connect https://10.77.0.1:50051 \
+    --token-file "$work/token" "${tls[@]}" >/dev/null 2>&1; then
+    echo "multihost: a worker's token cancelled the grid"; exit 1
+fi
 if status https://10.77.0.1:50051 --tls-ca "$pki/ca.pem" >/dev/null; then
     echo "multihost: served without a client certificate"; exit 1
 fi

@@ -1,7 +1,7 @@
 //! The command line: flags as clap parses them, then checked into a [`Config`] once.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use common::{DeviceSpec, Grid};
@@ -55,6 +55,12 @@ pub struct RunArgs {
     /// Bearer token workers must present (first line of the file).
     #[arg(long, env = "COORDINATOR_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// The operators' token: the only one the control API (status, cancel) and the live page
+    /// accept; the workers' --token-file grants neither. Default, when --token-file is set: a
+    /// fresh token written (mode 600) to <out>/operator-token, which status and cancel on this
+    /// machine find by themselves.
+    #[arg(long, env = "COORDINATOR_OPERATOR_TOKEN_FILE")]
+    operator_token_file: Option<PathBuf>,
     /// Serve on a non-loopback address without --token-file anyway (refused otherwise: anyone
     /// who can reach the port could take and report jobs).
     #[arg(long, env = "COORDINATOR_INSECURE")]
@@ -288,6 +294,22 @@ pub struct Env {
     pub author_email: Option<String>,
 }
 
+/// The operators' token from `--operator-token-file`, which must not be the workers'.
+fn operator_token(file: Option<&Path>, workers: Option<&str>) -> Result<Option<String>, BadInput> {
+    let Some(p) = file else {
+        return Ok(None);
+    };
+    let t = orchestrator_proto::read_token_file(p).map_err(BadInput)?;
+    if workers == Some(t.as_str()) {
+        return Err(BadInput(format!(
+            "--operator-token-file {} holds the workers' token: give operators a token of their \
+             own, or leave the flag out for a fresh one",
+            p.display()
+        )));
+    }
+    Ok(Some(t))
+}
+
 /// Refuses to serve on an address other machines can reach without a token, unless told to
 /// with `--insecure` (then warns).
 fn exposure(a: &RunArgs, token: bool) -> Result<(), BadInput> {
@@ -343,6 +365,7 @@ pub fn validate(a: RunArgs, env: Env) -> Result<(Config, Listen), BadInput> {
         None => None,
     };
     exposure(&a, token.is_some())?;
+    let operator = operator_token(a.operator_token_file.as_deref(), token.as_deref())?;
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => Some(std::sync::Arc::new(
             coordinator::tls::ServerTls::load(cert, key, a.tls_client_ca.as_deref())
@@ -369,6 +392,8 @@ pub fn validate(a: RunArgs, env: Env) -> Result<(Config, Listen), BadInput> {
         data_dir: a.data_dir.map(absolute),
         token,
         token_file: a.token_file.map(absolute),
+        operator_token: operator,
+        operator_token_file: a.operator_token_file.map(absolute),
         tls,
         idle: std::time::Duration::from_secs(a.idle_seconds as u64),
         worker_bin,

@@ -20,6 +20,10 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// The operators' token (`--operator-token-file`); None with a worker token means a fresh
+    /// one in `<out>/operator-token` (see [`crate::operator::resolve`]).
+    pub operator_token: Option<String>,
+    pub operator_token_file: Option<PathBuf>,
     /// TLS for both ports (`--tls-cert`, `--tls-key`, `--tls-client-ca`); None: plaintext.
     pub tls: Option<Arc<ServerTls>>,
     /// A connection (either port) that sends nothing this long is closed.

@@ -20,9 +20,11 @@ fn failed(what: &str, conn: &Connect) -> impl FnOnce(tonic::Status) -> anyhow::E
         );
         if s.code() == tonic::Code::Unauthenticated {
             let remedy = if no_token {
-                "pass the coordinator's token with --token-file FILE"
+                "pass the operators' token with --token-file FILE: the coordinator's \
+                 --operator-token-file, or <out>/operator-token"
             } else {
-                "--token-file must hold the token the coordinator was started with"
+                "--token-file must hold the operators' token (the coordinator's \
+                 --operator-token-file, or <out>/operator-token), not the workers'"
             };
             return anyhow::anyhow!("{what}: {} ({remedy})", s.message());
         }
@@ -40,8 +42,12 @@ fn failed(what: &str, conn: &Connect) -> impl FnOnce(tonic::Status) -> anyhow::E
 }
 
 async fn client(conn: &Connect) -> anyhow::Result<ControlClient> {
-    let token = conn
-        .token_file
+    // Without --token-file: the operators' token a coordinator on this machine noted.
+    let file = conn.token_file.clone().or_else(|| {
+        let cache = coordinator::operator::cache_dir(&|k| std::env::var(k).ok());
+        coordinator::operator::find(cache, &conn.connect)
+    });
+    let token = file
         .as_deref()
         .map(orchestrator_proto::read_token_file)
         .transpose()

@@ -30,6 +30,7 @@ pub mod limits;
 pub mod live;
 pub mod local;
 pub mod metrics;
+pub mod operator;
 pub mod output;
 pub mod plan;
 pub mod progress;
@@ -79,33 +80,21 @@ pub async fn run(
     let writer = tokio::spawn(writer::run(shared.clone(), store, writer_stop));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (socket, local) = server::LocalSocket::bind()?;
+    let operator_token = operator::start(&cfg, addr.port())?;
     let grpc = tokio::spawn(server::serve(
         shared.clone(),
         listener,
         Some(local),
-        cfg.token.clone(),
+        server::Tokens {
+            worker: cfg.token.clone(),
+            operator: operator_token.clone(),
+        },
         cfg.tls.clone(),
         cfg.idle,
         stop_rx.clone(),
     ));
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
-    let http = match http {
-        Some(l) => {
-            let scheme = if cfg.tls.is_some() { "https" } else { "http" };
-            tracing::info!("live report at {scheme}://{}/", l.local_addr()?);
-            let auth = live::PageAuth::new(cfg.token.as_deref(), cfg.tls.is_some());
-            let tls = cfg.tls.as_ref().map(|t| t.acceptor());
-            Some(tokio::spawn(live::serve(
-                shared.clone(),
-                l,
-                tls,
-                auth,
-                cfg.idle,
-                stop_rx,
-            )))
-        }
-        None => None,
-    };
+    let http = serve_page(&cfg, http, &shared, operator_token.as_deref(), stop_rx)?;
     if cfg.display {
         announce_start(&cfg, &counts, addr, http_addr);
     }
@@ -138,6 +127,31 @@ pub async fn run(
     let _ = stop_writer.send(true);
     writer.await.context("state writer task")??;
     Ok(ending)
+}
+
+/// Serves the live page on `listener`, if there is one, behind the operators' token.
+fn serve_page(
+    cfg: &Config,
+    listener: Option<TcpListener>,
+    shared: &Shared,
+    operator_token: Option<&str>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    let Some(l) = listener else {
+        return Ok(None);
+    };
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    tracing::info!("live report at {scheme}://{}/", l.local_addr()?);
+    let auth = live::PageAuth::new(operator_token, cfg.tls.is_some());
+    let tls = cfg.tls.as_ref().map(|t| t.acceptor());
+    Ok(Some(tokio::spawn(live::serve(
+        shared.clone(),
+        l,
+        tls,
+        auth,
+        cfg.idle,
+        stop,
+    ))))
 }
 
 /// Locks the state file for as long as the returned handle lives, so that no two coordinators

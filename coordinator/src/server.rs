@@ -27,15 +27,20 @@ const STREAMS_PER_CONNECTION: u32 = 256;
 /// The services behind the RPC timer.
 type Timed = Router<Stack<RpcTimer, Identity>>;
 
+/// Who may call what: workers (and reflection) with the workers' token, the control API with
+/// the operators' (see `operator.rs`); None: no token asked.
+#[derive(Clone)]
+pub struct Tokens {
+    pub worker: Option<String>,
+    pub operator: Option<String>,
+}
+
 /// The services, on a server with the limits every listener shares.
-async fn router(
-    shared: &Shared,
-    token: Option<String>,
-    tls: Option<&ServerTls>,
-) -> anyhow::Result<Timed> {
+async fn router(shared: &Shared, tokens: Tokens, tls: Option<&ServerTls>) -> anyhow::Result<Timed> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WorkerServiceServer<Shared>>().await;
-    let auth = RequireToken::new(token);
+    let auth = RequireToken::new(tokens.worker);
+    let operator = RequireToken::new(tokens.operator);
     let timer = RpcTimer(shared.metrics.rpc_seconds.clone());
     // No `.tcp_nodelay`: it applies only to tonic's own listener; `limits::incoming` sets it
     // on each accepted socket.
@@ -62,7 +67,10 @@ async fn router(
             shared.clone(),
             auth.clone(),
         ))
-        .add_service(ControlServiceServer::with_interceptor(shared.clone(), auth)))
+        .add_service(ControlServiceServer::with_interceptor(
+            shared.clone(),
+            operator,
+        )))
 }
 
 /// Serves on `listener` (and `local`, for local workers) until `stop` turns true.
@@ -70,7 +78,7 @@ pub async fn serve(
     shared: Shared,
     listener: TcpListener,
     local: Option<UnixListener>,
-    token: Option<String>,
+    tokens: Tokens,
     tls: Option<Arc<ServerTls>>,
     idle: std::time::Duration,
     stop: watch::Receiver<bool>,
@@ -78,7 +86,7 @@ pub async fn serve(
     let stopped = |mut stop: watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    let tcp = router(&shared, token.clone(), tls.as_deref())
+    let tcp = router(&shared, tokens.clone(), tls.as_deref())
         .await?
         .serve_with_incoming_shutdown(
             limits::incoming(listener, Connections::new(limits::grpc(idle))),
@@ -87,7 +95,7 @@ pub async fn serve(
     let Some(local) = local else {
         return tcp.await.context("gRPC server");
     };
-    let uds = router(&shared, token, None)
+    let uds = router(&shared, tokens, None)
         .await?
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(local),

@@ -38,16 +38,39 @@ fn external_worker_with_token() {
         .unwrap();
     let (port, _) = bound_ports(&log, 0, false);
     let url = format!("http://127.0.0.1:{port}");
-    // `status` without the token names the flag that gives it.
-    let (status, _, stderr) =
-        output(Command::new(bin("coordinator")).args(["status", "--connect", &url]));
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    // Operators apart from workers: the coordinator made an operators' token (mode 600) in
+    // its output folder and said where; `status` on this machine finds it by itself; the
+    // workers' token neither reads the grid nor cancels it.
+    let operator = out.join("operator-token");
+    let said = std::fs::read_to_string(&log).unwrap();
     assert!(
-        stderr.contains(
-            "missing `authorization: Bearer <token>` (pass the coordinator's token with --token-file FILE)"
-        ),
-        "{stderr}"
+        said.contains(&format!(
+            "the operators' token (status, cancel, the live page) is in {}",
+            std::path::absolute(&operator).unwrap().display()
+        )),
+        "{said}"
     );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&operator).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let (status, stdout, stderr) =
+        output(Command::new(bin("coordinator")).args(["status", "--connect", &url]));
+    assert!(status.success() && stdout.contains("grid ext:"), "{stderr}");
+    for cmd in [vec!["status"], vec!["cancel", "--all"]] {
+        let (status, _, stderr) = output(
+            Command::new(bin("coordinator"))
+                .args(&cmd)
+                .args(["--connect", &url, "--token-file"])
+                .arg(&token),
+        );
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("invalid bearer token (--token-file must hold the operators' token"),
+            "{stderr}"
+        );
+    }
     let worker = |token: &Path| {
         let mut c = Command::new(bin("worker"));
         c.args([

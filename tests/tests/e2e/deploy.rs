@@ -56,6 +56,7 @@ fn deploy_with_secrets(dir: &Path) -> PathBuf {
     );
     assert!(status.success(), "lab-certs.sh: {stderr}");
     crate::support::private_file(&secrets.join("token"), "k8s-t0ken\n");
+    crate::support::private_file(&secrets.join("operator-token"), "k8s-0perat0r\n");
     deploy
 }
 
@@ -280,6 +281,29 @@ fn base_manifests_agree_with_the_binaries() {
             .as_str()
             .unwrap()
             .starts_with("dlgrid-token"));
+        // The operators' token: the coordinator's alone, a private copy of its own Secret; no
+        // worker pod can read it.
+        let secrets: Vec<&str> = seq(&pod(job)["volumes"])
+            .iter()
+            .filter_map(|v| v["secret"]["secretName"].as_str())
+            .collect();
+        let operator = secrets
+            .iter()
+            .any(|s| s.starts_with("dlgrid-operator-token"));
+        if job["metadata"]["name"] == "coordinator" {
+            assert!(operator, "{secrets:?}");
+            let file = arg(job_args, "--operator-token-file");
+            assert!(volume_of(job, file)["emptyDir"].is_mapping());
+            let installs = seq(&pod(job)["initContainers"])
+                .iter()
+                .any(|c| seq(&c["command"]).last().and_then(|l| l.as_str()) == Some(file));
+            assert!(installs, "no init container makes {file}");
+        } else {
+            assert!(
+                !operator,
+                "a worker pod mounts the operators' token: {secrets:?}"
+            );
+        }
     }
 }
 

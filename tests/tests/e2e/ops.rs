@@ -20,7 +20,18 @@ fn with_token(dir: &std::path::Path) -> (Killed, u16, u16) {
     std::fs::write(&grid, GRID).unwrap();
     let token = dir.join("token");
     private_file(&token, "0ps-t0ken\n");
-    waiting_coordinator_with(&grid, dir, &["--token-file", token.to_str().unwrap()])
+    let operator = dir.join("operator-token");
+    private_file(&operator, "0ps-0perat0r\n");
+    waiting_coordinator_with(
+        &grid,
+        dir,
+        &[
+            "--token-file",
+            token.to_str().unwrap(),
+            "--operator-token-file",
+            operator.to_str().unwrap(),
+        ],
+    )
 }
 
 /// Mid-grid (a worker holds a lease and has reported an epoch), `/metrics` needs the token,
@@ -72,8 +83,15 @@ fn metrics_mid_grid_pass_promtool() {
         ureq::get(&page).call(),
         Err(ureq::Error::Status(401, _))
     ));
+    // The workers' token does not open the page; the operators' does.
+    assert!(matches!(
+        ureq::get(&page)
+            .set("Authorization", "Bearer 0ps-t0ken")
+            .call(),
+        Err(ureq::Error::Status(401, _))
+    ));
     let r = ureq::get(&page)
-        .set("Authorization", "Bearer 0ps-t0ken")
+        .set("Authorization", "Bearer 0ps-0perat0r")
         .call()
         .unwrap();
     assert!(r.content_type().starts_with("text/plain"));

@@ -497,10 +497,19 @@ fn the_live_page_needs_the_token() {
     )
     .unwrap();
     let token = tmp.path().join("token");
-    crate::support::private_file(&token, "pag3-s3cret\n");
-    let token_file = token.to_str().unwrap();
-    let (coord, _, http) =
-        waiting_coordinator_with(&grid, tmp.path(), &["--token-file", token_file]);
+    crate::support::private_file(&token, "w0rker-s3cret\n");
+    let operator = tmp.path().join("operator");
+    crate::support::private_file(&operator, "pag3-s3cret\n");
+    let (coord, _, http) = waiting_coordinator_with(
+        &grid,
+        tmp.path(),
+        &[
+            "--token-file",
+            token.to_str().unwrap(),
+            "--operator-token-file",
+            operator.to_str().unwrap(),
+        ],
+    );
     let base = format!("http://127.0.0.1:{http}");
     let agent = ureq::AgentBuilder::new().redirects(0).build();
     let status = |r: Result<ureq::Response, ureq::Error>| match r {
@@ -529,13 +538,15 @@ fn the_live_page_needs_the_token() {
         .into_string()
         .unwrap()
         .contains("<form method=\"post\" action=\"/login\">"));
-    let (code, _) = status(
-        agent
-            .get(&format!("{base}/results.json"))
-            .set("Authorization", "Bearer wrong")
-            .call(),
-    );
-    assert_eq!(code, 401);
+    for wrong in ["Bearer wrong", "Bearer w0rker-s3cret"] {
+        let (code, _) = status(
+            agent
+                .get(&format!("{base}/results.json"))
+                .set("Authorization", wrong)
+                .call(),
+        );
+        assert_eq!(code, 401, "{wrong}: the workers' token is no operator's");
+    }
     let (code, r) = status(
         agent
             .get(&format!("{base}/results.json"))

@@ -132,12 +132,19 @@ fn mutual_tls_end_to_end() {
     let pki = pki(dir);
     let token = dir.join("token");
     private_file(&token, "tls-t0ken\n");
-    let wrong = dir.join("wrong-token");
-    private_file(&wrong, "guess\n");
+    let operator = dir.join("operator-token");
+    private_file(&operator, "tls-0perat0r\n");
     let (mut coord, grpc, http) = coordinator(
         dir,
         &pki.server,
-        &["--tls-client-ca", p(&pki.ca), "--token-file", p(&token)],
+        &[
+            "--tls-client-ca",
+            p(&pki.ca),
+            "--token-file",
+            p(&token),
+            "--operator-token-file",
+            p(&operator),
+        ],
     );
     let url = format!("https://127.0.0.1:{grpc}");
     let ca = ["--tls-ca", p(&pki.ca)];
@@ -147,7 +154,7 @@ fn mutual_tls_end_to_end() {
         "--tls-key",
         p(&pki.client.1),
     ];
-    let tok = ["--token-file", p(&token)];
+    let tok = ["--token-file", p(&operator)];
     let with = |parts: &[&[&str]]| {
         let mut a = vec!["--connect", url.as_str()];
         for part in parts {
@@ -166,11 +173,15 @@ fn mutual_tls_end_to_end() {
     // The server's certificate from a CA the client does not trust.
     let (ok, text) = with(&[&["--tls-ca", p(&pki.other_ca)], &me, &tok]);
     assert!(!ok && text.contains("UnknownIssuer"), "{text}");
-    // Right certificates, wrong token or none.
-    let (ok, text) = with(&[&ca, &me, &["--token-file", p(&wrong)]]);
-    assert!(!ok && text.contains("invalid bearer token"), "{text}");
+    // Right certificates, the workers' token: no operator's.
+    let (ok, text) = with(&[&ca, &me, &["--token-file", p(&token)]]);
+    assert!(
+        !ok && text.contains("invalid bearer token") && text.contains("not the workers'"),
+        "{text}"
+    );
+    // None: on the coordinator's own machine, status finds the operators' token by itself.
     let (ok, text) = with(&[&ca, &me]);
-    assert!(!ok && text.contains("missing"), "{text}");
+    assert!(ok && text.contains("grid tls:"), "{text}");
     // Plaintext to the TLS port; and TLS files with an http:// URL are refused, not ignored.
     let (ok, text) = status(&[
         "--connect",
@@ -206,7 +217,7 @@ fn mutual_tls_end_to_end() {
         .build();
     let page = agent
         .get(&format!("https://127.0.0.1:{http}/results.json"))
-        .set("Authorization", "Bearer tls-t0ken")
+        .set("Authorization", "Bearer tls-0perat0r")
         .call()
         .unwrap();
     assert_eq!(page.status(), 200);
@@ -228,7 +239,7 @@ fn mutual_tls_end_to_end() {
         ])
         .args(ca)
         .args(me)
-        .args(tok)
+        .args(["--token-file", p(&token)])
         .arg("--data-dir")
         .arg(&data)
         .arg("--checkpoint-dir")
