@@ -17,10 +17,18 @@ pub struct CheckpointStore {
     pub max_bytes: u64,
 }
 
-/// An upload received in full, not yet in place.
+/// An upload received (in full, once `receive` returns it), not yet in place. Its temporary
+/// file is removed when it is dropped without being kept.
 pub struct Received {
     tmp: PathBuf,
     pub size: u64,
+}
+
+impl Drop for Received {
+    fn drop(&mut self) {
+        // After `keep`, the file is in place under another name: nothing to remove.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
 }
 
 impl CheckpointStore {
@@ -45,8 +53,24 @@ impl CheckpointStore {
         }
     }
 
+    /// Removes the temporary files of uploads a previous run left unfinished (`.<job>.<lease>
+    /// .part`, up to `--max-checkpoint-mb` each): nothing else would.
+    pub fn remove_partial_uploads(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".part") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
     /// Writes `first` and the rest of `stream` to a temporary file, fsynced; refuses an upload
-    /// over the size limit (and removes what it wrote).
+    /// over the size limit. The file goes with the returned [`Received`], and with this future
+    /// if the upload fails or is aborted (tonic drops a cancelled call's handler at an await).
     pub async fn receive(
         &self,
         job: &JobId,
@@ -56,27 +80,25 @@ impl CheckpointStore {
         tokio::fs::create_dir_all(&self.dir)
             .await
             .map_err(ServiceError::io(self.dir.display().to_string()))?;
-        let tmp = self.dir.join(format!(".{job}.{}.part", first.lease_id));
-        let io = ServiceError::io(tmp.display().to_string());
-        let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
-        let mut size = 0u64;
+        let mut received = Received {
+            tmp: self.dir.join(format!(".{job}.{}.part", first.lease_id)),
+            size: 0,
+        };
+        let io = || ServiceError::io(received.tmp.display().to_string());
+        let mut file = tokio::fs::File::create(&received.tmp).await.map_err(io())?;
         let mut chunk = Some(first);
         while let Some(c) = chunk {
-            size += c.data.len() as u64;
-            if size > self.max_bytes {
-                drop(file);
-                let _ = tokio::fs::remove_file(&tmp).await;
+            received.size += c.data.len() as u64;
+            if received.size > self.max_bytes {
                 let limit = self.max_bytes;
                 let job = job.clone();
                 return Err(ServiceError::CheckpointTooLarge { job, limit }.into());
             }
-            let io = ServiceError::io(tmp.display().to_string());
-            file.write_all(&c.data).await.map_err(io)?;
+            file.write_all(&c.data).await.map_err(io())?;
             chunk = stream.message().await?;
         }
-        let io = ServiceError::io(tmp.display().to_string());
-        file.sync_all().await.map_err(io)?;
-        Ok(Received { tmp, size })
+        file.sync_all().await.map_err(io())?;
+        Ok(received)
     }
 
     /// Checks a received upload is `job`'s checkpoint in this tool's format (safetensors, read
@@ -113,6 +135,7 @@ impl CheckpointStore {
     /// Throws a received checkpoint away.
     pub async fn discard(&self, r: Received) {
         let _ = tokio::fs::remove_file(&r.tmp).await;
+        drop(r);
     }
 
     /// `job`'s checkpoint as a stream of chunks.

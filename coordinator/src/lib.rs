@@ -210,6 +210,7 @@ fn open(cfg: &Config) -> anyhow::Result<Shared> {
         dir: cfg.out.join("checkpoints"),
         max_bytes: cfg.max_checkpoint_mb * (1 << 20),
     };
+    checkpoints.remove_partial_uploads();
     Ok(Shared::new(state, cfg.heartbeat_seconds, checkpoints))
 }
 

@@ -12,9 +12,10 @@ use super::Shared;
 use crate::error::ServiceError;
 use crate::state::State;
 
-/// What became of one report: recorded (`accepted`), late (its attempt has finished, and its
-/// outcome holds the epoch: acknowledged, not recorded again), stale (the lease is no longer
-/// the job's attempt), or refused as invalid (the reason).
+/// What became of one report: recorded (`accepted`), already held (its attempt has finished and
+/// its outcome holds the epoch, or the same report was recorded before: acknowledged, not
+/// recorded again), stale (the lease is no longer the job's attempt), or refused as invalid
+/// (the reason).
 enum Recorded {
     Accepted(pb::EpochMetrics, common::JobId),
     Late,
@@ -121,8 +122,14 @@ fn record(
     if let Err(why) = state.check_epoch(&job, lease, &metrics) {
         return Ok(Recorded::Invalid(invalid(&job, why).to_string()));
     }
+    // A repeat is answered as accepted but neither stored nor logged again.
+    let repeat = state.repeats(&job, lease, &metrics);
     Ok(if state.report_epoch(worker, &job, lease, metrics, now)? {
-        Recorded::Accepted(m, job)
+        if repeat {
+            Recorded::Late
+        } else {
+            Recorded::Accepted(m, job)
+        }
     } else if state.finished_under(&job, lease) {
         Recorded::Late
     } else {

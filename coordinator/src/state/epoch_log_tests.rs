@@ -121,3 +121,21 @@ fn the_old_indexed_epochs_table_is_rebuilt_as_a_log() {
     assert_eq!(indexes, 0);
     assert_eq!(rows(dir.path()), 2);
 }
+
+/// The same epoch reported again, byte for byte (a retry whose answer was lost, or a peer
+/// replaying it thousands of times), is answered but stored once.
+#[test]
+fn an_identical_report_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let mut s = fresh(dir.path(), &grid(G));
+    let w = worker(&mut s, t0);
+    let g = s.lease(&w, "a", t0).unwrap().unwrap();
+    for _ in 0..100 {
+        assert!(s
+            .report_epoch(&w, &g.job.id, g.lease, epoch(1), t0)
+            .unwrap());
+    }
+    assert_eq!(rows(dir.path()), 1);
+    assert_eq!(epochs_of(&s, &g.job.id), vec![epoch(1)]);
+}

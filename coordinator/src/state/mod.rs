@@ -421,6 +421,12 @@ impl State {
         }
     }
 
+    /// Whether `m` is, byte for byte, an epoch `job`'s attempt under `lease` has recorded.
+    pub fn repeats(&self, job: &JobId, lease: LeaseId, m: &EpochMetrics) -> bool {
+        self.current(job, lease)
+            .is_some_and(|i| self.jobs[i].epochs().iter().any(|e| e == m))
+    }
+
     /// Records one epoch and renews the lease; false (rejected) if the lease is not the job's
     /// current one.
     pub fn report_epoch(
@@ -435,6 +441,11 @@ impl State {
         let Some(i) = self.current(job, lease) else {
             return Ok(false);
         };
+        // The same report again (a retry, or a peer replaying it): answered, not stored again.
+        if self.repeats(job, lease, &m) {
+            self.leases.renew(lease, now + self.lease_ttl);
+            return Ok(true);
+        }
         let previous =
             previous_epoch(self.jobs[i].epochs(), m.epoch).map_or(0.0, |x| x.train_seconds);
         let epoch_seconds = m.train_seconds - previous;

@@ -103,7 +103,8 @@ fn the_coordinator_refuses_checkpoints_it_could_not_load() {
         "name: ckpt\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.5}\n",
     )
     .unwrap();
-    let (mut coord, port) = waiting_coordinator(&grid, tmp.path());
+    let (coord, port) = waiting_coordinator(&grid, tmp.path());
+    let coord = crate::support::Killed(coord);
     let url = format!("http://127.0.0.1:{port}");
     let stored = tmp.path().join("out").join("checkpoints");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -172,8 +173,7 @@ fn the_coordinator_refuses_checkpoints_it_could_not_load() {
         assert!(ok.accepted);
         assert!(stored.join(format!("{job}.ckpt")).is_file());
     });
-    let _ = coord.kill();
-    let _ = coord.wait();
+    drop(coord);
 }
 
 /// `coordinator report` on someone else's results: an id that is not a job id (a relative or an
@@ -278,4 +278,114 @@ fn report_on_a_crafted_state_file_neither_hangs_nor_changes_it() {
         .map(|e| e.file_name().to_string_lossy().to_string())
         .collect();
     assert_eq!(beside, vec!["state.db".to_string()], "files made beside it");
+}
+
+/// An upload aborted half-way leaves no `.part` file behind, and one left by an earlier run (a
+/// coordinator killed mid-upload) is removed at start; the same epoch reported again is
+/// answered but not recorded twice.
+#[test]
+fn aborted_uploads_and_replayed_reports_leave_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tmp.path().join("grid.yaml");
+    std::fs::write(
+        &grid,
+        "name: parts\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.5}\n",
+    )
+    .unwrap();
+    let stored = tmp.path().join("out").join("checkpoints");
+    std::fs::create_dir_all(&stored).unwrap();
+    let leftover = stored.join(".mnist-paper-cnn-relu-s0-000000000000.7.part");
+    std::fs::write(&leftover, vec![0u8; 4096]).unwrap();
+    let (coord, port) = waiting_coordinator(&grid, tmp.path());
+    let coord = crate::support::Killed(coord);
+    assert!(
+        !leftover.exists(),
+        "an earlier run's .part file is still there"
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let reg = worker_rpc(&url, None, None)
+            .register(register_request("aborter"))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut c = worker_rpc(&url, None, Some(&reg.session));
+        let lease = c
+            .lease_job(pb::LeaseJobRequest {
+                worker_id: reg.worker_id.clone(),
+                request_id: "p1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .lease
+            .unwrap();
+        let job = lease.job.as_ref().unwrap().job_id.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(pb::CheckpointChunk {
+            worker_id: reg.worker_id.clone(),
+            job_id: job.clone(),
+            lease_id: lease.lease_id,
+            epoch: 1,
+            data: vec![1u8; 1 << 16],
+        })
+        .await
+        .unwrap();
+        let mut upload_client = c.clone();
+        let upload = tokio::spawn(async move {
+            upload_client
+                .upload_checkpoint(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+        });
+        let part = stored.join(format!(".{job}.{}.part", lease.lease_id));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !part.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the upload never began"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        upload.abort();
+        drop(tx);
+        while part.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} was left",
+                part.display()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // A report replayed a thousand times: every answer accepts it, the state holds one.
+        let report = pb::ReportEpochRequest {
+            worker_id: reg.worker_id.clone(),
+            job_id: job.clone(),
+            lease_id: lease.lease_id,
+            metrics: Some(pb::EpochMetrics {
+                epoch: 1,
+                train_seconds: 1.0,
+                train_loss: 0.5,
+                test_loss: 0.5,
+                test_accuracy: 0.5,
+                ..Default::default()
+            }),
+        };
+        for _ in 0..1000 {
+            assert!(
+                c.report_epoch(report.clone())
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .accepted
+            );
+        }
+    });
+    drop(coord);
+    let log = std::fs::read_to_string(tmp.path().join("coordinator.log")).unwrap();
+    assert_eq!(
+        log.matches(" epoch ").count() + log.matches("\"epoch\"").count(),
+        1,
+        "{log}"
+    );
 }
