@@ -8,6 +8,13 @@ use orchestrator_proto::v1 as pb;
 
 use crate::cli::Connect;
 
+/// Prints a line of what the coordinator sent, escaped for the terminal (see `terminal_safe`).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        println!("{}", coordinator::terminal::terminal_safe(&format!($($arg)*)))
+    };
+}
+
 /// A failed call, with a hint where the usual cause is known.
 fn failed(what: &str, conn: &Connect) -> impl FnOnce(tonic::Status) -> anyhow::Error {
     let hint = conn.connect.starts_with("https://") && conn.tls_cert.is_none();
@@ -62,7 +69,7 @@ pub async fn cancel(conn: Connect, jobs: Vec<String>, all: bool) -> anyhow::Resu
         .await
         .map_err(failed("CancelJobs", &conn))?
         .into_inner();
-    println!("{} job(s) cancelled", r.cancelled);
+    say!("{} job(s) cancelled", r.cancelled);
     Ok(())
 }
 
@@ -77,11 +84,20 @@ pub async fn status(conn: Connect) -> anyhow::Result<()> {
         .await
         .map_err(failed("GridStatus", &conn))?
         .into_inner();
-    println!(
+    say!(
         "grid {}: {} pending, {} running, {} succeeded, {} failed, {} diverged, {} cancelled",
-        s.grid_name, s.pending, s.running, s.succeeded, s.failed, s.diverged, s.cancelled
+        s.grid_name,
+        s.pending,
+        s.running,
+        s.succeeded,
+        s.failed,
+        s.diverged,
+        s.cancelled
     );
-    print!("{}", coordinator::terminal::render_once(&progress(&s)));
+    print!(
+        "{}",
+        coordinator::terminal::terminal_safe(&coordinator::terminal::render_once(&progress(&s)))
+    );
     if s.denied_calls > 0 {
         println!(
             "{} worker call(s) refused: wrong session or another worker's lease (see the coordinator's log)",
@@ -95,9 +111,13 @@ pub async fn status(conn: Connect) -> anyhow::Result<()> {
         } else {
             format!("{:.0}s ago", w.seconds_since_seen)
         };
-        println!(
+        say!(
             "{:<11} {:<29} {:<9} {:>5}  {:>7}  {seen}",
-            w.worker_id, w.name, w.device, w.slots, w.running
+            w.worker_id,
+            w.name,
+            w.device,
+            w.slots,
+            w.running
         );
     }
     println!("\nJOB                                             STATE      ATTEMPTS  EPOCHS  ACCURACY  WORKER");
@@ -150,10 +170,10 @@ fn print_jobs(jobs: &[pb::JobStatus]) {
             .last_test_accuracy
             .map_or("-".into(), |a| format!("{:.2}%", 100.0 * a));
         // A closed pipe (`| head`) ends the listing, not the program with a panic.
-        let _ = writeln!(
-            out,
+        let line = format!(
             "{:<47} {:<10} {:>8}  {:>3}/{:<3} {:>8}  {}",
             j.job_id, j.state, j.attempts, j.epochs_done, j.epochs_total, accuracy, j.worker
         );
+        let _ = writeln!(out, "{}", coordinator::terminal::terminal_safe(&line));
     }
 }

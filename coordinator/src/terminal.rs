@@ -149,6 +149,29 @@ impl Display {
     }
 }
 
+/// Text that came from elsewhere (names, ids, errors a worker sent) as a terminal may show it:
+/// control characters (an escape sequence's ESC among them) and bidirectional-text controls are
+/// written as `\u{..}`; line breaks and tabs stay.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || orchestrator_proto::convert::is_bidi_control(c)
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| {
+            if unsafe_char(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +228,14 @@ mod tests {
         d.finish();
         assert_eq!((bar.position(), bar.length()), (4, Some(6)));
         assert!(bar.is_finished());
+    }
+
+    #[test]
+    fn text_from_peers_reaches_the_terminal_escaped() {
+        assert_eq!(terminal_safe("plain\tline\n"), "plain\tline\n");
+        assert_eq!(
+            terminal_safe("evil\u{1b}[2Jname\u{202e}cod.exe"),
+            "evil\\u{1b}[2Jname\\u{202e}cod.exe"
+        );
     }
 }

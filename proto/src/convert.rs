@@ -244,7 +244,8 @@ impl From<&WorkerInfo> for v1::WorkerInfo {
 }
 
 /// A string a worker declares about itself: at most 200 characters, none of them control
-/// characters (it is printed to terminals, logs and reports).
+/// characters nor bidirectional-text controls (it is printed to terminals, logs and reports,
+/// where a right-to-left override would make it read as something else).
 fn printable(field: &'static str, s: String) -> Result<String, WireError> {
     let invalid = |why: &str| WireError::Invalid {
         field,
@@ -256,7 +257,16 @@ fn printable(field: &'static str, s: String) -> Result<String, WireError> {
     if s.chars().any(char::is_control) {
         return Err(invalid("holds control characters"));
     }
+    if s.chars().any(is_bidi_control) {
+        return Err(invalid("holds bidirectional-text controls"));
+    }
     Ok(s)
+}
+
+/// Unicode's bidirectional formatting characters (embeddings, overrides, isolates, marks),
+/// which are not `char::is_control` yet change how the text around them is displayed.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 impl TryFrom<v1::WorkerInfo> for WorkerInfo {
@@ -307,6 +317,18 @@ mod tests {
             tf32: Tf32::Conv,
             deterministic: false,
         }
+    }
+
+    #[test]
+    fn names_with_bidi_controls_are_refused() {
+        for name in ["evil\u{202E}gnp.exe", "a\u{2066}b", "x\u{200F}"] {
+            let e = printable("info.name", name.to_string()).unwrap_err();
+            assert!(e.to_string().contains("bidirectional-text controls"), "{e}");
+        }
+        assert_eq!(
+            printable("info.name", "gpu-node-1 ✓".into()).unwrap(),
+            "gpu-node-1 ✓"
+        );
     }
 
     #[test]

@@ -19,6 +19,11 @@ use crate::requirements::Requirements;
 use file::{DatasetEntryFile, GridFile};
 pub use training::Training;
 
+/// The most jobs one grid may expand to: what the coordinator was measured to hold (a million
+/// queued jobs in about a third of a GiB; see the benchmarks page), and a bound on what a
+/// grid file can make it allocate.
+pub const MAX_JOBS: u64 = 1_000_000;
+
 /// A grid file that could not be read or is not a valid grid.
 #[derive(Debug, thiserror::Error)]
 pub enum GridError {
@@ -132,6 +137,18 @@ impl Grid {
                 return Err(invalid(line, None, format!("datasets[{i}].{why}")));
             }
             datasets.push(DatasetEntry::from(entry));
+        }
+        let seeds = file.seeds.as_ref().map_or(1, |s| s.0.len());
+        let jobs = datasets.len() as u64 * file.activations.0.len() as u64 * seeds as u64;
+        if jobs > MAX_JOBS {
+            return Err(invalid(
+                None,
+                None,
+                format!(
+                    "the grid expands to {jobs} jobs (datasets × activations × seeds); at most \
+                     {MAX_JOBS} are run from one grid: split it"
+                ),
+            ));
         }
         Ok(Grid {
             name: file.name,

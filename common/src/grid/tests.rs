@@ -391,3 +391,21 @@ fn messages_say_what_to_do() {
     )
     .unwrap();
 }
+
+/// A grid that would expand past a million jobs is refused before anything is expanded.
+#[test]
+fn a_grid_of_more_than_a_million_jobs_is_refused() {
+    let seeds: Vec<String> = (0..200_001).map(|s| s.to_string()).collect();
+    let text = format!(
+        "name: big\nactivations: [relu, tanh, selu, elu, gelu]\nseeds: [{}]\ndatasets:\n  - {{dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.9}}\n",
+        seeds.join(", ")
+    );
+    let err = Grid::parse(&text, Path::new("g.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "g.yaml: the grid expands to 1000005 jobs (datasets × activations × seeds); at most \
+         1000000 are run from one grid: split it"
+    );
+}
