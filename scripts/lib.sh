@@ -32,8 +32,11 @@ dlgrid_cpu_flags() {
 }
 
 # Installs Debian packages that are missing, as root (else says what to install); returns 1
-# where they cannot be installed.
+# where they cannot be installed. `--recommends` first installs their recommended packages too
+# (Chromium's fonts, which the report's browser tests measure text with).
 dlgrid_apt() {
+    local extra=(--no-install-recommends)
+    if [ "${1:-}" = --recommends ]; then extra=(); shift; fi
     local missing=()
     for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
     [ ${#missing[@]} -eq 0 ] && return 0
@@ -42,8 +45,8 @@ dlgrid_apt() {
         return 1
     fi
     echo "==> installing Debian's ${missing[*]}" >&2
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
-        || { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; }
+    apt-get install -y -qq "${extra[@]}" "${missing[@]}" >/dev/null 2>&1 \
+        || { apt-get update -qq && apt-get install -y -qq "${extra[@]}" "${missing[@]}" >/dev/null 2>&1; }
 }
 
 # A virtualenv at $1 holding the pip packages that follow, made once.

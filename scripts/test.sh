@@ -14,7 +14,8 @@ source scripts/lib.sh
 dlgrid_torch
 # Debian's Chromium (the report's browser test), prometheus (promtool, the metrics test) and
 # util-linux (script, the terminal test).
-dlgrid_apt chromium prometheus util-linux binutils \
+dlgrid_apt --recommends chromium || echo "==> the browser tests will be reported as ignored" >&2
+dlgrid_apt prometheus util-linux binutils \
     || echo "==> the tests that need them are reported as ignored" >&2
 # From PyPI, once per user like libtorch: mlperf-logging and tensorboard (the tests that check
 # our MLPerf logs and event files with those tools' own checker and reader); kubectl,
