@@ -76,24 +76,8 @@ fn report_html_renders_in_chromium() {
     assert!(status.success(), "{stderr}");
     let html = out.join("report.html");
     let (status, dom, log) = output(
-        Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-            ])
-            .args([
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ])
+        headless(chromium, &tmp.path().join("profile"))
             .args(["--enable-logging=stderr", "--v=0", "--dump-dom"])
-            .arg(format!(
-                "--user-data-dir={}",
-                tmp.path().join("profile").display()
-            ))
             .arg(format!("file://{}", html.display())),
     );
     assert!(status.success(), "{log}");
@@ -133,23 +117,9 @@ fn report_html_renders_in_chromium() {
     // And as a picture: the page rendered to a PNG that is not blank.
     let shot = tmp.path().join("report.png");
     let (status, _, log) = output(
-        Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-            ])
-            .args([
-                "--disable-background-networking",
-                "--disable-component-update",
-            ])
+        headless(chromium, &tmp.path().join("profile"))
             .args(["--hide-scrollbars", "--window-size=1280,2200"])
             .arg(format!("--screenshot={}", shot.display()))
-            .arg(format!(
-                "--user-data-dir={}",
-                tmp.path().join("profile").display()
-            ))
             .arg(format!("file://{}", html.display())),
     );
     assert!(status.success(), "{log}");
@@ -161,6 +131,22 @@ fn report_html_renders_in_chromium() {
         "{} bytes: the page looks blank",
         png.len()
     );
+}
+
+/// Headless Chromium started as these machines need it (no sandbox as root, no background
+/// connections on a closed network), with a fresh profile in `profile`.
+fn headless(chromium: &str, profile: &Path) -> Command {
+    let mut c = Command::new(chromium);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+    ])
+    .args(["--no-first-run", "--disable-background-networking"])
+    .args(["--disable-component-update", "--disable-sync"])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    c
 }
 
 /// Debian's headless Chromium (the tests that need it are ignored where the build found none).
@@ -215,22 +201,8 @@ document.body.setAttribute('data-probe', cut.length ? 'cut:' + cut.join('|') : '
     let page = tmp.path().join("probe.html");
     std::fs::write(&page, html.replace("</body>", probe)).unwrap();
     let (status, dom, log) = output(
-        Command::new(chromium())
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-            ])
-            .args([
-                "--disable-background-networking",
-                "--disable-component-update",
-            ])
+        headless(chromium(), &tmp.path().join("profile"))
             .args(["--hide-scrollbars", "--window-size=1280,900", "--dump-dom"])
-            .arg(format!(
-                "--user-data-dir={}",
-                tmp.path().join("profile").display()
-            ))
             .arg(format!("file://{}", page.display())),
     );
     assert!(status.success(), "{log}");

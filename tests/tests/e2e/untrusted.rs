@@ -13,6 +13,34 @@ use orchestrator_proto::v1 as pb;
 
 use crate::support::{fixture, register_request, waiting_coordinator, worker_rpc};
 
+/// A worker registered as `name` at `url`, its client (with its session) and the job it leased.
+async fn leased(
+    url: &str,
+    name: &str,
+) -> (
+    pb::RegisterResponse,
+    orchestrator_proto::client::WorkerClient,
+    pb::Lease,
+) {
+    let reg = worker_rpc(url, None, None)
+        .register(register_request(name))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut c = worker_rpc(url, None, Some(&reg.session));
+    let lease = c
+        .lease_job(pb::LeaseJobRequest {
+            worker_id: reg.worker_id.clone(),
+            request_id: format!("{name}-1"),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .lease
+        .unwrap();
+    (reg, c, lease)
+}
+
 /// Writes a TorchScript archive to `archive` whose loading creates `marker` (as the attack's
 /// file did), using the PyTorch of scripts/env.sh; and proves it hostile: loading it with
 /// torch.jit.load, as libtorch's archive loader does, makes the marker (removed again).
@@ -109,22 +137,7 @@ fn the_coordinator_refuses_checkpoints_it_could_not_load() {
     let stored = tmp.path().join("out").join("checkpoints");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let reg = worker_rpc(&url, None, None)
-            .register(register_request("uploader"))
-            .await
-            .unwrap()
-            .into_inner();
-        let mut c = worker_rpc(&url, None, Some(&reg.session));
-        let lease = c
-            .lease_job(pb::LeaseJobRequest {
-                worker_id: reg.worker_id.clone(),
-                request_id: "u1".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .lease
-            .unwrap();
+        let (reg, mut c, lease) = leased(&url, "uploader").await;
         let job = lease.job.as_ref().unwrap().job_id.clone();
         let chunk = |data: Vec<u8>| pb::CheckpointChunk {
             worker_id: reg.worker_id.clone(),
@@ -305,22 +318,7 @@ fn aborted_uploads_and_replayed_reports_leave_nothing_behind() {
     let url = format!("http://127.0.0.1:{port}");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let reg = worker_rpc(&url, None, None)
-            .register(register_request("aborter"))
-            .await
-            .unwrap()
-            .into_inner();
-        let mut c = worker_rpc(&url, None, Some(&reg.session));
-        let lease = c
-            .lease_job(pb::LeaseJobRequest {
-                worker_id: reg.worker_id.clone(),
-                request_id: "p1".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .lease
-            .unwrap();
+        let (reg, mut c, lease) = leased(&url, "aborter").await;
         let job = lease.job.as_ref().unwrap().job_id.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tx.send(pb::CheckpointChunk {
