@@ -19,8 +19,11 @@ pub struct Lease {
 pub struct LeaseTable {
     active: HashMap<LeaseId, Lease>,
     by_expiry: BTreeSet<(Instant, LeaseId)>,
-    /// LeaseJob request id → the lease it was granted, so a retried request gets it back.
-    requests: HashMap<String, LeaseId>,
+    /// (worker, LeaseJob request id) → the lease it was granted, so a retried request gets it
+    /// back. Kept only while the lease is active, so bounded by the leases held.
+    requests: HashMap<(WorkerId, String), LeaseId>,
+    /// The reverse of `requests`, to forget a request with its lease.
+    request_of: HashMap<LeaseId, (WorkerId, String)>,
     /// The sequence number of the next new lease.
     next_seq: u64,
 }
@@ -32,6 +35,7 @@ impl LeaseTable {
             active: HashMap::new(),
             by_expiry: BTreeSet::new(),
             requests: HashMap::new(),
+            request_of: HashMap::new(),
             next_seq: next_seq.max(1),
         }
     }
@@ -70,6 +74,9 @@ impl LeaseTable {
     }
 
     pub fn remove(&mut self, id: LeaseId) -> Option<Lease> {
+        if let Some(key) = self.request_of.remove(&id) {
+            self.requests.remove(&key);
+        }
         let lease = self.active.remove(&id)?;
         self.by_expiry.remove(&(lease.expires, id));
         Some(lease)
@@ -99,14 +106,28 @@ impl LeaseTable {
         self.active.values().filter(|l| &l.worker == worker).count()
     }
 
-    pub fn remember_request(&mut self, request: &str, id: LeaseId) {
-        self.requests.insert(request.to_string(), id);
+    /// Notes that `worker`'s request `request` was granted lease `id` (an active lease).
+    pub fn remember_request(&mut self, worker: &WorkerId, request: &str, id: LeaseId) {
+        if request.is_empty() || !self.active.contains_key(&id) {
+            return;
+        }
+        let key = (worker.clone(), request.to_string());
+        if let Some(old) = self.requests.insert(key.clone(), id) {
+            self.request_of.remove(&old);
+        }
+        self.request_of.insert(id, key);
     }
 
-    /// The lease granted to request `request`, while it is active.
-    pub fn for_request(&self, request: &str) -> Option<(LeaseId, &Lease)> {
-        let id = *self.requests.get(request)?;
+    /// The lease granted to `worker`'s request `request`, while it is active. Another worker's
+    /// request with the same id is another request.
+    pub fn for_request(&self, worker: &WorkerId, request: &str) -> Option<(LeaseId, &Lease)> {
+        let id = *self.requests.get(&(worker.clone(), request.to_string()))?;
         self.active.get(&id).map(|l| (id, l))
+    }
+
+    /// How many request ids are remembered (at most one per active lease).
+    pub fn requests_remembered(&self) -> usize {
+        self.requests.len()
     }
 }
 
@@ -141,10 +162,16 @@ mod tests {
         assert_eq!(t.expired(t0 + s(30)), vec![b]);
         assert!(!t.renew(a, t0));
         assert_eq!(t.held_by(&w), 1);
-        t.remember_request("r", b);
-        assert_eq!(t.for_request("r").map(|(id, _)| id), Some(b));
+        t.remember_request(&w, "r", b);
+        assert_eq!(t.for_request(&w, "r").map(|(id, _)| id), Some(b));
+        let other = WorkerId::nth(2);
+        assert!(
+            t.for_request(&other, "r").is_none(),
+            "another worker's request with the same id is not this one"
+        );
         t.remove(b);
-        assert!(t.for_request("r").is_none());
+        assert!(t.for_request(&w, "r").is_none());
+        assert_eq!(t.requests_remembered(), 0, "forgotten with the lease");
         t.insert(LeaseId::compose(20, 0), lease(2, t0));
         assert_eq!(
             t.fresh_id().seq(),

@@ -135,6 +135,7 @@ impl WorkerService for Shared {
         let worker = WorkerId::from_stored(req.get_ref().worker_id.clone());
         self.verify(&req, &worker, &[], false)?;
         let req = req.into_inner();
+        check_request_id(&req.request_id)?;
         let ((grant, finished), seq) = self.with_state(|state| {
             let grant = state.lease(&worker, &req.request_id, Instant::now())?;
             let finished = grant.is_none() && state.tell_finished(&worker);
@@ -198,6 +199,7 @@ impl WorkerService for Shared {
             .and_then(|e| e.lines().next())
             .map(str::to_string);
         let job = job_id(req.job_id)?;
+        check_request_id(&req.next_request_id)?;
         let now = Instant::now();
         let ((accepted, counts, next, grid_finished), seq) = self.with_state(|state| {
             state
@@ -337,3 +339,18 @@ impl WorkerService for Shared {
         Ok(Response::new(Box::pin(stream) as ChunkStream))
     }
 }
+
+/// A lease request id: an idempotency key, at most [`MAX_REQUEST_ID`] bytes.
+fn check_request_id(id: &str) -> Result<(), Status> {
+    if id.len() > MAX_REQUEST_ID {
+        return Err(ServiceError::InvalidArgument(format!(
+            "request id of {} bytes; at most {MAX_REQUEST_ID}",
+            id.len()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The longest lease request id taken (workers send `<worker id>/<n>`).
+const MAX_REQUEST_ID: usize = 128;

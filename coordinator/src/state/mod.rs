@@ -320,7 +320,7 @@ impl State {
         now: Instant,
     ) -> Result<Option<Grant>> {
         self.workers.touch(worker, now);
-        if let Some((lease, l)) = self.leases.for_request(request_id) {
+        if let Some((lease, l)) = self.leases.for_request(worker, request_id) {
             let e = &self.jobs[l.job];
             let attempt = e.attempts;
             return Ok(Some(Grant {
@@ -329,10 +329,14 @@ impl State {
                 attempt,
             }));
         }
-        let can = self
-            .workers
-            .get(worker)
-            .map(|w| (w.info.device, w.info.memory_mb));
+        let registered = self.workers.get(worker);
+        // A worker holds at most the slots it declared: more leases would only expire. (The
+        // service refuses workers that did not register before they get here.)
+        let slots = registered.map_or(usize::MAX, |w| w.info.slots.max(1) as usize);
+        if self.leases.held_by(worker) >= slots {
+            return Ok(None);
+        }
+        let can = registered.map(|w| (w.info.device, w.info.memory_mb));
         let Some(i) = self.queue.longest_first().find(|&i| {
             can.is_none_or(|(device, memory)| self.jobs[i].job.requires.admit(device, memory))
         }) else {
@@ -342,7 +346,7 @@ impl State {
         let name = self.workers.get(worker).map(|w| w.info.name.clone());
         let change = self.jobs[i].start(lease, worker, name, timestamp());
         self.commit(vec![change], now)?;
-        self.leases.remember_request(request_id, lease);
+        self.leases.remember_request(worker, request_id, lease);
         let e = &self.jobs[i];
         Ok(Some(Grant {
             job: e.job.clone(),

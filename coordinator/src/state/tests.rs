@@ -35,7 +35,7 @@ fn info(device: DeviceSpec) -> WorkerInfo {
         device,
         device_name: "cpu".into(),
         libtorch_version: "2.11.0".into(),
-        slots: 1,
+        slots: 8,
         memory_mb: 4096,
     }
 }
@@ -68,6 +68,34 @@ pub(super) fn done(epochs: u32) -> TrainOutcome {
         device_uuid: None,
         engine: Some("channels-last/avx2/measured".parse().unwrap()),
     }
+}
+
+#[test]
+fn a_worker_holds_no_more_leases_than_its_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let mut s = fresh(dir.path(), &grid(G));
+    let one_slot = WorkerInfo {
+        slots: 1,
+        ..info(DeviceSpec::Cpu)
+    };
+    let w = s.register(one_slot, false, t0).unwrap().0;
+    let g = s.lease(&w, "r1", t0).unwrap().unwrap();
+    assert!(
+        s.lease(&w, "r2", t0).unwrap().is_none(),
+        "a second lease on one slot"
+    );
+    assert_eq!(
+        s.lease(&w, "r1", t0).unwrap(),
+        Some(g.clone()),
+        "a retried request still gets its lease back"
+    );
+    let other = worker(&mut s, t0);
+    assert_ne!(
+        s.lease(&other, "r1", t0).unwrap().unwrap().lease,
+        g.lease,
+        "another worker's request with the same id is its own"
+    );
 }
 
 #[test]
