@@ -13,12 +13,14 @@
 //!   heartbeat, expire; and its read side (records, results, worker status).
 //! - [`service`]: the gRPC services; [`error`]: the one error → status table.
 //! - [`checkpoints`]: job checkpoints stored for resumption on any worker.
-//! - [`server`]: the gRPC server; [`live`]: the live report over HTTP.
+//! - [`server`]: the gRPC server, [`accept`] its accept loop and TLS handshakes, [`limits`] the
+//!   caps on connections; [`live`]: the live report over HTTP.
 //! - [`expiry`]: the lease-expiry task; [`progress`]: watching the grid to its end.
 //! - [`local`]: worker processes started on this machine; [`output`]: the files in `--out`;
 //!   [`plan`]: what a run would do (`coordinator plan`).
 //! - [`run`]: one grid, start to finish, wiring the above together.
 
+pub mod accept;
 pub mod change;
 pub mod checkpoints;
 pub mod clock;
@@ -74,6 +76,14 @@ pub async fn run(
     let addr = listener.local_addr()?;
     let counts = shared.lock().counts();
     tracing::info!(grid = cfg.grid.name(), jobs = counts.total(), already_done = counts.finished(), listen = %addr, state = %cfg.state.display(), "coordinator started");
+    let files = limits::open_files();
+    let caps = (limits::grpc(cfg.idle).total, limits::http(cfg.idle).total);
+    tracing::info!(
+        open_file_limit = files,
+        grpc = caps.0,
+        page = caps.1,
+        "connections capped"
+    );
 
     let store = shared.lock().detach_store().context("the state's store")?;
     let (stop_writer, writer_stop) = watch::channel(false);

@@ -5,7 +5,10 @@
 //! heartbeat every few seconds, so only idle or dead peers are); connections beyond the caps
 //! are closed at once.
 //! Loopback peers are exempt from the per-address cap (local tools and benchmarks open many),
-//! not from the total.
+//! not from the total. The totals fit under the process's open-file limit, which the
+//! coordinator raises at start as far as the hard limit allows ([`open_files`]): a connection
+//! refused for the cap costs nothing, while an `accept` failing for want of descriptors would
+//! leave the services unable to open their own files.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,7 +16,7 @@ use std::io;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -51,21 +54,86 @@ pub struct Caps {
     pub idle: Duration,
 }
 
-/// The gRPC port's: workers keep one connection each; a host runs one worker per GPU.
+/// Open files kept back from the connection caps for the coordinator's own: the state and its
+/// journal, logs, checkpoints being received, local workers' pipes and sockets.
+const RESERVED_FILES: u64 = 128;
+
+/// The process's limit on open files, raised once to the hard limit where it allows (and said).
+pub fn open_files() -> u64 {
+    static LIMIT: OnceLock<u64> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let before = rlimit::Resource::NOFILE
+            .get()
+            .map_or(1024, |(soft, _)| soft);
+        match rlimit::increase_nofile_limit(rlimit::INFINITY) {
+            Ok(now) if now > before => {
+                tracing::debug!(from = before, to = now, "open-file limit raised");
+                now
+            }
+            Ok(now) => now,
+            Err(e) => {
+                tracing::warn!(limit = before, error = %e, "cannot raise the open-file limit");
+                before
+            }
+        }
+    })
+}
+
+/// `num/den` of the open files left after [`RESERVED_FILES`], at least 16, at most `cap`.
+fn share(files: u64, num: u64, den: u64, cap: usize) -> usize {
+    let left = files.saturating_sub(RESERVED_FILES) * num / den;
+    (left.max(16) as usize).min(cap)
+}
+
+/// The gRPC port's: workers keep one connection each; a host runs one worker per GPU. Three
+/// quarters of the open files the process may have, at most 4,096.
 pub fn grpc(idle: Duration) -> Caps {
     Caps {
         per_peer: 64,
-        total: 4096,
+        total: share(open_files(), 3, 4, 4096),
         idle,
     }
 }
 
-/// The live page's: browsers open a few connections each.
+/// The live page's: browsers open a few connections each. A quarter of the open files, at
+/// most 512.
 pub fn http(idle: Duration) -> Caps {
     Caps {
         per_peer: 32,
-        total: 512,
+        total: share(open_files(), 1, 4, 512),
         idle,
+    }
+}
+
+/// Says something at most once per interval, with how many times it was not said.
+#[derive(Debug)]
+pub struct Quiet {
+    every: Duration,
+    last: Option<std::time::Instant>,
+    held: u64,
+}
+
+impl Quiet {
+    pub fn every(every: Duration) -> Quiet {
+        Quiet {
+            every,
+            last: None,
+            held: 0,
+        }
+    }
+
+    /// Some(times not said since the last line) when a line is due now; None to stay quiet.
+    pub fn due(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            self.held += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held))
     }
 }
 
@@ -74,6 +142,8 @@ pub fn http(idle: Duration) -> Caps {
 pub struct Connections {
     caps: Caps,
     open: Arc<Mutex<(usize, HashMap<IpAddr, usize>)>>,
+    /// Refusals are said at most every 10 s, with their count.
+    quiet: Arc<Mutex<Quiet>>,
 }
 
 /// Holds one connection's place; released when dropped.
@@ -100,6 +170,7 @@ impl Connections {
         Connections {
             caps,
             open: Arc::default(),
+            quiet: Arc::new(Mutex::new(Quiet::every(Duration::from_secs(10)))),
         }
     }
 
@@ -107,16 +178,34 @@ impl Connections {
         self.caps.idle
     }
 
+    pub fn caps(&self) -> Caps {
+        self.caps
+    }
+
+    fn refused(&self, peer: IpAddr, open: usize, why: &str) {
+        let due = self.quiet.lock().unwrap_or_else(|p| p.into_inner()).due();
+        if let Some(more) = due {
+            tracing::warn!(peer = %peer, open, total_cap = self.caps.total, per_address_cap = self.caps.per_peer, refused_since_last_line = more, "connection refused: {why}");
+        }
+    }
+
     /// A place for a new connection from `ip`, or None (with a warning) over a cap.
     pub fn admit(&self, ip: IpAddr) -> Option<Slot> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let from_peer = open.1.get(&ip).copied().unwrap_or(0);
         if open.0 >= self.caps.total {
-            tracing::warn!(peer = %ip, open = open.0, "connection refused: too many open");
+            let n = open.0;
+            drop(open);
+            self.refused(ip, n, "as many open as the cap allows");
             return None;
         }
         if from_peer >= self.caps.per_peer && !ip.is_loopback() {
-            tracing::warn!(peer = %ip, open = from_peer, "connection refused: too many from this address");
+            drop(open);
+            self.refused(
+                ip,
+                from_peer,
+                "as many open from this address as the cap allows",
+            );
             return None;
         }
         open.0 += 1;
@@ -214,23 +303,6 @@ impl tonic::transport::server::Connected for Guarded<tokio::net::TcpStream> {
     fn connect_info(&self) -> Self::ConnectInfo {
         self.inner.connect_info()
     }
-}
-
-/// The accepted connections of `listener` that fit `conns`, guarded.
-pub fn incoming(
-    listener: tokio::net::TcpListener,
-    conns: Connections,
-) -> impl tokio_stream::Stream<Item = io::Result<Guarded<tokio::net::TcpStream>>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).filter_map(move |r| match r {
-        Ok(tcp) => {
-            let ip = tcp.peer_addr().ok()?.ip();
-            let slot = conns.admit(ip)?;
-            let _ = tcp.set_nodelay(true);
-            Some(Ok(Guarded::new(tcp, slot, conns.idle())))
-        }
-        Err(e) => Some(Err(e)),
-    })
 }
 
 #[cfg(test)]

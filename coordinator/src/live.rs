@@ -215,15 +215,18 @@ pub async fn serve(
     let conns = Connections::new(limits::http(idle));
     let graceful = GracefulShutdown::new();
     loop {
-        let (tcp, peer) = tokio::select! {
+        let accepted = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!(error = %e, "live page: accept failed");
-                    continue;
-                }
-            },
+            r = listener.accept() => r,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                // Mostly no descriptors left: wait, rather than spin, for some to close.
+                tracing::debug!(error = %e, "live page: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let Some(slot) = conns.admit(peer.ip()) else {
             continue;

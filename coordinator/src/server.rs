@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tonic::transport::server::Router;
 
+use crate::accept;
 use crate::limits::{self, Connections};
 use crate::metrics::RpcTimer;
 use crate::service::Shared;
@@ -36,22 +37,19 @@ pub struct Tokens {
 }
 
 /// The services, on a server with the limits every listener shares.
-async fn router(shared: &Shared, tokens: Tokens, tls: Option<&ServerTls>) -> anyhow::Result<Timed> {
+async fn router(shared: &Shared, tokens: Tokens) -> anyhow::Result<Timed> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WorkerServiceServer<Shared>>().await;
     let auth = RequireToken::new(tokens.worker);
     let operator = RequireToken::new(tokens.operator);
     let timer = RpcTimer(shared.metrics.rpc_seconds.clone());
-    // No `.tcp_nodelay`: it applies only to tonic's own listener; `limits::incoming` sets it
-    // on each accepted socket.
-    let mut server = tonic::transport::Server::builder()
+    // No `.tcp_nodelay` nor `.tls_config`: they apply only to tonic's own listener;
+    // `accept::incoming` sets the one and does the other's handshakes itself.
+    let server = tonic::transport::Server::builder()
         .max_concurrent_streams(STREAMS_PER_CONNECTION)
         .concurrency_limit_per_connection(STREAMS_PER_CONNECTION as usize)
         .http2_max_header_list_size(64 * 1024)
         .http2_max_pending_accept_reset_streams(Some(64));
-    if let Some(tls) = tls {
-        server = server.tls_config(tls.grpc()).context("TLS configuration")?;
-    }
     // Reflection (grpcurl list / describe) is behind the token like the services it describes.
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(orchestrator_proto::FILE_DESCRIPTOR_SET)
@@ -86,21 +84,20 @@ pub async fn serve(
     let stopped = |mut stop: watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    let tcp = router(&shared, tokens.clone(), tls.as_deref())
+    let conns = Connections::new(limits::grpc(idle));
+    let tcp = router(&shared, tokens.clone())
         .await?
         .serve_with_incoming_shutdown(
-            limits::incoming(listener, Connections::new(limits::grpc(idle))),
+            accept::incoming(listener, conns, tls.map(|t| t.grpc())),
             stopped(stop.clone()),
         );
     let Some(local) = local else {
         return tcp.await.context("gRPC server");
     };
-    let uds = router(&shared, tokens, None)
-        .await?
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(local),
-            stopped(stop),
-        );
+    let uds = router(&shared, tokens).await?.serve_with_incoming_shutdown(
+        tokio_stream::wrappers::UnixListenerStream::new(local),
+        stopped(stop),
+    );
     let (a, b) = tokio::join!(tcp, uds);
     a.context("gRPC server")?;
     b.context("gRPC server (local socket)")?;

@@ -10,20 +10,20 @@ use std::sync::Arc;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tokio_rustls::rustls::server::danger::ClientCertVerifier;
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
 
-/// Checked certificate files, ready for both servers.
+/// Checked certificate files, as a TLS configuration for each server.
 pub struct ServerTls {
-    cert: Vec<u8>,
-    key: Vec<u8>,
-    client_ca: Option<Vec<u8>>,
+    mutual: bool,
+    grpc: Arc<rustls::ServerConfig>,
     http: Arc<rustls::ServerConfig>,
 }
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerTls")
-            .field("mutual", &self.client_ca.is_some())
+            .field("mutual", &self.mutual)
             .finish_non_exhaustive()
     }
 }
@@ -62,7 +62,7 @@ impl ServerTls {
                 key.display()
             )
         })?;
-        let ca_pem = match client_ca {
+        let verifier = match client_ca {
             Some(p) => {
                 let pem = read(p, "--tls-client-ca")?;
                 let mut roots = rustls::RootCertStore::empty();
@@ -71,49 +71,74 @@ impl ServerTls {
                         format!("--tls-client-ca {}: unusable certificate: {e}", p.display())
                     })?;
                 }
-                Some(pem)
+                let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                    .build()
+                    .map_err(|e| format!("--tls-client-ca {}: {e}", p.display()))?;
+                Some(v)
             }
             None => None,
         };
-        let mut http = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS set-up: {e}"))?
-            .with_no_client_auth()
-            .with_single_cert(chain, private)
-            .map_err(|e| {
-                format!(
-                    "--tls-cert {} / --tls-key {}: {e}",
-                    cert.display(),
-                    key.display()
-                )
-            })?;
-        http.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = |verifier: Option<Arc<dyn ClientCertVerifier>>, alpn: &[u8]| {
+            let builder = rustls::ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("TLS set-up: {e}"))?;
+            let builder = match verifier {
+                Some(v) => builder.with_client_cert_verifier(v),
+                None => builder.with_no_client_auth(),
+            };
+            let mut c = builder
+                .with_single_cert(chain.clone(), private.clone_key())
+                .map_err(|e| {
+                    format!(
+                        "--tls-cert {} / --tls-key {}: {e}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+            c.alpn_protocols = vec![alpn.to_vec()];
+            Ok::<_, String>(Arc::new(c))
+        };
         Ok(ServerTls {
-            cert: cert_pem,
-            key: key_pem,
-            client_ca: ca_pem,
-            http: Arc::new(http),
+            mutual: verifier.is_some(),
+            grpc: config(verifier, b"h2")?,
+            http: config(None, b"http/1.1")?,
         })
     }
 
     /// Whether clients must present a certificate (mutual TLS).
     pub fn mutual(&self) -> bool {
-        self.client_ca.is_some()
+        self.mutual
     }
 
-    /// For the gRPC server.
-    pub fn grpc(&self) -> ServerTlsConfig {
-        let c = ServerTlsConfig::new()
-            .identity(Identity::from_pem(&self.cert, &self.key))
-            .timeout(std::time::Duration::from_secs(10));
-        match &self.client_ca {
-            Some(ca) => c.client_ca_root(Certificate::from_pem(ca)),
-            None => c,
-        }
+    /// For the gRPC port (HTTP/2; a client certificate when mutual).
+    pub fn grpc(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.grpc.clone())
     }
 
-    /// For the live page.
+    /// For the live page (HTTP/1.1; never a client certificate: it asks for the token).
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         tokio_rustls::TlsAcceptor::from(self.http.clone())
+    }
+}
+
+/// Why a TLS handshake on the gRPC port failed, for the coordinator's log: rustls's words, and
+/// what to check where the cause is a common mistake.
+pub fn handshake_failure(e: &std::io::Error) -> String {
+    let words = e.to_string();
+    let hint = if words.contains("NoCertificatesPresented") || words.contains("no certificates") {
+        "the client sent no certificate: give the worker --tls-cert and --tls-key, signed by the CA of --tls-client-ca"
+    } else if words.contains("invalid peer certificate") {
+        "the client's certificate is not signed by the CA of --tls-client-ca (or has expired)"
+    } else if words.contains("received fatal alert") {
+        "the client refused this server's certificate: is the client's --tls-ca the CA that signed --tls-cert?"
+    } else if words.contains("InvalidContentType") || words.contains("corrupt message") {
+        "the client does not speak TLS: does it use an http:// URL? Use https://"
+    } else {
+        ""
+    };
+    if hint.is_empty() {
+        words
+    } else {
+        format!("{words} ({hint})")
     }
 }

@@ -2,6 +2,7 @@
 //! module per concern (and the Kubernetes manifests checked against the binaries).
 
 mod auth;
+mod bounds;
 mod data;
 mod deploy;
 mod docs;

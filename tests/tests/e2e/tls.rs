@@ -61,6 +61,8 @@ struct Pki {
     client: (PathBuf, PathBuf),
     expired: (PathBuf, PathBuf),
     wrong_name: (PathBuf, PathBuf),
+    /// A client certificate from the other CA.
+    stranger: (PathBuf, PathBuf),
 }
 
 fn pki(dir: &Path) -> Pki {
@@ -96,6 +98,14 @@ fn pki(dir: &Path) -> Pki {
             "elsewhere",
             &["coordinator.elsewhere.example"],
             server,
+            false,
+        ),
+        stranger: leaf(
+            &other,
+            dir,
+            "stranger",
+            &["worker-2"],
+            ExtendedKeyUsagePurpose::ClientAuth,
             false,
         ),
     }
@@ -304,4 +314,93 @@ fn wrong_server_certificates_are_refused() {
     assert_eq!(s.code(), Some(2), "{err}");
     assert!(err.contains("no PEM CERTIFICATE"), "{err}");
     assert!(!dir.join("never").exists());
+}
+
+/// Each common TLS mistake is named within seconds on both sides: the worker says what to
+/// pass, and the coordinator logs the refused handshake with the peer's address and cause.
+/// (A worker without a client certificate used to hang silently for 15 s.)
+#[test]
+fn tls_failures_are_named_on_both_sides_within_seconds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki(dir);
+    let token = dir.join("token");
+    private_file(&token, "tls-failures-t0ken\n");
+    let (_coord, grpc, _) = coordinator(
+        dir,
+        &pki.server,
+        &["--tls-client-ca", p(&pki.ca), "--token-file", p(&token)],
+    );
+    let url = format!("https://127.0.0.1:{grpc}");
+    let cases: [(&str, Vec<&str>, &str, &str); 3] = [
+        (
+            "no client certificate",
+            vec!["--tls-ca", p(&pki.ca)],
+            "the coordinator asked for a client certificate: pass --tls-cert/--tls-key",
+            "the client sent no certificate",
+        ),
+        (
+            "a client certificate from another CA",
+            vec![
+                "--tls-ca",
+                p(&pki.ca),
+                "--tls-cert",
+                p(&pki.stranger.0),
+                "--tls-key",
+                p(&pki.stranger.1),
+            ],
+            "the coordinator refused this worker's client certificate",
+            "not signed by the CA of --tls-client-ca",
+        ),
+        (
+            "trusting another CA",
+            vec![
+                "--tls-ca",
+                p(&pki.other_ca),
+                "--tls-cert",
+                p(&pki.client.0),
+                "--tls-key",
+                p(&pki.client.1),
+            ],
+            "the coordinator's certificate is not signed by --tls-ca",
+            "the client refused this server's certificate",
+        ),
+    ];
+    let data = fixture(dir);
+    for (i, (case, flags, worker_says, coordinator_says)) in cases.iter().enumerate() {
+        let log = dir.join(format!("worker-{i}.log"));
+        let worker = Command::new(bin("worker"))
+            .args(["--coordinator", &url, "--device", "cpu"])
+            .args(flags)
+            .args(["--token-file", p(&token)])
+            .arg("--data-dir")
+            .arg(&data)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let worker = Killed(worker);
+        let started = std::time::Instant::now();
+        let said = |path: &Path, what: &str| {
+            std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .contains(what)
+        };
+        let coord_log = dir.join("coordinator.log");
+        while !(said(&log, worker_says) && said(&coord_log, coordinator_says)) {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{case}: not named within 5 s.\nworker: {}\ncoordinator: {}",
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                std::fs::read_to_string(&coord_log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(worker);
+        let text = std::fs::read_to_string(&coord_log).unwrap();
+        let line = text.lines().find(|l| l.contains(coordinator_says)).unwrap();
+        assert!(
+            line.contains("TLS handshake refused") && line.contains("peer=127.0.0.1:"),
+            "{case}: {line}"
+        );
+    }
 }

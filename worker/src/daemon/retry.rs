@@ -22,18 +22,34 @@ fn transient(s: &Status) -> bool {
 /// What to do about a failed call whose cause is a common mistake, as a sentence to append;
 /// empty where none is known. `s`'s whole chain is searched: tonic nests the transport's words.
 pub fn hint(s: &Status) -> &'static str {
+    const NOT_GRPC: &str = " (this port does not speak gRPC: is it the live page's, --http, \
+        default 50052? Workers connect to the coordinator's --listen port, default 50051)";
     let all = format!("{} {:?}", s.message(), std::error::Error::source(s));
     // An HTTP/1 server (the live page without TLS) fails the HTTP/2 handshake: "transport
     // error" with code Unknown; with TLS, the page's ALPN refuses h2.
     let not_grpc = s.code() == Code::Unknown && s.message() == "transport error";
-    if not_grpc || all.contains("NoApplicationProtocol") || all.contains("InvalidContentType") {
-        " (this port does not speak gRPC: is it the live page's, --http, default 50052? \
-         Workers connect to the coordinator's --listen port, default 50051)"
+    if all.contains("CertificateRequired") {
+        " (the coordinator asked for a client certificate: pass --tls-cert/--tls-key, signed by \
+         the CA of its --tls-client-ca)"
+    } else if all.contains("NoApplicationProtocol") || all.contains("InvalidContentType") {
+        NOT_GRPC
+    } else if all.contains("received fatal alert") {
+        // rustls answers a client certificate it cannot verify with an alert (BadCertificate,
+        // UnknownCA, DecryptError for a signature from another key, CertificateExpired).
+        " (the coordinator refused this worker's client certificate: is --tls-cert signed by \
+         the CA of its --tls-client-ca, and still valid?)"
+    } else if all.contains("NotValidForName") {
+        " (the coordinator's certificate does not name this host: connect with a name or \
+         address it was made for)"
+    } else if all.contains("invalid peer certificate: Expired") {
+        " (the coordinator's certificate has expired)"
+    } else if all.contains("InvalidCertificate") || all.contains("invalid peer certificate") {
+        " (the coordinator's certificate is not signed by --tls-ca)"
+    } else if not_grpc {
+        NOT_GRPC
     } else if all.contains("tcp connect error") || all.contains("Connection refused") {
         " (nothing accepts connections there: is the coordinator running, and is this its \
          --listen address?)"
-    } else if all.contains("InvalidCertificate") || all.contains("UnknownIssuer") {
-        " (the coordinator's certificate is not signed by the CA given with --tls-ca)"
     } else {
         ""
     }
