@@ -138,7 +138,10 @@ const FASHION_MNIST: DatasetInfo = DatasetInfo {
             sha256: Some("0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
         },
     ],
-    source: Source::GzFiles(&["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"]),
+    // Zalando's repository holds the gzip files; its S3 website serves plain HTTP only.
+    source: Source::GzFiles(&[
+        "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+    ]),
     source_hint: "https://github.com/zalandoresearch/fashion-mnist (or Debian's dataset-fashion-mnist package)",
     default_target: 0.90,
     ..MNIST
@@ -240,6 +243,38 @@ impl DatasetInfo {
     pub fn file_names(&self) -> Vec<&'static str> {
         self.files.iter().map(|f| f.name).collect()
     }
+
+    /// The size in bytes of the complete, uncompressed file `name` of this dataset: a download
+    /// that inflates past it is refused before its checksum is computed.
+    pub fn file_size(&self, name: &str) -> Option<u64> {
+        let i = self.files.iter().position(|f| f.name == name)?;
+        let s = self.shape;
+        let image = (s.channels * s.height * s.width) as u64;
+        Some(match self.format {
+            Format::Idx => {
+                let n = if name.starts_with("train") {
+                    self.train_images
+                } else {
+                    self.test_images
+                };
+                if name.contains("images") {
+                    16 + n * image
+                } else {
+                    8 + n
+                }
+            }
+            Format::CifarBinary { label_bytes } => {
+                // The training images split evenly over every file but the last (the test).
+                let train_files = (self.files.len() - 1) as u64;
+                let n = if i + 1 == self.files.len() {
+                    self.test_images
+                } else {
+                    self.train_images / train_files
+                };
+                n * (label_bytes as u64 + image)
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -262,5 +297,22 @@ mod tests {
             Dataset::Mnist.info().file_names()[0],
             "train-images-idx3-ubyte"
         );
+    }
+
+    #[test]
+    fn file_sizes_are_those_of_the_canonical_files() {
+        let mnist = Dataset::Mnist.info();
+        let sizes: Vec<_> = IDX_FILE_NAMES
+            .iter()
+            .map(|n| mnist.file_size(n).unwrap())
+            .collect();
+        assert_eq!(sizes, [47_040_016, 60_008, 7_840_016, 10_008]);
+        let cifar = Dataset::Cifar10.info();
+        assert_eq!(cifar.file_size("data_batch_3.bin"), Some(30_730_000));
+        assert_eq!(cifar.file_size("test_batch.bin"), Some(30_730_000));
+        let c100 = Dataset::Cifar100.info();
+        assert_eq!(c100.file_size("train.bin"), Some(50_000 * 3074));
+        assert_eq!(c100.file_size("test.bin"), Some(10_000 * 3074));
+        assert_eq!(mnist.file_size("elsewhere"), None);
     }
 }

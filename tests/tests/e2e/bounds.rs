@@ -134,3 +134,85 @@ fn leases_stay_within_slots_and_request_ids_are_a_workers_own() {
         assert!(e.message().contains("at most 128"), "{}", e.message());
     });
 }
+
+/// A worker holding the token stores a well-formed checkpoint for a job, padded to 8 MiB (a
+/// paper-cnn job's can have about 1.6 MiB), and hands the job back. The next worker refuses
+/// the download at its bound, without buffering it, and trains the job from epoch 0. (A worker
+/// used to buffer any download whole: 768 MiB took 2 GB.)
+#[test]
+fn an_oversized_stored_checkpoint_is_refused_by_the_worker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let grid = dir.join("grid.yaml");
+    std::fs::write(&grid, "name: big\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.5, test_limit: 200, latency_samples: 10}\n").unwrap();
+    let (coord, port) = waiting_coordinator(&grid, dir);
+    let mut coord = Killed(coord);
+    let url = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (reg, mut c, lease) = crate::untrusted::leased(&url, "padder").await;
+        let job = lease.job.as_ref().unwrap().job_id.clone();
+        let meta = format!(r#"{{"job_id": "{job}", "step": 1, "epochs": []}}"#);
+        let padding = vec![0u8; 8 << 20];
+        fn view(bytes: &[u8]) -> safetensors::tensor::TensorView<'_> {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![bytes.len()], bytes)
+                .unwrap()
+        }
+        let file = safetensors::tensor::serialize(
+            vec![("meta", view(meta.as_bytes())), ("padding", view(&padding))],
+            &None,
+        )
+        .unwrap();
+        let chunks: Vec<_> = file
+            .chunks(1 << 20)
+            .map(|data| pb::CheckpointChunk {
+                worker_id: reg.worker_id.clone(),
+                job_id: job.clone(),
+                lease_id: lease.lease_id,
+                epoch: 1,
+                data: data.to_vec(),
+            })
+            .collect();
+        let stored = c.upload_checkpoint(tokio_stream::iter(chunks)).await;
+        assert!(stored.unwrap().into_inner().accepted);
+        c.release_job(pb::ReleaseJobRequest {
+            worker_id: reg.worker_id.clone(),
+            job_id: job.clone(),
+            lease_id: lease.lease_id,
+        })
+        .await
+        .unwrap();
+    });
+    let log = dir.join("worker.log");
+    let worker = Command::new(bin("worker"))
+        .args(["--coordinator", &url, "--device", "cpu", "--name", "honest"])
+        .arg("--data-dir")
+        .arg(crate::support::fixture(dir))
+        .arg("--checkpoint-dir")
+        .arg(dir.join("ckpt"))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _worker = Killed(worker);
+    let done = integration_tests::wait_exit(&mut coord.0, Duration::from_secs(120));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(done.success(), "{text}");
+    assert!(
+        text.contains("could not fetch the stored checkpoint")
+            && text.contains("larger than the")
+            && text.contains("bytes this job's can have: refused"),
+        "{text}"
+    );
+    let results = crate::support::read_json(&dir.join("out").join("results.json"));
+    let job = &crate::support::jobs(&results)[0];
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join("ckpt"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !leftovers
+            .iter()
+            .any(|n| n.to_string_lossy().ends_with(".download")),
+        "{leftovers:?}"
+    );
+}

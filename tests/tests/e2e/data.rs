@@ -89,3 +89,39 @@ fn real_dataset_downloads_from_a_mirror_and_trains() {
         "cached"
     );
 }
+
+/// A mirror serving gzip bombs (64 KiB that inflate to 64 MiB): refused once a file inflates
+/// past the size the dataset's file has, before any checksum, and nothing is kept. (The worker
+/// used to inflate without a cap: a 1.5 MB gzip took 2 GB.)
+#[test]
+fn a_gzip_bomb_from_a_mirror_is_refused_at_the_files_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mirror = tmp.path().join("mirror").join("mnist");
+    std::fs::create_dir_all(&mirror).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for name in [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        let f = std::fs::File::create(mirror.join(format!("{name}.gz"))).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::best());
+        for _ in 0..64 {
+            std::io::Write::write_all(&mut gz, &zeros).unwrap();
+        }
+        gz.finish().unwrap();
+    }
+    let (url, _server) = serve_dir(&tmp.path().join("mirror"));
+    let cache = tmp.path().join("cache");
+    let (status, _, stderr) = output(
+        train(&cache, &["--activation", "relu", "--epochs", "1"])
+            .env("WORKER_DATASET_MIRRORS", &url),
+    );
+    assert!(!status.success());
+    assert!(
+        stderr.contains("inflates to more than the 47040016 bytes the file has: refused"),
+        "{stderr}"
+    );
+    assert!(!cache.exists(), "{} was left", cache.display());
+}

@@ -14,7 +14,7 @@ use orchestrator_proto::v1 as pb;
 use crate::support::{fixture, register_request, waiting_coordinator, worker_rpc};
 
 /// A worker registered as `name` at `url`, its client (with its session) and the job it leased.
-async fn leased(
+pub(crate) async fn leased(
     url: &str,
     name: &str,
 ) -> (

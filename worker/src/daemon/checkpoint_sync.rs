@@ -47,12 +47,14 @@ pub async fn upload(
     Ok(())
 }
 
-/// Fetches the job's checkpoint from the coordinator into `path`; false when it has none.
+/// Fetches the job's checkpoint from the coordinator into `path`, written as it arrives and
+/// refused past `largest` bytes (see `train::checkpoint::largest`); false when it has none.
 pub async fn download(
     session: &Session,
     job: &JobId,
     lease: LeaseId,
     path: &Path,
+    largest: u64,
 ) -> anyhow::Result<bool> {
     let req = pb::DownloadCheckpointRequest {
         worker_id: session.worker.to_string(),
@@ -64,15 +66,43 @@ pub async fn download(
         Err(s) if s.code() == Code::NotFound => return Ok(false),
         Err(s) => anyhow::bail!("{} ({:?})", s.message(), s.code()),
     };
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.message().await? {
-        bytes.extend_from_slice(&chunk.data);
-    }
     if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir).await?;
     }
     let tmp = path.with_extension("download");
-    tokio::fs::write(&tmp, &bytes).await?;
+    let received = receive(&mut stream, &tmp, largest).await;
+    if received.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    received?;
     tokio::fs::rename(&tmp, path).await?;
     Ok(true)
+}
+
+/// Writes the chunks of `stream` to `tmp` (mode 600), at most `largest` bytes.
+async fn receive(
+    stream: &mut tonic::Streaming<pb::CheckpointChunk>,
+    tmp: &Path,
+    largest: u64,
+) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(tmp)
+        .await?;
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.message().await? {
+        bytes += chunk.data.len() as u64;
+        if bytes > largest {
+            anyhow::bail!(
+                "the stored checkpoint is larger than the {largest} bytes this job's can have: refused"
+            );
+        }
+        file.write_all(&chunk.data).await?;
+    }
+    file.flush().await?;
+    Ok(())
 }

@@ -23,21 +23,44 @@ fn agent() -> ureq::Agent {
         .build()
 }
 
-fn get(url: &str) -> Result<Vec<u8>, String> {
-    let resp = agent().get(url).call().map_err(|e| format!("{url}: {e}"))?;
-    let mut body = Vec::new();
-    resp.into_reader()
-        .take(1 << 30)
-        .read_to_end(&mut body)
-        .map_err(|e| format!("{url}: {e}"))?;
-    Ok(body)
+/// Reads all of `r`, refusing it past `most` bytes (`what` names it in the error).
+fn read_capped(r: impl Read, most: u64, what: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    r.take(most + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("{what}: {e}"))?;
+    if out.len() as u64 > most {
+        return Err(format!(
+            "{what}: more than the {most} bytes it can have: refused"
+        ));
+    }
+    Ok(out)
 }
 
-fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, String> {
+/// What a compressed download of `content` bytes may take: deflate's stored blocks add 5 bytes
+/// in 64 KiB, gzip and tar headers a little more.
+fn compressed_bound(content: u64) -> u64 {
+    content + content / 1024 + (1 << 20)
+}
+
+/// The body at `url`, at most `most` bytes.
+fn get(url: &str, most: u64) -> Result<Vec<u8>, String> {
+    let resp = agent().get(url).call().map_err(|e| format!("{url}: {e}"))?;
+    read_capped(resp.into_reader(), most, url)
+}
+
+/// `bytes` inflated, at most `most` bytes (a small gzip can inflate to gigabytes).
+fn gunzip(bytes: &[u8], most: u64) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(bytes)
+        .take(most + 1)
         .read_to_end(&mut out)
         .map_err(|e| format!("not a gzip file: {e}"))?;
+    if out.len() as u64 > most {
+        return Err(format!(
+            "inflates to more than the {most} bytes the file has: refused"
+        ));
+    }
     Ok(out)
 }
 
@@ -110,52 +133,54 @@ fn fetch_into(
         .filter(|e| missing.contains(&e.name) && !has(folder, e.name))
         .collect();
     let mut errors = Vec::new();
-    let gz = matches!(source, Source::GzFiles(_));
-    match (mirrors, source) {
-        (Some(mirrors), _) => {
-            for e in todo {
-                let file = if gz {
-                    format!("{}.gz", e.name)
-                } else {
-                    e.name.to_string()
-                };
-                let fetched = mirrors.iter().any(|m| {
-                    let url = format!("{m}/{}/{file}", dataset.folder());
-                    let result = get(&url).and_then(|bytes| {
-                        let content = if gz { gunzip(&bytes)? } else { bytes.clone() };
-                        verify(e, &content)?;
-                        write_atomic(&folder.join(&file), &bytes)
-                    });
-                    result.map_err(|why| errors.push(why)).is_ok()
-                });
-                if !fetched {
-                    return Err(errors.join("; "));
-                }
-            }
-        }
-        (None, Source::GzFiles(mirrors)) => {
-            for e in todo {
-                let fetched = mirrors.iter().any(|m| {
-                    let url = format!("{m}{}.gz", e.name);
-                    let result = get(&url).and_then(|bytes| {
-                        verify(e, &gunzip(&bytes)?)?;
-                        write_atomic(&folder.join(format!("{}.gz", e.name)), &bytes)
-                    });
-                    result.map_err(|why| errors.push(why)).is_ok()
-                });
-                if !fetched {
-                    return Err(errors.join("; "));
-                }
-            }
-        }
+    // Every file's size is known (the table's geometry), so no download may exceed it.
+    let size = |e: &DataFile| info.file_size(e.name).unwrap_or(1 << 30);
+    let per_file: &[&str] = match (mirrors, source) {
         (None, Source::Archive(urls)) => {
+            let total: u64 = expected.iter().map(size).sum();
             let unpacked = urls.iter().any(|url| {
-                let result = get(url).and_then(|tgz| unpack(&tgz, folder, expected));
+                let result = get(url, compressed_bound(total))
+                    .and_then(|tgz| unpack(&tgz, folder, expected, &size, total));
                 result.map_err(|why| errors.push(why)).is_ok()
             });
-            if !unpacked {
-                return Err(errors.join("; "));
-            }
+            return if unpacked {
+                Ok(())
+            } else {
+                Err(errors.join("; "))
+            };
+        }
+        (Some(_), _) => &[],
+        (None, Source::GzFiles(urls)) => urls,
+    };
+    let gz = matches!(source, Source::GzFiles(_));
+    for e in todo {
+        let file = if gz {
+            format!("{}.gz", e.name)
+        } else {
+            e.name.to_string()
+        };
+        // Mirrors are laid out like --data-dir; the canonical sources hold the files at the top.
+        let urls: Vec<String> = match mirrors {
+            Some(ms) => ms
+                .iter()
+                .map(|m| format!("{m}/{}/{file}", dataset.folder()))
+                .collect(),
+            None => per_file.iter().map(|m| format!("{m}{file}")).collect(),
+        };
+        let fetched = urls.iter().any(|url| {
+            let result = get(url, compressed_bound(size(e))).and_then(|bytes| {
+                if gz {
+                    let content = gunzip(&bytes, size(e)).map_err(|why| format!("{url}: {why}"))?;
+                    verify(e, &content)?;
+                } else {
+                    verify(e, &bytes)?;
+                }
+                write_atomic(&folder.join(&file), &bytes)
+            });
+            result.map_err(|why| errors.push(why)).is_ok()
+        });
+        if !fetched {
+            return Err(errors.join("; "));
         }
     }
     Ok(())
@@ -170,9 +195,18 @@ impl Drop for RemoveOnDrop<'_> {
     }
 }
 
-/// Extracts the expected files from a CIFAR tar.gz (they sit in a sub-folder) into `folder`.
-fn unpack(tgz: &[u8], folder: &Path, expected: &[DataFile]) -> Result<(), String> {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
+/// Extracts the expected files from a CIFAR tar.gz (they sit in a sub-folder) into `folder`,
+/// each at most `size` bytes, and inflating at most `total` bytes (and 16 MiB for the rest of
+/// the archive: headers, a readme) in all.
+fn unpack(
+    tgz: &[u8],
+    folder: &Path,
+    expected: &[DataFile],
+    size: &dyn Fn(&DataFile) -> u64,
+    total: u64,
+) -> Result<(), String> {
+    let inflated = flate2::read::GzDecoder::new(tgz).take(total + (16 << 20));
+    let mut archive = tar::Archive::new(inflated);
     let mut found = Vec::new();
     for entry in archive.entries().map_err(|e| format!("archive: {e}"))? {
         let mut entry = entry.map_err(|e| format!("archive: {e}"))?;
@@ -184,10 +218,7 @@ fn unpack(tgz: &[u8], folder: &Path, expected: &[DataFile]) -> Result<(), String
             continue;
         };
         if let Some(e) = expected.iter().find(|e| e.name == name) {
-            let mut bytes = Vec::new();
-            entry
-                .read_to_end(&mut bytes)
-                .map_err(|e| format!("archive: {e}"))?;
+            let bytes = read_capped(&mut entry, size(e), &format!("archive: {}", e.name))?;
             verify(e, &bytes)?;
             write_atomic(&folder.join(e.name), &bytes)?;
             found.push(e.name);

@@ -71,6 +71,27 @@ fn snapshot(
     Ok(copies)
 }
 
+/// The most bytes job `spec`'s checkpoint can have: every model variable and up to two
+/// optimizer tensors per trainable one (Adam's moments), at up to 8 bytes a value, plus the
+/// header and metadata (4 KiB an epoch and 1 MiB besides). A download beyond it is refused
+/// before it fills the disk or memory.
+pub fn largest(spec: &common::TrainSpec) -> u64 {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _net = crate::model::build(
+        &vs.root(),
+        spec.model,
+        spec.dataset.info().shape,
+        spec.activation,
+    );
+    let values: u64 = vs
+        .variables()
+        .values()
+        .map(|t| t.numel() as u64)
+        .sum::<u64>()
+        + 2 * crate::model::param_count(&vs);
+    values * 8 + u64::from(spec.epochs) * 4096 + (1 << 20)
+}
+
 /// Writes `tensors` to a temporary file beside `path` (named for this process, so two
 /// processes never share one), syncs it and renames it into place: a crash while saving
 /// leaves the previous checkpoint intact.
