@@ -34,6 +34,7 @@ pub mod local;
 pub mod metrics;
 pub mod operator;
 pub mod output;
+pub mod page_auth;
 pub mod plan;
 pub mod progress;
 pub mod scheduler;
@@ -46,10 +47,11 @@ pub mod tls;
 pub mod writer;
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use orchestrator_proto::{follow, TokenCell};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -90,21 +92,24 @@ pub async fn run(
     let writer = tokio::spawn(writer::run(shared.clone(), store, writer_stop));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (socket, local) = server::LocalSocket::bind()?;
-    let operator_token = operator::start(&cfg, addr.port())?;
+    let operator = operator::start(&cfg, addr.port())?;
+    let tokens = server::Tokens {
+        worker: TokenCell::new(cfg.token.clone()),
+        operator: TokenCell::new(operator.as_ref().map(|(t, _)| t.clone())),
+    };
+    let page_auth = live::PageAuth::new(tokens.operator.clone(), cfg.tls.is_some());
     let grpc = tokio::spawn(server::serve(
         shared.clone(),
         listener,
         Some(local),
-        server::Tokens {
-            worker: cfg.token.clone(),
-            operator: operator_token.clone(),
-        },
+        tokens.clone(),
         cfg.tls.clone(),
         cfg.idle,
         stop_rx.clone(),
     ));
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
-    let http = serve_page(&cfg, http, &shared, operator_token.as_deref(), stop_rx)?;
+    let http = serve_page(&cfg, http, &shared, page_auth.clone(), stop_rx)?;
+    let followers = follow_files(&cfg, &tokens, &page_auth, operator.map(|(_, f)| f));
     if cfg.display {
         announce_start(&cfg, &counts, addr, http_addr);
     }
@@ -126,6 +131,7 @@ pub async fn run(
         progress::drain(&shared, &mut children, lease, shutdown.as_mut()).await;
     }
     children.kill_all().await;
+    followers.into_iter().for_each(|f| f.abort());
     // The local workers that could still have written a cancelled job's checkpoint are gone.
     shared.remove_cancelled_checkpoints();
     let _ = stop_tx.send(true);
@@ -139,12 +145,45 @@ pub async fn run(
     Ok(ending)
 }
 
+/// Follows the token files, so a rotated token takes effect without a restart: the workers'
+/// (`--token-file`) and the operators' (given, or `<out>/operator-token`). A new operators'
+/// token ends the page's sessions; neither may become the other.
+fn follow_files(
+    cfg: &Config,
+    tokens: &server::Tokens,
+    page: &live::PageAuth,
+    operator_file: Option<PathBuf>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let every = orchestrator_proto::FOLLOW_EVERY;
+    let differs = |other: TokenCell, what: &'static str| {
+        move |t: &str| match other.get() {
+            Some(o) if *o == *t => Err(format!("it now holds the {what} token")),
+            _ => Ok(()),
+        }
+    };
+    if let Some(file) = &cfg.token_file {
+        let check = differs(tokens.operator.clone(), "operators'");
+        let cell = tokens.worker.clone();
+        tasks.push(follow(file.clone(), cell, every, check, || {}));
+    }
+    if let Some(file) = operator_file {
+        let check = differs(tokens.worker.clone(), "workers'");
+        let page = page.clone();
+        let cell = tokens.operator.clone();
+        tasks.push(follow(file, cell, every, check, move || {
+            page.end_sessions()
+        }));
+    }
+    tasks
+}
+
 /// Serves the live page on `listener`, if there is one, behind the operators' token.
 fn serve_page(
     cfg: &Config,
     listener: Option<TcpListener>,
     shared: &Shared,
-    operator_token: Option<&str>,
+    auth: live::PageAuth,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> {
     let Some(l) = listener else {
@@ -152,7 +191,6 @@ fn serve_page(
     };
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     tracing::info!("live report at {scheme}://{}/", l.local_addr()?);
-    let auth = live::PageAuth::new(operator_token, cfg.tls.is_some());
     let tls = cfg.tls.as_ref().map(|t| t.acceptor());
     Ok(Some(tokio::spawn(live::serve(
         shared.clone(),

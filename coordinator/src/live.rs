@@ -2,28 +2,28 @@
 //! `results.json`, served from the same state the gRPC services change.
 //!
 //! With a token set, every page needs it: an `Authorization: Bearer` header (scripts), or the
-//! cookie the login form sets (browsers; HttpOnly, SameSite=Strict, Secure over TLS); only
-//! `/healthz` (for probes) and the login form are open. Every
+//! session the login form opens (browsers; see [`crate::page_auth`]); only `/healthz` (for
+//! probes) and the sign-in form are open. Every
 //! answer forbids scripts, framing and type sniffing. Connections are capped and closed when
 //! idle, and a request's headers must arrive within 10 s (see [`crate::limits`]).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{FromRef, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::{Extension, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::limits::{self, Connections, Guarded};
+pub use crate::page_auth::PageAuth;
+use crate::page_auth::{self, Peer};
 use crate::service::Shared;
 
 /// Seconds between reloads of the live page.
@@ -32,56 +32,6 @@ const REFRESH_SECONDS: u32 = 3;
 const HEADER_READ: Duration = Duration::from_secs(10);
 /// A TLS handshake must finish within this.
 const HANDSHAKE: Duration = Duration::from_secs(10);
-const COOKIE: &str = "dlgrid_page";
-
-/// Who may see the page: anyone (no token set), or whoever shows the token.
-#[derive(Clone, Default)]
-pub struct PageAuth {
-    token: Option<Arc<str>>,
-    /// Whether the page is served over TLS (the cookie is then `Secure`).
-    tls: bool,
-}
-
-impl PageAuth {
-    pub fn new(token: Option<&str>, tls: bool) -> PageAuth {
-        PageAuth {
-            token: token.map(Arc::from),
-            tls,
-        }
-    }
-
-    /// The login cookie's value: derived from the token (so it outlives a restart and dies
-    /// with a new token), never the token itself.
-    fn cookie(token: &str) -> String {
-        hex::encode(Sha256::digest(
-            format!("dlgrid live page\n{token}").as_bytes(),
-        ))
-    }
-
-    fn allows(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = &self.token else {
-            return true;
-        };
-        let eq = |a: &str, b: &str| {
-            orchestrator_proto::auth::constant_time_eq(a.as_bytes(), b.as_bytes())
-        };
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if bearer.is_some_and(|b| eq(b, token)) {
-            return true;
-        }
-        let want = Self::cookie(token);
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|kv| kv.trim().split_once('='))
-            .any(|(k, v)| k == COOKIE && eq(v, &want))
-    }
-}
 
 #[derive(Clone)]
 struct Live {
@@ -89,15 +39,28 @@ struct Live {
     auth: PageAuth,
 }
 
+impl FromRef<Live> for PageAuth {
+    fn from_ref(live: &Live) -> PageAuth {
+        live.auth.clone()
+    }
+}
+
 pub fn router(shared: Shared, auth: PageAuth) -> Router {
-    let live = Live { shared, auth };
+    let live = Live {
+        shared,
+        auth: auth.clone(),
+    };
     Router::new()
         .route("/", get(page))
         .route("/results.json", get(results))
         .route("/metrics", get(metrics))
-        .route("/login", post(login))
+        .route("/login", post(page_auth::login))
+        .route("/logout", post(page_auth::logout))
         .route("/healthz", get(|| async { "ok\n" }))
-        .layer(middleware::from_fn_with_state(live.clone(), require_token))
+        .layer(middleware::from_fn_with_state(
+            auth,
+            page_auth::require_token,
+        ))
         .layer(middleware::from_fn(security_headers))
         .with_state(live)
 }
@@ -128,59 +91,6 @@ async fn metrics(State(live): State<Live>) -> impl IntoResponse {
         )],
         text,
     )
-}
-
-#[derive(serde::Deserialize)]
-struct LoginForm {
-    token: String,
-}
-
-async fn login(State(live): State<Live>, Form(form): Form<LoginForm>) -> Response {
-    let Some(token) = &live.auth.token else {
-        return (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
-    };
-    if !orchestrator_proto::auth::constant_time_eq(form.token.as_bytes(), token.as_bytes()) {
-        tracing::warn!("live page: wrong token at login");
-        return (StatusCode::UNAUTHORIZED, Html(login_page(true))).into_response();
-    }
-    let secure = if live.auth.tls { "; Secure" } else { "" };
-    let cookie = format!(
-        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/{secure}",
-        PageAuth::cookie(token)
-    );
-    (
-        StatusCode::SEE_OTHER,
-        [
-            (header::LOCATION, "/".to_string()),
-            (header::SET_COOKIE, cookie),
-        ],
-    )
-        .into_response()
-}
-
-fn login_page(wrong: bool) -> String {
-    let note = if wrong { "<p>Wrong token.</p>" } else { "" };
-    format!(
-        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Live report: sign in</title></head><body><h1>Live report</h1>{note}<form method="post" action="/login"><label>Token (the first line of the coordinator's --token-file) <input type="password" name="token" autocomplete="current-password" autofocus></label> <button type="submit">Sign in</button></form></body></html>"#
-    )
-}
-
-async fn require_token(State(live): State<Live>, req: Request, next: Next) -> Response {
-    // The login form and the liveness answer (for probes, e.g. Kubernetes' httpGet over
-    // HTTPS, which cannot send a token) are open; they show nothing of the grid.
-    let open = matches!(req.uri().path(), "/login" | "/healthz");
-    if open || live.auth.allows(req.headers()) {
-        return next.run(req).await;
-    }
-    if req.uri().path() == "/" {
-        return (StatusCode::UNAUTHORIZED, Html(login_page(false))).into_response();
-    }
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        "send `Authorization: Bearer <token>`, or sign in at /\n",
-    )
-        .into_response()
 }
 
 /// No scripts, no framing, no sniffing, nothing cached, no referrer.
@@ -233,7 +143,7 @@ pub async fn serve(
         };
         let io = Guarded::new(tcp, slot, conns.idle());
         let (svc, tls, watcher) = (
-            TowerToHyperService::new(app.clone()),
+            TowerToHyperService::new(app.clone().layer(Extension(Peer(peer)))),
             tls.clone(),
             graceful.watcher(),
         );

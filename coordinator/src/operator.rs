@@ -43,7 +43,7 @@ pub fn resolve(cfg: &Config) -> anyhow::Result<Option<(String, PathBuf)>> {
 
 /// The operators' token of this run (see [`resolve`]), noted for `status` on this machine and
 /// announced with the file that holds it.
-pub fn start(cfg: &Config, port: u16) -> anyhow::Result<Option<String>> {
+pub fn start(cfg: &Config, port: u16) -> anyhow::Result<Option<(String, PathBuf)>> {
     let Some((token, file)) = resolve(cfg)? else {
         return Ok(None);
     };
@@ -56,7 +56,7 @@ pub fn start(cfg: &Config, port: u16) -> anyhow::Result<Option<String>> {
             file.display()
         ),
     );
-    Ok(Some(token))
+    Ok(Some((token, file)))
 }
 
 /// Writes `text` to a new file only its owner can read (mode 600 from its creation).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use orchestrator_proto::v1::control_service_server::ControlServiceServer;
 use orchestrator_proto::v1::worker_service_server::WorkerServiceServer;
-use orchestrator_proto::RequireToken;
+use orchestrator_proto::{RequireToken, TokenCell};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tonic::transport::server::Router;
@@ -29,11 +29,11 @@ const STREAMS_PER_CONNECTION: u32 = 256;
 type Timed = Router<Stack<RpcTimer, Identity>>;
 
 /// Who may call what: workers (and reflection) with the workers' token, the control API with
-/// the operators' (see `operator.rs`); None: no token asked.
+/// the operators' (see `operator.rs`); empty: no token asked. Both follow their files.
 #[derive(Clone)]
 pub struct Tokens {
-    pub worker: Option<String>,
-    pub operator: Option<String>,
+    pub worker: TokenCell,
+    pub operator: TokenCell,
 }
 
 /// The services, on a server with the limits every listener shares.

@@ -28,7 +28,10 @@ pub mod reporter;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use auth::{read_token_file, session_of, BearerAuth, RequireToken, SESSION_HEADER};
+pub use auth::{
+    follow, read_token_file, session_of, BearerAuth, RequireToken, TokenCell, FOLLOW_EVERY,
+    MIN_TOKEN_CHARS, SESSION_HEADER,
+};
 
 /// Bytes per checkpoint chunk on the wire (both directions), well under gRPC's 4 MiB default
 /// message limit.

@@ -207,9 +207,8 @@ pub fn daemon(
     let token = a
         .token_file
         .as_deref()
-        .map(orchestrator_proto::read_token_file)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+        .map(orchestrator_proto::read_token_file);
+    let token = token.transpose().map_err(anyhow::Error::msg)?;
     let threads = match (a.threads, dev.device) {
         (t, tch::Device::Cpu) => worker::cpus::per_job(t, a.slots),
         (t, _) => t,
@@ -229,6 +228,7 @@ pub fn daemon(
     let cfg = daemon::Config {
         coordinator,
         token,
+        token_file: a.token_file.clone(),
         tls,
         info: WorkerInfo {
             name: a

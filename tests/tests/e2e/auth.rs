@@ -19,9 +19,9 @@ fn external_worker_with_token() {
     )
     .unwrap();
     let token = tmp.path().join("token");
-    private_file(&token, "s3cret\n");
+    private_file(&token, "s3cret-t0ken-0123456\n");
     let wrong = tmp.path().join("wrong");
-    private_file(&wrong, "nope\n");
+    private_file(&wrong, "n0pe-n0pe-n0pe-n0pe\n");
     let out = tmp.path().join("out");
     let log = tmp.path().join("coordinator.log");
     let mut coord = Command::new(bin("coordinator"))

@@ -55,8 +55,8 @@ fn deploy_with_secrets(dir: &Path) -> PathBuf {
             .args(["coordinator", "coordinator.dlgrid.svc"]),
     );
     assert!(status.success(), "lab-certs.sh: {stderr}");
-    crate::support::private_file(&secrets.join("token"), "k8s-t0ken\n");
-    crate::support::private_file(&secrets.join("operator-token"), "k8s-0perat0r\n");
+    crate::support::private_file(&secrets.join("token"), "k8s-t0ken-0123456789\n");
+    crate::support::private_file(&secrets.join("operator-token"), "k8s-0perat0r-0123456\n");
     deploy
 }
 

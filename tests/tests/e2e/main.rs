@@ -14,6 +14,7 @@ mod lifecycle;
 mod ops;
 mod report;
 mod security;
+mod sessions;
 mod support;
 mod tls;
 mod training;

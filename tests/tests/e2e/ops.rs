@@ -19,9 +19,9 @@ fn with_token(dir: &std::path::Path) -> (Killed, u16, u16) {
     let grid = dir.join("grid.yaml");
     std::fs::write(&grid, GRID).unwrap();
     let token = dir.join("token");
-    private_file(&token, "0ps-t0ken\n");
+    private_file(&token, "0ps-t0ken-0123456789\n");
     let operator = dir.join("operator-token");
-    private_file(&operator, "0ps-0perat0r\n");
+    private_file(&operator, "0ps-0perat0r-0123456\n");
     waiting_coordinator_with(
         &grid,
         dir,
@@ -48,12 +48,12 @@ fn metrics_mid_grid_pass_promtool() {
     let url = format!("http://127.0.0.1:{grpc}");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let reg = worker_rpc(&url, Some("0ps-t0ken"), None)
+        let reg = worker_rpc(&url, Some("0ps-t0ken-0123456789"), None)
             .register(register_request("probe"))
             .await
             .unwrap()
             .into_inner();
-        let mut c = worker_rpc(&url, Some("0ps-t0ken"), Some(&reg.session));
+        let mut c = worker_rpc(&url, Some("0ps-t0ken-0123456789"), Some(&reg.session));
         let req = pb::LeaseJobRequest {
             worker_id: reg.worker_id.clone(),
             request_id: "1".into(),
@@ -86,12 +86,12 @@ fn metrics_mid_grid_pass_promtool() {
     // The workers' token does not open the page; the operators' does.
     assert!(matches!(
         ureq::get(&page)
-            .set("Authorization", "Bearer 0ps-t0ken")
+            .set("Authorization", "Bearer 0ps-t0ken-0123456789")
             .call(),
         Err(ureq::Error::Status(401, _))
     ));
     let r = ureq::get(&page)
-        .set("Authorization", "Bearer 0ps-0perat0r")
+        .set("Authorization", "Bearer 0ps-0perat0r-0123456")
         .call()
         .unwrap();
     assert!(r.content_type().starts_with("text/plain"));
@@ -175,7 +175,7 @@ fn reflection_lists_the_services_behind_the_token() {
             }
         })
     };
-    let services = list(Some("0ps-t0ken")).unwrap();
+    let services = list(Some("0ps-t0ken-0123456789")).unwrap();
     for s in [
         "orchestrator.v1.WorkerService",
         "orchestrator.v1.ControlService",

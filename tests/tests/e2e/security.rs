@@ -235,7 +235,7 @@ fn no_silent_exposure_and_private_token_files() {
         assert!(!out.exists(), "nothing started");
     }
     let token = tmp.path().join("token");
-    std::fs::write(&token, "s3cret\n").unwrap();
+    std::fs::write(&token, "s3cret-t0ken-0123456\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (status, _, stderr) = run(&[
@@ -497,9 +497,9 @@ fn the_live_page_needs_the_token() {
     )
     .unwrap();
     let token = tmp.path().join("token");
-    crate::support::private_file(&token, "w0rker-s3cret\n");
+    crate::support::private_file(&token, "w0rker-s3cret-012345\n");
     let operator = tmp.path().join("operator");
-    crate::support::private_file(&operator, "pag3-s3cret\n");
+    crate::support::private_file(&operator, "pag3-s3cret-0123456\n");
     let (coord, _, http) = waiting_coordinator_with(
         &grid,
         tmp.path(),
@@ -538,7 +538,7 @@ fn the_live_page_needs_the_token() {
         .into_string()
         .unwrap()
         .contains("<form method=\"post\" action=\"/login\">"));
-    for wrong in ["Bearer wrong", "Bearer w0rker-s3cret"] {
+    for wrong in ["Bearer wrong", "Bearer w0rker-s3cret-012345"] {
         let (code, _) = status(
             agent
                 .get(&format!("{base}/results.json"))
@@ -550,7 +550,7 @@ fn the_live_page_needs_the_token() {
     let (code, r) = status(
         agent
             .get(&format!("{base}/results.json"))
-            .set("Authorization", "Bearer pag3-s3cret")
+            .set("Authorization", "Bearer pag3-s3cret-0123456")
             .call(),
     );
     assert_eq!(code, 200);
@@ -564,14 +564,14 @@ fn the_live_page_needs_the_token() {
     let (code, r) = status(
         agent
             .post(&format!("{base}/login"))
-            .send_form(&[("token", "pag3-s3cret")]),
+            .send_form(&[("token", "pag3-s3cret-0123456")]),
     );
     assert_eq!(code, 303);
     let cookie = r.header("set-cookie").unwrap().to_string();
     assert!(
         cookie.contains("HttpOnly")
             && cookie.contains("SameSite=Strict")
-            && !cookie.contains("pag3-s3cret"),
+            && !cookie.contains("pag3-s3cret-0123456"),
         "{cookie}"
     );
     let pair = cookie.split(';').next().unwrap();

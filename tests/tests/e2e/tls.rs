@@ -141,9 +141,9 @@ fn mutual_tls_end_to_end() {
     let dir = tmp.path();
     let pki = pki(dir);
     let token = dir.join("token");
-    private_file(&token, "tls-t0ken\n");
+    private_file(&token, "tls-t0ken-0123456789\n");
     let operator = dir.join("operator-token");
-    private_file(&operator, "tls-0perat0r\n");
+    private_file(&operator, "tls-0perat0r-0123456\n");
     let (mut coord, grpc, http) = coordinator(
         dir,
         &pki.server,
@@ -227,7 +227,7 @@ fn mutual_tls_end_to_end() {
         .build();
     let page = agent
         .get(&format!("https://127.0.0.1:{http}/results.json"))
-        .set("Authorization", "Bearer tls-0perat0r")
+        .set("Authorization", "Bearer tls-0perat0r-0123456")
         .call()
         .unwrap();
     assert_eq!(page.status(), 200);

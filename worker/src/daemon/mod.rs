@@ -33,6 +33,8 @@ pub struct Config {
     /// e.g. `http://127.0.0.1:50051`
     pub coordinator: String,
     pub token: Option<String>,
+    /// The file `token` came from, followed so a rotated token is taken up.
+    pub token_file: Option<std::path::PathBuf>,
     /// Certificates for an https:// coordinator.
     pub tls: ClientTls,
     /// What this worker declares (its `slots` are the slots it runs).
@@ -44,6 +46,11 @@ pub struct Config {
 /// completes (running jobs are stopped and their leases handed back).
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let (channel, auth, _) = unregistered_worker(&cfg.coordinator, &cfg.tls, cfg.token.as_deref())?;
+    let follower = cfg.token_file.clone().map(|file| {
+        let every = orchestrator_proto::FOLLOW_EVERY;
+        orchestrator_proto::follow(file, auth.token().clone(), every, |_| Ok(()), || {})
+    });
+    let _follower = AbortOnDrop(follower);
     let (stop_tx, stop_rx) = watch::channel(false);
     let work = serve(cfg, channel, auth, stop_rx);
     tokio::pin!(work);
@@ -100,4 +107,15 @@ async fn serve(
     }
     heartbeat.abort();
     result
+}
+
+/// Aborts its task, if any, when dropped.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.abort();
+        }
+    }
 }

@@ -19,6 +19,14 @@ fn transient(s: &Status) -> bool {
     )
 }
 
+/// Whether `s` is the coordinator refusing a token it took before (any call but the first
+/// registration).
+fn rotated(s: &Status, what: &str) -> bool {
+    s.code() == Code::Unauthenticated
+        && s.message() == "invalid bearer token"
+        && !what.starts_with("register")
+}
+
 /// What to do about a failed call whose cause is a common mistake, as a sentence to append;
 /// empty where none is known. `s`'s whole chain is searched: tonic nests the transport's words.
 pub fn hint(s: &Status) -> &'static str {
@@ -28,7 +36,10 @@ pub fn hint(s: &Status) -> &'static str {
     // An HTTP/1 server (the live page without TLS) fails the HTTP/2 handshake: "transport
     // error" with code Unknown; with TLS, the page's ALPN refuses h2.
     let not_grpc = s.code() == Code::Unknown && s.message() == "transport error";
-    if all.contains("CertificateRequired") {
+    if s.code() == Code::Unauthenticated && s.message() == "invalid bearer token" {
+        " (the coordinator no longer takes this worker's token: if it was rotated, put the new \
+         one in --token-file; the worker reads it again when it changes)"
+    } else if all.contains("CertificateRequired") {
         " (the coordinator asked for a client certificate: pass --tls-cert/--tls-key, signed by \
          the CA of its --tls-client-ca)"
     } else if all.contains("NoApplicationProtocol") || all.contains("InvalidContentType") {
@@ -78,9 +89,14 @@ where
         attempt += 1;
         match f().await {
             Ok(r) => return Ok(r.into_inner()),
-            Err(s) if transient(&s) && !*stop.borrow() => {
+            // After registering, a refused token is one rotated on the coordinator before this
+            // worker's file: the worker follows its --token-file, so waiting mends it.
+            Err(s) if (transient(&s) || rotated(&s, what)) && !*stop.borrow() => {
                 // Saying so when the coordinator is not there (yet): not silence.
-                let unreachable = matches!(s.code(), Code::Unavailable | Code::Unknown);
+                let unreachable = matches!(
+                    s.code(),
+                    Code::Unavailable | Code::Unknown | Code::Unauthenticated
+                );
                 if unreachable && worth_a_line(attempt) {
                     let error = format!("{}{}", s.message(), hint(&s));
                     tracing::warn!(what, attempt, next_in = ?delay, error, "waiting for the coordinator");
