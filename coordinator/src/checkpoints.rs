@@ -85,7 +85,15 @@ impl CheckpointStore {
             size: 0,
         };
         let io = || ServiceError::io(received.tmp.display().to_string());
-        let mut file = tokio::fs::File::create(&received.tmp).await.map_err(io())?;
+        // Mode 600, kept by the rename into place: a checkpoint holds a job's whole state.
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&received.tmp)
+            .await
+            .map_err(io())?;
         let mut chunk = Some(first);
         while let Some(c) = chunk {
             received.size += c.data.len() as u64;

@@ -210,13 +210,23 @@ pub fn lock_state(path: &Path) -> anyhow::Result<std::fs::File> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    // Mode 600 from its creation (SQLite gives its WAL and shared-memory files the same), and
+    // made so if an earlier version left it readable by others: it holds every result.
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(path)
         .with_context(|| format!("opening state {}", path.display()))?;
+    if file
+        .metadata()
+        .is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+    {
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
+    }
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(

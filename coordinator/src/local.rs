@@ -169,8 +169,15 @@ impl Processes {
         let threads = cpu_threads_per_job(devices, s.slots, cores());
         for (i, device) in devices.iter().enumerate() {
             let log_path = s.log_dir.join(format!("worker-{i}.log"));
-            let log = std::fs::File::create(&log_path)
-                .with_context(|| format!("creating {}", log_path.display()))?;
+            let log = std::os::unix::fs::OpenOptionsExt::mode(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true),
+                0o600,
+            )
+            .open(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
             let mut cmd = command(s, i, device, log)?;
             if let (Some(t), DeviceSpec::Cpu) = (threads, device.device) {
                 cmd.arg("--threads").arg(t.to_string());

@@ -5,17 +5,23 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use common::{Dataset, Grid, Job, JobRecord, JobStatus, Model};
+use common::{Dataset, Grid, JobRecord, JobStatus, Model};
 use report::format::fmt_hms;
 
 /// What is known about one dataset × model.
 #[derive(Default)]
 struct Group {
     jobs: usize,
-    to_run: Vec<Job>,
+    /// Jobs to run, their epochs in all, and the epochs of the first.
+    to_run: usize,
+    epochs_to_run: u64,
+    first_epochs: Option<u32>,
     /// Seconds per epoch (wall clock, evaluation included) of finished runs.
     per_epoch: Vec<f64>,
 }
+
+/// The ids listed under "To run".
+const LISTED: usize = 20;
 
 /// Seconds per epoch of a finished run: its wall clock where recorded, else its training time.
 fn seconds_per_epoch(r: &JobRecord) -> Option<f64> {
@@ -55,13 +61,20 @@ pub fn render(grid: &Grid, records: &[JobRecord], slots: u32, rerun: bool) -> St
             .unwrap_or(usize::MAX)
     };
     let mut done: BTreeMap<&'static str, usize> = BTreeMap::new();
-    for job in grid.jobs() {
+    // One job at a time: a grid of a million seeds is never held whole.
+    let mut listed = Vec::new();
+    for job in grid.iter_jobs() {
         let (d, m) = (job.spec.dataset, job.spec.model);
         let g = groups.entry((order(d, m), d, m)).or_default();
         g.jobs += 1;
         let status = stored.get(job.id.as_str()).map(|r| r.status);
         if would_run(status, rerun) {
-            g.to_run.push(job);
+            g.to_run += 1;
+            g.epochs_to_run += u64::from(job.spec.epochs);
+            g.first_epochs.get_or_insert(job.spec.epochs);
+            if listed.len() < LISTED {
+                listed.push(job.id.to_string());
+            }
         } else if let Some(s) = status {
             *done.entry(s.as_str()).or_default() += 1;
         }
@@ -72,7 +85,7 @@ pub fn render(grid: &Grid, records: &[JobRecord], slots: u32, rerun: bool) -> St
         }
     }
     let total: usize = groups.values().map(|g| g.jobs).sum();
-    let to_run: usize = groups.values().map(|g| g.to_run.len()).sum();
+    let to_run: usize = groups.values().map(|g| g.to_run).sum();
     let done_text: Vec<String> = done.iter().map(|(s, n)| format!("{n} {s}")).collect();
     let mut out = format!(
         "{total} jobs: {to_run} to run, {} already done{}\n\n",
@@ -85,7 +98,7 @@ pub fn render(grid: &Grid, records: &[JobRecord], slots: u32, rerun: bool) -> St
     );
     let (job_seconds, unknown) = table(&mut out, &groups);
     summary(&mut out, grid, job_seconds, unknown, slots);
-    list(&mut out, &groups);
+    list(&mut out, &listed, to_run);
     out
 }
 
@@ -99,22 +112,14 @@ fn table(out: &mut String, groups: &BTreeMap<(usize, Dataset, Model), Group>) ->
     );
     let (mut job_seconds, mut unknown) = (0.0, 0);
     for ((_, d, m), g) in groups {
-        let epochs = g.to_run.first().map_or(0, |j| j.spec.epochs);
+        let epochs = g.first_epochs.unwrap_or(0);
         let estimate = if g.per_epoch.is_empty() {
-            unknown += g.to_run.len();
+            unknown += g.to_run;
             "unknown: nothing of this dataset/model finished in this state yet".to_string()
         } else {
             let per_epoch = g.per_epoch.iter().sum::<f64>() / g.per_epoch.len() as f64;
-            let per_job: Vec<f64> = g
-                .to_run
-                .iter()
-                .map(|j| per_epoch * j.spec.epochs as f64)
-                .collect();
-            job_seconds += per_job.iter().sum::<f64>();
-            let shown = per_job
-                .first()
-                .copied()
-                .unwrap_or(per_epoch * epochs as f64);
+            job_seconds += per_epoch * g.epochs_to_run as f64;
+            let shown = per_epoch * epochs as f64;
             format!(
                 "{} (from {} finished job(s))",
                 fmt_hms(shown),
@@ -125,9 +130,7 @@ fn table(out: &mut String, groups: &BTreeMap<(usize, Dataset, Model), Group>) ->
         let _ = writeln!(
             out,
             "{name:<26} {:>6} {:>7} {:>7}  {estimate}",
-            g.jobs,
-            g.to_run.len(),
-            epochs
+            g.jobs, g.to_run, epochs
         );
     }
     (job_seconds, unknown)
@@ -163,31 +166,27 @@ fn summary(out: &mut String, grid: &Grid, job_seconds: f64, unknown: usize, slot
     }
 }
 
-/// The ids of the jobs to run (the first 20).
-fn list(out: &mut String, groups: &BTreeMap<(usize, Dataset, Model), Group>) {
-    let ids: Vec<&str> = groups
-        .values()
-        .flat_map(|g| g.to_run.iter().map(|j| j.id.as_str()))
-        .collect();
-    if ids.is_empty() {
+/// The ids of the jobs to run (the first [`LISTED`] of `to_run`).
+fn list(out: &mut String, listed: &[String], to_run: usize) {
+    if to_run == 0 {
         out.push_str(
             "\nNothing to run: every job of the grid is done (--rerun runs them all again).\n",
         );
         return;
     }
     out.push_str("\nTo run:\n");
-    for id in ids.iter().take(20) {
+    for id in listed {
         let _ = writeln!(out, "  {id}");
     }
-    if ids.len() > 20 {
-        let _ = writeln!(out, "  … and {} more", ids.len() - 20);
+    if to_run > listed.len() {
+        let _ = writeln!(out, "  … and {} more", to_run - listed.len());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::{EpochMetrics, RunClock, RunFacts};
+    use common::{EpochMetrics, Job, RunClock, RunFacts};
 
     const GRID: &str = "name: p\nactivations: [relu, tanh]\nseeds: [0, 1]\ncost_per_hour: 3.6\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.9}\n  - {dataset: cifar10, model: vgg11-bn, epochs: 1, target_accuracy: 0.9}\n";
 

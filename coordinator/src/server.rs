@@ -111,8 +111,10 @@ pub struct LocalSocket {
 
 impl LocalSocket {
     pub fn bind() -> anyhow::Result<(LocalSocket, UnixListener)> {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::Builder::new()
             .prefix("dlgrid-coordinator-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()
             .context("creating the local workers' socket folder")?;
         let path = dir.path().join("grpc.sock");

@@ -191,10 +191,11 @@ impl Launcher {
         let dir = self.job_log_dir.as_ref()?;
         let path = dir.join(format!("{}.log", spec.id()));
         let opened = std::fs::create_dir_all(dir).and_then(|()| {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)?;
+            let mut f = std::os::unix::fs::OpenOptionsExt::mode(
+                std::fs::OpenOptions::new().create(true).append(true),
+                0o600,
+            )
+            .open(&path)?;
             let host = orchestrator_proto::host::hostname();
             let started = common::metrics::now_ms();
             writeln!(

@@ -225,20 +225,30 @@ impl Grid {
 
     /// Every job of the grid: datasets × activations × seeds, in that nesting order.
     pub fn jobs(&self) -> Vec<Job> {
-        let n = self.datasets.len() * self.activations.len() * self.seeds.len();
-        let mut jobs = Vec::with_capacity(n);
-        for entry in &self.datasets {
-            for &activation in &self.activations {
-                for &seed in &self.seeds {
+        let mut jobs = Vec::with_capacity(self.job_count());
+        jobs.extend(self.iter_jobs());
+        jobs
+    }
+
+    /// How many jobs the grid has.
+    pub fn job_count(&self) -> usize {
+        self.datasets.len() * self.activations.len() * self.seeds.len()
+    }
+
+    /// The jobs of [`Grid::jobs`], made one at a time (for a million seeds, no million in
+    /// memory at once).
+    pub fn iter_jobs(&self) -> impl Iterator<Item = Job> + '_ {
+        self.datasets.iter().flat_map(move |entry| {
+            self.activations.iter().flat_map(move |&activation| {
+                self.seeds.iter().map(move |&seed| {
                     let mut job =
                         Job::new(self.spec(entry, activation, seed), entry.target_accuracy);
                     job.requires = entry.requires;
                     job.checkpoint_every = self.checkpoint_every;
-                    jobs.push(job);
-                }
-            }
-        }
-        jobs
+                    job
+                })
+            })
+        })
     }
 
     fn spec(&self, entry: &DatasetEntry, activation: Activation, seed: u64) -> TrainSpec {

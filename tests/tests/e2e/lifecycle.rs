@@ -69,6 +69,7 @@ fn resume_after_ctrl_c_does_not_wait_out_the_lease() {
         "an epoch and its checkpoint",
         || get_json(&url).is_some_and(|r| epochs_done(&r, 0) >= 1) && has_checkpoint(),
     );
+    private_files_and_socket_folder(&out, first.id());
     signal(first.id(), "-INT");
     assert_eq!(
         wait_exit(&mut first, Duration::from_secs(10)).code(),
@@ -113,6 +114,42 @@ fn resume_after_ctrl_c_does_not_wait_out_the_lease() {
         "{job_log}"
     );
     assert!(job_log.contains("resumed from checkpoint"), "{job_log}");
+}
+
+/// What holds results or a job's state is its owner's alone: the state (mode 600, and so its
+/// WAL), logs and checkpoints 600, the local workers' socket folder 700. (They were 644 and
+/// 755.)
+fn private_files_and_socket_folder(out: &std::path::Path, coordinator: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let mut files = vec![out.join("state.db"), out.join("logs").join("worker-0.log")];
+    for dir in [out.join("checkpoints"), out.join("logs").join("jobs")] {
+        files.extend(std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()));
+    }
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    // The socket its local worker was told to connect to.
+    let socket = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+            after.split(' ').nth(1) == Some(&coordinator.to_string())
+        })
+        .find_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            args.iter()
+                .find_map(|a| a.strip_prefix("unix:").map(str::to_string))
+        })
+        .expect("a local worker connected over the socket");
+    let folder = std::path::Path::new(&socket).parent().unwrap();
+    assert_eq!(mode(folder), 0o700, "{}", folder.display());
 }
 
 /// A job that fails says why on the console when it happens; `--fail-on-job-failure` makes

@@ -31,7 +31,7 @@ pub async fn run(session: Session, every: Duration) {
                     }
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+            Err(e) => tracing::debug!(error = ?e.message(), "heartbeat failed"),
         }
         if session.stopping() {
             return;

@@ -111,7 +111,7 @@ async fn train(
             }
             Ok(false) => {}
             Err(e) => {
-                tracing::warn!(job_id = %job, error = %e, "could not fetch the stored checkpoint")
+                tracing::warn!(job_id = %job, error = ?format!("{e:#}"), "could not fetch the stored checkpoint")
             }
         }
     }
@@ -185,7 +185,7 @@ async fn forward_progress(
                 if let Some(path) = &upload {
                     let sent = checkpoint_sync::upload(&session, &job, lease, epoch, path);
                     if let Err(e) = sent.await {
-                        tracing::warn!(job_id = %job, error = %e, "checkpoint upload failed");
+                        tracing::warn!(job_id = %job, error = ?format!("{e:#}"), "checkpoint upload failed");
                     }
                 }
                 continue;
@@ -208,7 +208,9 @@ async fn forward_progress(
                 let _ = cancel.send(true);
             }
             Ok(_) => tracing::debug!(job_id = %job, epoch = m.epoch, "epoch reported"),
-            Err(e) => tracing::warn!(job_id = %job, error = %e, "epoch report failed"),
+            Err(e) => {
+                tracing::warn!(job_id = %job, error = ?format!("{e:#}"), "epoch report failed")
+            }
         }
     }
 }

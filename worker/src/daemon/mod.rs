@@ -84,7 +84,7 @@ async fn serve(
         async move { c.register(req).await }
     })
     .await?;
-    tracing::info!(worker_id = %reg.worker_id, coordinator = %cfg.coordinator, slots = cfg.info.slots, "registered");
+    tracing::info!(worker_id = ?reg.worker_id, coordinator = %cfg.coordinator, slots = cfg.info.slots, "registered");
     // Every later call carries this registration's session: leases are bound to it.
     let auth = auth
         .with_session(&reg.session)

@@ -99,9 +99,9 @@ where
                 );
                 if unreachable && worth_a_line(attempt) {
                     let error = format!("{}{}", s.message(), hint(&s));
-                    tracing::warn!(what, attempt, next_in = ?delay, error, "waiting for the coordinator");
+                    tracing::warn!(what, attempt, next_in = ?delay, error = ?error, "waiting for the coordinator");
                 } else {
-                    tracing::debug!(what, code = ?s.code(), message = s.message(), "retrying");
+                    tracing::debug!(what, code = ?s.code(), message = ?s.message(), "retrying");
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

@@ -85,7 +85,7 @@ impl Session {
         match self.client.clone().release_job(req).await {
             Ok(_) => tracing::info!(job_id = %job, lease_id = %lease, "lease handed back"),
             Err(e) => {
-                tracing::warn!(job_id = %job, error = %e, "could not hand the lease back; it will expire")
+                tracing::warn!(job_id = %job, error = ?format!("{e:#}"), "could not hand the lease back; it will expire")
             }
         }
     }

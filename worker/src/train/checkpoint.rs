@@ -104,6 +104,12 @@ fn write(path: &Path, tensors: Vec<(String, Tensor)>) -> anyhow::Result<()> {
     let tmp = std::path::PathBuf::from(tmp);
     let written = Tensor::write_safetensors(&tensors, &tmp)
         .map_err(anyhow::Error::from)
+        .and_then(|()| {
+            // Mode 600 before it takes its name: a checkpoint holds a job's whole state.
+            use std::os::unix::fs::PermissionsExt;
+            let private = std::fs::Permissions::from_mode(0o600);
+            Ok(std::fs::set_permissions(&tmp, private)?)
+        })
         .and_then(|()| Ok(std::fs::File::open(&tmp)?.sync_all()?))
         .and_then(|()| Ok(std::fs::rename(&tmp, path)?));
     if written.is_err() {
