@@ -67,7 +67,13 @@ pub fn router(shared: Shared, auth: PageAuth) -> Router {
 
 async fn page(State(live): State<Live>) -> Html<String> {
     let results = live.shared.lock().results();
-    Html(results.to_live_html(REFRESH_SECONDS))
+    let html = results.to_live_html(REFRESH_SECONDS);
+    if !live.auth.has_token() {
+        return Html(html);
+    }
+    // Behind a token: a way to end the session from the page.
+    let sign_out = r#"<body><form method="post" action="/logout" style="float:right"><button type="submit">Sign out</button></form>"#;
+    Html(html.replacen("<body>", sign_out, 1))
 }
 
 async fn results(State(live): State<Live>) -> impl IntoResponse {

@@ -59,6 +59,11 @@ impl PageAuth {
         }
     }
 
+    /// Whether the page asks for a token.
+    pub fn has_token(&self) -> bool {
+        self.token.get().is_some()
+    }
+
     /// Ends every session (the token changed).
     pub fn end_sessions(&self) {
         self.lock().clear();

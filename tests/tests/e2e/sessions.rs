@@ -84,6 +84,12 @@ fn sign_ins_are_throttled_and_sessions_expire_and_end() {
     assert_ne!(again.split(';').next().unwrap(), pair, "one id per session");
     let page = |cookie: &str| status(agent.get(&format!("{base}/")).set("Cookie", cookie).call()).0;
     assert_eq!(page(&pair), 200);
+    let (_, r) = status(agent.get(&format!("{base}/")).set("Cookie", &pair).call());
+    let html = r.unwrap().into_string().unwrap();
+    assert!(
+        html.contains(r#"<form method="post" action="/logout""#),
+        "a sign-out button"
+    );
     let (code, r) = status(
         agent
             .post(&format!("{base}/logout"))
