@@ -137,7 +137,7 @@ def conclusions(rows, summary):
         + ("Neither PReLU nor Leaky ReLU is significantly worse than it"
            if len(not_worse) == len(leaders) else
            f"Significantly worse than it: {', '.join(a for a in leaders if a in bad)}")
-        + f"; significantly worse than the lowest (Welch, p < 0.05): {', '.join(bad) or 'none'}. "
+        + f"; significantly worse than the lowest (Welch, p < 0.05 adjusted over every pair of the table by Holm's method): {', '.join(bad) or 'none'}. "
         + ("Holds only in the weak sense that they are among the best: the others are not "
            "shown to be worse either." if len(not_worse) == len(leaders) and len(bad) < len(rows) - 1 else
            "Holds." if len(not_worse) == len(leaders) else "Does not hold."))

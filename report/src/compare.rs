@@ -1,13 +1,15 @@
 //! `coordinator compare A B`: two runs side by side, cell by cell (dataset × model ×
-//! activation), each metric as A, B, the difference B − A with its 95% confidence interval and
-//! Welch's p over the seeds of each side.
+//! activation), each metric as A, B, the difference B − A with its simultaneous 95% confidence
+//! interval and Welch's p over the seeds of each side, adjusted over the metric's cells
+//! (Holm); what differs between the runs' settings, and one overall line.
 
 use std::fmt::Write as _;
 
 use crate::format::{fmt_hms, md_cell};
 use crate::results::Results;
-use crate::stats::welch;
-use crate::table::{tables, Row, Stat, ALPHA};
+use crate::significance::tables;
+use crate::stats::{holm, welch, Welch};
+use crate::table::{Row, Stat, ALPHA};
 
 /// One metric of a row: its name, how to read a row's value, how to print values and
 /// differences.
@@ -27,6 +29,10 @@ fn epoch(v: f64) -> String {
     format!("{v:.1}")
 }
 fn seconds(v: f64) -> String {
+    if v.abs() < 1.0 {
+        // Under a second, H:MM:SS.s would round it away.
+        return format!("{:.0} ms", 1000.0 * v);
+    }
     if v < 0.0 {
         format!("-{}", fmt_hms(-v))
     } else {
@@ -62,7 +68,16 @@ const METRICS: [Metric; 5] = [
     },
 ];
 
-/// The comparison as Markdown; `a_name` and `b_name` say where each run came from.
+/// One cell compared: a dataset × model × activation present in both runs.
+struct Cell<'a> {
+    table: usize,
+    ra: &'a Row,
+    rb: &'a Row,
+}
+
+/// The comparison as Markdown; `a_name` and `b_name` say where each run came from. For each
+/// metric, the tests of every compared cell form one family: the p that decides is Holm's
+/// adjustment over them, and the intervals are simultaneous (Bonferroni).
 pub fn compare(a: &Results, b: &Results, a_name: &str, b_name: &str) -> String {
     let mut md = format!(
         "# Comparison: A = {} ({}) vs B = {} ({})\n\n",
@@ -71,60 +86,174 @@ pub fn compare(a: &Results, b: &Results, a_name: &str, b_name: &str) -> String {
         md_cell(b.grid.name()),
         md_cell(b_name)
     );
+    md.push_str(&spec_differences(a, b));
     md.push_str(
-        "Each cell: mean ± sd over the seeds that have a value (n); Δ = B − A with its 95% \
-         confidence interval (Welch); **p < 0.05** in bold. Only cells present in both runs \
-         are compared.\n\n",
+        "Each cell: mean ± sd over the seeds that have a value (n); Δ = B − A with its \
+         simultaneous 95% confidence interval (Welch); p adjusted over every cell of the metric \
+         by Holm's method (raw p in brackets), **adjusted p < 0.05** in bold. Only cells present \
+         in both runs are compared.\n\n",
     );
     let (ta, tb) = (tables(a), tables(b));
-    let mut any = false;
-    for t in &ta {
+    let mut cells = Vec::new();
+    for (k, t) in ta.iter().enumerate() {
         let Some(u) = tb
             .iter()
             .find(|u| u.dataset == t.dataset && u.model == t.model)
         else {
             continue;
         };
-        let _ = writeln!(md, "## {} / {}\n", t.dataset, t.model);
-        md.push_str(
-            "| Activation | Metric | A | B | Δ (B − A) [95% CI] | p |\n|---|---|---|---|---|---|\n",
-        );
         for ra in &t.rows {
-            let Some(rb) = u.rows.iter().find(|r| r.activation == ra.activation) else {
-                continue;
-            };
-            any = true;
-            for m in &METRICS {
-                md.push_str(&line(ra, rb, m));
+            if let Some(rb) = u.rows.iter().find(|r| r.activation == ra.activation) {
+                cells.push(Cell { table: k, ra, rb });
             }
         }
-        md.push('\n');
     }
-    if !any {
+    if cells.is_empty() {
         md.push_str("No dataset × model × activation has succeeded runs in both.\n");
+        return md;
+    }
+    // Per metric: each cell's test, Holm over the cells, and how many differ.
+    let tested: Vec<Vec<Option<(Welch, f64)>>> = METRICS
+        .iter()
+        .map(|m| {
+            let tests: Vec<Option<Welch>> = cells
+                .iter()
+                .map(|c| welch(&(m.get)(c.rb).values, &(m.get)(c.ra).values))
+                .collect();
+            let ps: Vec<f64> = tests.iter().flatten().map(|w| w.p).collect();
+            let mut adjusted = holm(&ps).into_iter();
+            tests
+                .into_iter()
+                .map(|w| w.map(|w| (w, adjusted.next().unwrap_or(1.0))))
+                .collect()
+        })
+        .collect();
+    md.push_str(&overall(&tested, cells.len()));
+    let mut current = None;
+    for (i, c) in cells.iter().enumerate() {
+        if current != Some(c.table) {
+            current = Some(c.table);
+            let t = &ta[c.table];
+            let _ = writeln!(md, "\n## {} / {}\n", t.dataset, t.model);
+            md.push_str(
+                "| Activation | Metric | A | B | Δ (B − A) [95% CI] | p adjusted (raw) |\n|---|---|---|---|---|---|\n",
+            );
+        }
+        for (m, tests) in METRICS.iter().zip(&tested) {
+            let family = tests.iter().flatten().count().max(1);
+            md.push_str(&line(c, m, tests[i], family));
+        }
     }
     md
 }
 
-fn line(ra: &Row, rb: &Row, m: &Metric) -> String {
-    let (sa, sb) = ((m.get)(ra), (m.get)(rb));
-    let side = |s: &Stat| {
+/// One line over everything: how many cells were compared and, per metric, how many differ.
+fn overall(tested: &[Vec<Option<(Welch, f64)>>], cells: usize) -> String {
+    let parts: Vec<String> = METRICS
+        .iter()
+        .zip(tested)
+        .map(|(m, tests)| {
+            let differ = tests.iter().flatten().filter(|(_, p)| *p < ALPHA).count();
+            let n = tests.iter().flatten().count();
+            format!("{} in {differ} of {n}", m.name.to_lowercase())
+        })
+        .collect();
+    format!(
+        "Overall: {cells} cell(s) compared; significant differences (adjusted p < {ALPHA}): {}.\n",
+        parts.join(", ")
+    )
+}
+
+/// What differs between the two runs' grids besides their cells (training settings, epochs,
+/// limits): differences there explain differences in the results.
+fn spec_differences(a: &Results, b: &Results) -> String {
+    let (ga, gb) = (
+        serde_json::to_value(a.grid.training()).unwrap_or_default(),
+        serde_json::to_value(b.grid.training()).unwrap_or_default(),
+    );
+    let mut diffs = Vec::new();
+    if let (Some(oa), Some(ob)) = (ga.as_object(), gb.as_object()) {
+        for (k, va) in oa {
+            let vb = ob.get(k).cloned().unwrap_or_default();
+            if *va != vb {
+                diffs.push(format!(
+                    "`{}`: A {} vs B {}",
+                    md_cell(k),
+                    md_cell(&va.to_string()),
+                    md_cell(&vb.to_string())
+                ));
+            }
+        }
+    }
+    for ea in a.grid.datasets() {
+        let Some(eb) = b
+            .grid
+            .datasets()
+            .iter()
+            .find(|e| e.dataset == ea.dataset && e.model == ea.model)
+        else {
+            continue;
+        };
+        let (va, vb) = (
+            serde_json::to_value(ea).unwrap_or_default(),
+            serde_json::to_value(eb).unwrap_or_default(),
+        );
+        if let (Some(oa), Some(ob)) = (va.as_object(), vb.as_object()) {
+            for (k, x) in oa {
+                let y = ob.get(k).cloned().unwrap_or_default();
+                if *x != y {
+                    diffs.push(format!(
+                        "{} / {} `{}`: A {} vs B {}",
+                        ea.dataset,
+                        ea.model,
+                        md_cell(k),
+                        md_cell(&x.to_string()),
+                        md_cell(&y.to_string())
+                    ));
+                }
+            }
+        }
+    }
+    if diffs.is_empty() {
+        "The two runs' training settings are the same.\n\n".into()
+    } else {
+        format!(
+            "**Settings differ** (they may explain the differences below): {}.\n\n",
+            diffs.join("; ")
+        )
+    }
+}
+
+fn line(c: &Cell, m: &Metric, test: Option<(Welch, f64)>, family: usize) -> String {
+    let (sa, sb) = ((m.get)(c.ra), (m.get)(c.rb));
+    let side = |s: &Stat, row: &Row| {
+        let fewer = if s.n < row.n {
+            format!(
+                ", {} of {} runs: the others {}",
+                s.n,
+                row.n,
+                why_fewer(s, row)
+            )
+        } else {
+            String::new()
+        };
         s.text(m.show)
-            .map_or("N/A".to_string(), |t| format!("{t} (n={})", s.n))
+            .map_or("N/A".to_string(), |t| format!("{t} (n={}{fewer})", s.n))
     };
-    let (diff, p) = match welch(&sb.values, &sa.values) {
-        Some(w) => {
+    let (diff, p) = match test {
+        Some((w, adjusted)) => {
+            let (lo, hi) = w.ci(1.0 - ALPHA / family as f64);
             let d = format!(
                 "{}{} [{}, {}]",
                 if w.diff >= 0.0 { "+" } else { "" },
                 (m.show)(w.diff),
-                (m.show)(w.ci95.0),
-                (m.show)(w.ci95.1)
+                (m.show)(lo),
+                (m.show)(hi)
             );
-            let p = if w.p < ALPHA {
-                format!("**{:.3}**", w.p)
+            let p = if adjusted < ALPHA {
+                format!("**{adjusted:.3}** ({:.3})", w.p)
             } else {
-                format!("{:.3}", w.p)
+                format!("{adjusted:.3} ({:.3})", w.p)
             };
             (d, p)
         }
@@ -138,11 +267,20 @@ fn line(ra: &Row, rb: &Row, m: &Metric) -> String {
     };
     format!(
         "| {} | {} | {} | {} | {diff} | {p} |\n",
-        md_cell(&ra.activation),
+        md_cell(&c.ra.activation),
         m.name,
-        side(sa),
-        side(sb)
+        side(sa, c.ra),
+        side(sb, c.rb)
     )
+}
+
+/// Why a cell has fewer values than its row has runs.
+fn why_fewer(s: &Stat, row: &Row) -> &'static str {
+    match (s.missing > 0, row.disturbed > 0) {
+        (true, true) => "never reached the target or were timed on a disturbed machine",
+        (true, false) => "never reached the target",
+        _ => "were timed on a disturbed machine",
+    }
 }
 
 #[cfg(test)]
@@ -172,14 +310,25 @@ mod tests {
             relu_error.contains("| 5.00% ± 0.00% (n=2) |"),
             "{relu_error}"
         );
-        assert!(relu_error.ends_with("| **0.016** |"), "{relu_error}");
+        assert!(relu_error.ends_with("(0.016) |"), "{relu_error}");
         assert!(relu_error.contains("+2.05% ["), "{relu_error}");
+        assert!(md.contains("Overall: 2 cell(s) compared"), "{md}");
+        assert!(md.contains("training settings are the same"), "{md}");
         // Latencies are equal constants: no difference, p = 1.
         let latency = md
             .lines()
             .find(|l| l.starts_with("| tanh | Latency per sample |"))
             .unwrap();
-        assert!(latency.ends_with("| 1.000 |"), "{latency}");
+        assert!(latency.ends_with("| 1.000 (1.000) |"), "{latency}");
+        let faster = crate::fixtures::results_of(
+            &crate::fixtures::GRID.replace("seeds:", "training: {learning_rate: 0.01}\nseeds:"),
+        );
+        let md = compare(&a, &faster, "a", "b");
+        assert!(
+            md.contains("**Settings differ**") && md.contains("`learning_rate`"),
+            "{md}"
+        );
+        assert_eq!(seconds(0.25), "250 ms");
         let mut other = results();
         other
             .jobs

@@ -8,9 +8,10 @@ use common::{JobRecord, JobStatus};
 
 use crate::format::html_escape as esc;
 use crate::results::{attempts_text, Results};
+use crate::significance::tables;
 use crate::summary::summary;
 use crate::svg::{chart, Axes, Series};
-use crate::table::{tables, Stat, Table};
+use crate::table::{Stat, Table};
 
 const STYLE: &str = "
 body{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}
@@ -96,7 +97,7 @@ fn table_section(r: &Results, t: &Table) -> String {
     h.push_str(r#"<div class="scroll">"#);
     h.push_str(&table(t));
     h.push_str("</div>");
-    h.push_str("<p>Best value of each column in bold; <span class=\"sig\">*</span> significantly worse than the best (Welch's t-test, p &lt; 0.05); N/A: the target was never reached; with several seeds, mean ± standard deviation.</p><ul class=\"summary\">");
+    h.push_str("<p>Best value of each column in bold; <span class=\"sig\">*</span> significantly worse than the best (Welch's t-test, p &lt; 0.05 adjusted over every pair of the table by Holm's method); N/A: the target was never reached; with several seeds, mean ± standard deviation.</p><ul class=\"summary\">");
     for line in summary(t) {
         let _ = write!(h, "<li>{}</li>", esc(&line));
     }
@@ -185,13 +186,14 @@ fn cell(stat: &Stat, best: Option<f64>, text: Option<String>) -> String {
     };
     let mark = if stat.significantly_worse() {
         format!(
-            r#" <span class="sig" title="significantly worse than the best: Welch's t-test p = {:.3}">*</span>"#,
+            r#" <span class="sig" title="significantly worse than the best: Welch's t-test, adjusted p = {:.3} (raw {:.3})">*</span>"#,
+            stat.p_adjusted.unwrap_or(0.0),
             stat.p_vs_best.unwrap_or(0.0)
         )
     } else {
         String::new()
     };
-    if best.is_some() && best == stat.mean {
+    if best.is_some() && best == stat.mean && !stat.disturbed {
         format!(r#"<td class="best">{}{mark}</td>"#, esc(&s))
     } else {
         format!("<td>{}{mark}</td>", esc(&s))

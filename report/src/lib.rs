@@ -4,9 +4,10 @@
 //!
 //! # Layout
 //! - [`results`]: the `results.json` schema ([`Results`], [`Environment`], [`WorkerEnv`]).
-//! - [`stats`]: Welch's t-test.
+//! - [`stats`]: Welch's t-test, TOST and Holm's adjustment.
 //! - [`table`]: aggregation into one paper-style table per dataset × model, with the best
-//!   value of each column and significance against it.
+//!   value of each column; [`significance`]: each comparison with it, corrected for the
+//!   table's family (also `results.json`'s `comparisons`).
 //! - [`summary`]: the summary in words and the recommendation.
 //! - [`format`]: durations and escaping for each output format.
 //! - [`markdown`], [`html`] (with [`svg`] figures), [`csv`]: the report's files.
@@ -22,6 +23,7 @@ pub mod html;
 pub mod markdown;
 pub mod mllog;
 pub mod results;
+pub mod significance;
 pub mod stats;
 pub mod summary;
 pub mod svg;

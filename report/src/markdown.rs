@@ -7,8 +7,9 @@ use common::JobStatus;
 
 use crate::format::md_cell;
 use crate::results::{attempts_text, Results};
+use crate::significance::tables;
 use crate::summary::summary;
-use crate::table::{cuda_settings, engines, notes, per_epoch, tables, Stat, Table, ALPHA};
+use crate::table::{cuda_settings, engines, notes, per_epoch, Stat, Table, ALPHA};
 
 impl Results {
     pub fn to_markdown(&self) -> String {
@@ -84,8 +85,9 @@ fn table_section(table: &Table) -> String {
     let _ = writeln!(
         md,
         "\nBest value of each column in **bold**; \\* significantly worse than the best \
-         (Welch's t-test, p < {ALPHA}); N/A: the target was never reached. With several \
-         seeds: mean ± standard deviation over the runs that reached it.\n"
+         (Welch's t-test, p < {ALPHA} adjusted over every pair of the table by Holm's method); \
+         N/A: the target was never reached. With several seeds: mean ± standard deviation over \
+         the runs that reached it.\n"
     );
     for note in notes(table) {
         let _ = writeln!(md, "{note}\n");
@@ -127,13 +129,13 @@ fn epoch_table(r: &Results, table: &Table) -> String {
     md
 }
 
-/// A cell: `text` (of `stat`) or `N/A`, bold when it is the column's best, `\*` when
-/// significantly worse than it.
+/// A cell: `text` (of `stat`) or `N/A`, bold when it is the column's best (never a time from
+/// disturbed runs only), `\*` when significantly worse than it.
 fn render(stat: &Stat, best: Option<f64>, text: Option<String>) -> String {
     let Some(mut s) = text else {
         return "N/A".into();
     };
-    if best == stat.mean {
+    if best == stat.mean && !stat.disturbed {
         s = format!("**{s}**");
     }
     if stat.significantly_worse() {
@@ -213,7 +215,7 @@ mod tests {
         assert!(md.contains("N/A"), "{md}");
         // relu 95% vs tanh 85% error-free constant runs: a certain difference.
         assert!(
-            md.contains("Significantly higher error than relu (p < 0.05): tanh (+10.00 pp, 95% CI [+10.00, +10.00])."),
+            md.contains("Significantly higher error than relu (adjusted p < 0.05): tanh (+10.00 pp, 95% CI [+10.00, +10.00])."),
             "{md}"
         );
         assert!(
@@ -345,5 +347,11 @@ mod tests {
             "{md}"
         );
         assert!(!results().to_markdown().contains('⚠'));
+        // A value resting on disturbed runs only is never also bold as the best.
+        for line in md.lines().filter(|l| l.starts_with("| ")) {
+            for cell in line.split(" | ") {
+                assert!(!(cell.contains('⚠') && cell.contains("**")), "{line}");
+            }
+        }
     }
 }

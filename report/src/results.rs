@@ -66,11 +66,6 @@ impl Results {
             })
             .collect()
     }
-
-    pub fn to_json(&self) -> String {
-        // Every field is a string, number, bool, list or map with string keys.
-        serde_json::to_string_pretty(self).expect("results contain only serializable data")
-    }
 }
 
 /// One run in words, for the reports' environment.

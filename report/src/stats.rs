@@ -1,4 +1,6 @@
-//! Is a difference between two activations real or noise? Welch's t-test on per-seed values.
+//! Is a difference between two activations real or noise? Welch's t-test on per-seed values,
+//! two one-sided tests (TOST) for equivalence within a margin, and Holm's step-down
+//! adjustment of a family of p-values.
 
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
@@ -13,6 +15,52 @@ pub struct Welch {
     pub diff: f64,
     /// Its 95% confidence interval (Welch–Satterthwaite: diff ± t(0.975, df) · se).
     pub ci95: (f64, f64),
+    /// The standard error of `diff` (0 when neither side varies).
+    pub se: f64,
+}
+
+impl Welch {
+    /// The two-sided confidence interval of `diff` at `level` (e.g. 1 − α/m for one of m
+    /// simultaneous intervals, Bonferroni).
+    pub fn ci(&self, level: f64) -> (f64, f64) {
+        if self.se == 0.0 {
+            return (self.diff, self.diff);
+        }
+        let half = StudentsT::new(0.0, 1.0, self.df)
+            .map(|d| d.inverse_cdf(0.5 + level / 2.0) * self.se)
+            .unwrap_or(f64::INFINITY);
+        (self.diff - half, self.diff + half)
+    }
+
+    /// The p-value of two one-sided tests that |true difference| < `margin`: the larger of
+    /// the p of "diff ≤ −margin" and of "diff ≥ margin". Small: equivalent within the margin.
+    pub fn tost(&self, margin: f64) -> f64 {
+        if self.se == 0.0 {
+            return if self.diff.abs() < margin { 0.0 } else { 1.0 };
+        }
+        let Ok(dist) = StudentsT::new(0.0, 1.0, self.df) else {
+            return 1.0;
+        };
+        let lower = 1.0 - dist.cdf((self.diff + margin) / self.se);
+        let upper = dist.cdf((self.diff - margin) / self.se);
+        lower.max(upper)
+    }
+}
+
+/// Holm's step-down adjustment: each p multiplied by the number of hypotheses not yet
+/// rejected at its rank, made monotone, capped at 1; in the input's order. Controls the
+/// family-wise error rate under any dependence between the tests.
+pub fn holm(ps: &[f64]) -> Vec<f64> {
+    let m = ps.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| ps[a].total_cmp(&ps[b]));
+    let mut adjusted = vec![1.0; m];
+    let mut running: f64 = 0.0;
+    for (rank, &i) in order.iter().enumerate() {
+        running = running.max(((m - rank) as f64 * ps[i]).min(1.0));
+        adjusted[i] = running;
+    }
+    adjusted
 }
 
 fn mean_var(xs: &[f64]) -> (f64, f64) {
@@ -40,6 +88,7 @@ pub fn welch(a: &[f64], b: &[f64]) -> Option<Welch> {
             p: if ma == mb { 1.0 } else { 0.0 },
             diff: ma - mb,
             ci95: (ma - mb, ma - mb),
+            se: 0.0,
         });
     }
     let t = (ma - mb) / se2.sqrt();
@@ -54,6 +103,7 @@ pub fn welch(a: &[f64], b: &[f64]) -> Option<Welch> {
         p,
         diff,
         ci95: (diff - half, diff + half),
+        se: se2.sqrt(),
     })
 }
 
@@ -88,6 +138,36 @@ mod tests {
             w.p > 0.05 && w.p < 0.5,
             "not significant with so few, so spread values: {w:?}"
         );
+    }
+
+    #[test]
+    fn holm_matches_its_definition() {
+        // Sorted 0.01, 0.02, 0.03, 0.5: × 4, 3, 2, 1 = 0.04, 0.06, 0.06, 0.5 (made monotone).
+        let adj = holm(&[0.03, 0.5, 0.01, 0.02]);
+        let want = [0.06, 0.5, 0.04, 0.06];
+        for (a, w) in adj.iter().zip(want) {
+            assert!((a - w).abs() < 1e-12, "{adj:?}");
+        }
+        assert_eq!(
+            holm(&[0.9, 0.8]),
+            vec![1.0, 1.0],
+            "0.8 × 2 caps at 1, and 0.9 follows"
+        );
+        assert_eq!(holm(&[0.2, 0.01]), vec![0.2, 0.02]);
+        assert!(holm(&[]).is_empty());
+    }
+
+    #[test]
+    fn tost_and_intervals() {
+        let w = welch(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]).unwrap();
+        let (lo, hi) = w.ci(0.95);
+        assert!((lo - w.ci95.0).abs() < 1e-9 && (hi - w.ci95.1).abs() < 1e-9);
+        let (lo99, hi99) = w.ci(0.99);
+        assert!(lo99 < lo && hi99 > hi, "wider at 99%");
+        // diff −3, se 0.8165, df 4: within ±1 is far from shown, within ±10 clearly so.
+        assert!(w.tost(1.0) > 0.5);
+        // t = (−3 + 10)/0.8165 = 8.573 on 4 df: one-sided p ≈ 0.0005.
+        assert!(w.tost(10.0) < 0.001, "{}", w.tost(10.0));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! are real, and the recommendation.
 
 use crate::format::fmt_hms;
+use crate::significance::Verdict;
 use crate::table::{best_index, Row, Table, ALPHA};
 
 /// The sentences of the summary, in reading order.
@@ -31,6 +32,7 @@ pub fn summary(t: &Table) -> Vec<String> {
         lowest.activation,
         100.0 * lowest.error.mean.unwrap_or(0.0)
     ));
+    out.extend(fewer_runs(t, runs));
     if runs < 2 {
         out.push(
             "With one run per activation, no difference can be tested for significance; add seeds."
@@ -43,8 +45,34 @@ pub fn summary(t: &Table) -> Vec<String> {
     out
 }
 
+/// The activations with fewer succeeded runs than the most any has, named (a cancel, a
+/// failure or runs left out would otherwise shrink a comparison silently).
+fn fewer_runs(t: &Table, runs: usize) -> Option<String> {
+    let fewer: Vec<String> = t
+        .rows
+        .iter()
+        .filter(|r| r.n < runs)
+        .map(|r| format!("{} {}", r.activation, r.n))
+        .collect();
+    (!fewer.is_empty()).then(|| {
+        format!(
+            "Fewer succeeded runs than the {runs} of the others: {} (failed, diverged and cancelled runs do not count; see Problems).",
+            fewer.join(", ")
+        )
+    })
+}
+
 fn fastest(t: &Table) -> Option<String> {
+    let timed_on_busy = t
+        .rows
+        .iter()
+        .any(|r| r.to_target.disturbed && r.to_target.mean.is_some());
     match t.best_row(|r| &r.to_target) {
+        None if timed_on_busy => Some(format!(
+            "The fastest to the {:.2}% target on {} cannot be named: the times of those that reached it were measured on a disturbed machine.",
+            100.0 * t.target,
+            t.dataset
+        )),
         Some(r) => Some(format!(
             "Fastest to the {:.2}% target on {}: {} ({} of training).",
             100.0 * t.target,
@@ -66,18 +94,18 @@ const FEWEST_TO_COMPARE: usize = 3;
 
 /// Which activations' error rates could not be told from the lowest (never "equal": a test
 /// that finds no difference does not show there is none, and with fewer than 3 runs it has
-/// next to no power), and which are worse.
+/// next to no power), which are equivalent within the grid's margin, and which are worse; all
+/// on p-values adjusted for the table's family (see [`crate::significance`]).
 fn differences(t: &Table, lowest: &Row, runs: usize) -> Vec<String> {
     let mut out = Vec::new();
-    let untold: Vec<&Row> = t
+    let verdict = |r: &Row| r.error.p_adjusted.map(|_| r.error.verdict());
+    let open: Vec<&Row> = t
         .rows
         .iter()
-        .filter(|r| {
-            r.activation != lowest.activation && r.error.p_vs_best.is_some_and(|p| p >= ALPHA)
-        })
+        .filter(|r| r.activation != lowest.activation && verdict(r) == Some(Verdict::Open))
         .collect();
-    if runs < FEWEST_TO_COMPARE && !untold.is_empty() {
-        let names: Vec<&str> = untold.iter().map(|r| r.activation.as_str()).collect();
+    if runs < FEWEST_TO_COMPARE && !open.is_empty() {
+        let names: Vec<&str> = open.iter().map(|r| r.activation.as_str()).collect();
         out.push(format!(
             "Not enough runs to compare {} with {} on {}: {runs} seeds per activation; with fewer than {FEWEST_TO_COMPARE}, no difference found means nothing.",
             names.join(", "),
@@ -85,27 +113,38 @@ fn differences(t: &Table, lowest: &Row, runs: usize) -> Vec<String> {
             t.dataset,
         ));
     } else {
-        for r in untold {
+        for r in open {
             out.push(format!(
-                "No significant difference between {} and {} on {} after {} seeds (error rate {}, Welch's t-test p = {:.2}); that does not show they are equal.",
+                "No significant difference between {} and {} on {} after {} seeds (error rate {}; adjusted p = {:.2}, raw p = {:.2}); that does not show they are equal.",
                 r.activation,
                 lowest.activation,
                 t.dataset,
                 runs,
                 effect(r),
-                r.error.p_vs_best.unwrap_or(1.0)
+                r.error.p_adjusted.unwrap_or(1.0),
+                r.error.p_vs_best.unwrap_or(1.0),
             ));
         }
     }
-    let worse: Vec<String> = t
-        .rows
-        .iter()
-        .filter(|r| r.error.significantly_worse())
-        .map(|r| format!("{} ({})", r.activation, effect(r)))
-        .collect();
+    let named = |v: Verdict| -> Vec<String> {
+        t.rows
+            .iter()
+            .filter(|r| verdict(r) == Some(v))
+            .map(|r| format!("{} ({})", r.activation, effect(r)))
+            .collect()
+    };
+    let equivalent = named(Verdict::Equivalent);
+    if let (false, Some(m)) = (equivalent.is_empty(), t.equivalence_margin) {
+        out.push(format!(
+            "Equivalent to {} within ±{m} pp of error rate (two one-sided tests, adjusted p < {ALPHA}): {}.",
+            lowest.activation,
+            equivalent.join(", ")
+        ));
+    }
+    let worse = named(Verdict::Worse);
     if !worse.is_empty() {
         out.push(format!(
-            "Significantly higher error than {} (p < {ALPHA}): {}.",
+            "Significantly higher error than {} (adjusted p < {ALPHA}): {}.",
             lowest.activation,
             worse.join(", ")
         ));
@@ -113,7 +152,8 @@ fn differences(t: &Table, lowest: &Row, runs: usize) -> Vec<String> {
     out
 }
 
-/// A row's error-rate difference from the lowest, in percentage points, with its 95% CI.
+/// A row's error-rate difference from the lowest, in percentage points, with its
+/// simultaneous 95% CI.
 fn effect(r: &Row) -> String {
     match r.error.diff_vs_best {
         Some((d, (lo, hi))) => format!(
@@ -126,32 +166,71 @@ fn effect(r: &Row) -> String {
     }
 }
 
-/// The paper's criterion: the best time-to-accuracy among the most accurate activations.
+/// The paper's criterion: the best time-to-accuracy among the most accurate activations. It
+/// says on the same line when few seeds or inseparable error rates make it provisional.
 fn recommendation(t: &Table, lowest: &Row, runs: usize) -> String {
+    let head = format!("Recommendation for {} / {}:", t.dataset, t.model);
+    if runs < 2 {
+        return format!(
+            "{head} {} — the lowest error rate in one run per activation; with one seed nothing is tested, so this is a guess until seeds are added.",
+            lowest.activation
+        );
+    }
     let contenders: Vec<Row> = t
         .rows
         .iter()
         .filter(|r| r.error.mean.is_some() && !r.error.significantly_worse())
-        .filter(|r| runs >= 2 || r.activation == lowest.activation)
         .cloned()
         .collect();
-    match best_index(&contenders, |r| &r.to_target).map(|i| &contenders[i]) {
-        Some(pick) => format!(
-            "Recommendation for {} / {}: {} — the fastest to the target among the activations whose error rate is not significantly worse than the best.",
-            t.dataset, t.model, pick.activation
-        ),
-        None => format!(
-            "Recommendation for {} / {}: {} — the lowest error rate; none of the most accurate activations reached the target, so time to accuracy cannot decide.",
-            t.dataset, t.model, lowest.activation
-        ),
-    }
+    let few = if runs < FEWEST_TO_COMPARE {
+        format!(" Provisional: {runs} seeds per activation cannot separate error rates (at least {FEWEST_TO_COMPARE} are needed).")
+    } else {
+        String::new()
+    };
+    let Some(pick) = best_index(&contenders, |r| &r.to_target).map(|i| &contenders[i]) else {
+        return format!(
+            "{head} {} — the lowest error rate; none of the most accurate activations has a time to the target measured on a quiet machine, so time to accuracy cannot decide.{few}",
+            lowest.activation
+        );
+    };
+    let others: Vec<&str> = contenders
+        .iter()
+        .filter(|r| r.activation != pick.activation && r.activation != lowest.activation)
+        .map(|r| r.activation.as_str())
+        .collect();
+    let inseparable = if !few.is_empty() {
+        String::new()
+    } else if pick.activation == lowest.activation {
+        if others.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " The error rates of {} cannot be told from its own at these seeds.",
+                others.join(", ")
+            )
+        }
+    } else {
+        let and = if others.is_empty() {
+            String::new()
+        } else {
+            format!(", and those of {},", others.join(", "))
+        };
+        format!(
+            " Its error rate{and} cannot be told from {}'s (the lowest) at these seeds, so the choice rests on time.",
+            lowest.activation
+        )
+    };
+    format!(
+        "{head} {} — the fastest to the target among the activations whose error rate is not significantly worse than the best.{few}{inseparable}",
+        pick.activation
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures::results;
-    use crate::table::tables;
+    use crate::significance::tables;
 
     #[test]
     fn names_the_fastest_the_most_accurate_and_the_worse() {
@@ -164,7 +243,7 @@ mod tests {
         assert!(
             lines
                 .iter()
-                .any(|l| l == "Significantly higher error than relu (p < 0.05): tanh (+10.00 pp, 95% CI [+10.00, +10.00])."),
+                .any(|l| l == "Significantly higher error than relu (adjusted p < 0.05): tanh (+10.00 pp, 95% CI [+10.00, +10.00])."),
             "{lines:?}"
         );
         assert!(
@@ -216,6 +295,61 @@ mod tests {
             lines[0].starts_with(
                 "No significant difference between tanh and relu on mnist after 3 seeds"
             ) && lines[0].ends_with("that does not show they are equal."),
+            "{lines:?}"
+        );
+    }
+
+    /// One seed per activation: the recommendation is the lowest error, and says so (it named
+    /// the lowest-error one while claiming "the fastest to the target").
+    #[test]
+    fn one_seed_recommends_the_lowest_error_and_says_it_is_a_guess() {
+        let r = crate::fixtures::results_of(&crate::fixtures::GRID.replace("[0, 1]", "[0]"));
+        let lines = summary(&tables(&r)[0]);
+        let rec = lines.last().unwrap();
+        assert!(
+            rec.starts_with("Recommendation for mnist / paper-cnn: relu — the lowest error rate in one run per activation")
+                && rec.contains("guess until seeds are added"),
+            "{lines:?}"
+        );
+    }
+
+    /// Two seeds: the recommendation says on its own line that it is provisional; an
+    /// activation left with fewer runs is named.
+    #[test]
+    fn few_seeds_and_fewer_runs_are_said() {
+        let mut r = results();
+        let lines = summary(&tables(&r)[0]);
+        assert!(
+            lines
+                .last()
+                .unwrap()
+                .contains("Provisional: 2 seeds per activation cannot separate error rates"),
+            "{lines:?}"
+        );
+        r.jobs[3].status = common::JobStatus::Cancelled;
+        let lines = summary(&tables(&r)[0]);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("Fewer succeeded runs than the 2 of the others: tanh 1")),
+            "{lines:?}"
+        );
+    }
+
+    /// With a margin, equal activations at enough seeds are called equivalent, never "equal".
+    #[test]
+    fn equivalence_within_the_margin_is_said() {
+        let grid = crate::fixtures::GRID.replace("[0, 1]", "[0, 1, 2, 3, 4, 5]");
+        let mut r = crate::fixtures::results_of(&format!("{grid}equivalence_margin: 1.0\n"));
+        for (i, j) in r.jobs.iter_mut().enumerate() {
+            // Both about 5.0% ± 0.1 pp.
+            j.error_rate = Some(0.05 + 0.001 * ((i % 3) as f64 - 1.0));
+        }
+        let lines = summary(&tables(&r)[0]);
+        assert!(
+            lines.iter().any(
+                |l| l.starts_with("Equivalent to ") && l.contains("within ±1 pp of error rate")
+            ),
             "{lines:?}"
         );
     }

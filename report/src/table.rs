@@ -1,5 +1,5 @@
 //! Aggregation: one paper-style table per dataset × model, a row per activation, each cell
-//! the mean ± sd over seeds, the best of each column and Welch's test against it.
+//! the mean ± sd over seeds, the best of each column and the corrected comparison with it.
 
 use std::collections::BTreeMap;
 
@@ -21,8 +21,16 @@ pub struct Stat {
     pub values: Vec<f64>,
     /// Welch's two-sided p-value against the column's best row (None: untestable or the best).
     pub p_vs_best: Option<f64>,
-    /// This row's mean minus the best row's, with its 95% confidence interval (when tested).
+    /// The same, adjusted for the table's family of comparisons (see [`crate::significance`]):
+    /// the one that decides.
+    pub p_adjusted: Option<f64>,
+    /// This row's mean minus the best row's, with its simultaneous 95% confidence interval.
     pub diff_vs_best: Option<(f64, (f64, f64))>,
+    /// The adjusted p of equivalence to the best within the grid's margin (error rate only).
+    pub equivalent_p: Option<f64>,
+    /// Times measured on a disturbed machine only (marked ⚠): never the column's best, never
+    /// compared.
+    pub disturbed: bool,
 }
 
 impl Stat {
@@ -47,13 +55,22 @@ impl Stat {
             missing,
             values: xs,
             p_vs_best: None,
+            p_adjusted: None,
             diff_vs_best: None,
+            equivalent_p: None,
+            disturbed: false,
         }
     }
 
-    /// Significantly worse than the column's best.
+    /// The same, marked as timed on a disturbed machine only when `disturbed`.
+    fn disturbed_if(mut self, disturbed: bool) -> Stat {
+        self.disturbed = disturbed;
+        self
+    }
+
+    /// Significantly worse than the column's best, after the family's correction.
     pub fn significantly_worse(&self) -> bool {
-        self.p_vs_best.is_some_and(|p| p < ALPHA)
+        self.p_adjusted.is_some_and(|p| p < ALPHA)
     }
 
     /// `value` or `mean ± sd`, with how many runs had no value; None when none had one.
@@ -302,6 +319,8 @@ pub struct Table {
     pub best: Best,
     /// USD per worker-hour; > 0 adds the DAWNBench cost columns.
     pub cost_per_hour: f64,
+    /// The grid's `equivalence_margin`, percentage points of error rate.
+    pub equivalence_margin: Option<f64>,
 }
 
 impl Table {
@@ -335,9 +354,11 @@ impl Table {
 
 /// The index of the row with the lowest mean in a column. Rows where every run has a value
 /// come first: a time to target reached by one seed of three must not beat one reached by all.
+/// Times measured on a disturbed machine only are never the best.
 pub fn best_index(rows: &[Row], f: impl Fn(&Row) -> &Stat) -> Option<usize> {
     let pick = |complete_only: bool| {
         (0..rows.len())
+            .filter(|&i| !f(&rows[i]).disturbed)
             .filter(|&i| f(&rows[i]).mean.is_some() && (!complete_only || f(&rows[i]).missing == 0))
             .min_by(|&a, &b| {
                 let (x, y) = (f(&rows[a]).mean, f(&rows[b]).mean);
@@ -348,13 +369,14 @@ pub fn best_index(rows: &[Row], f: impl Fn(&Row) -> &Stat) -> Option<usize> {
 }
 
 /// Tables in grid order; rows in the grid's activation order; only succeeded runs count.
-pub fn tables(results: &Results) -> Vec<Table> {
+/// Their comparisons with the best are left for [`crate::significance::tables`] to make.
+pub fn unmarked(results: &Results) -> Vec<Table> {
     results
         .grid
         .datasets()
         .iter()
         .map(|entry| {
-            let mut rows = rows(results, entry.dataset, entry.model);
+            let rows = rows(results, entry.dataset, entry.model);
             let min = |f: fn(&Row) -> &Stat| best_index(&rows, f).and_then(|i| f(&rows[i]).mean);
             let best = Best {
                 total: min(|r| &r.total),
@@ -363,7 +385,6 @@ pub fn tables(results: &Results) -> Vec<Table> {
                 to_target: min(|r| &r.to_target),
                 error: min(|r| &r.error),
             };
-            mark_significance(&mut rows);
             Table {
                 dataset: entry.dataset,
                 model: entry.model,
@@ -371,6 +392,7 @@ pub fn tables(results: &Results) -> Vec<Table> {
                 rows,
                 best,
                 cost_per_hour: results.grid.cost_per_hour(),
+                equivalence_margin: results.grid.equivalence_margin(),
             }
         })
         .collect()
@@ -398,13 +420,17 @@ fn rows(results: &Results, dataset: Dataset, model: Model) -> Vec<Row> {
 fn row(runs: &[&JobRecord]) -> Row {
     let quiet: Vec<&JobRecord> = runs.iter().copied().filter(|r| !r.disturbed()).collect();
     let timed = if quiet.is_empty() { runs } else { &quiet[..] };
+    let only_disturbed = quiet.is_empty();
+    let time = |f: fn(&JobRecord) -> Option<f64>| {
+        Stat::of(timed.iter().map(|r| f(r))).disturbed_if(only_disturbed)
+    };
     Row {
         activation: runs[0].activation.to_string(),
         n: runs.len(),
-        total: Stat::of(timed.iter().map(|r| Some(r.total_train_seconds))),
-        latency: Stat::of(timed.iter().map(|r| r.latency_ms_per_sample)),
+        total: time(|r| Some(r.total_train_seconds)),
+        latency: time(|r| r.latency_ms_per_sample),
         first_epoch: Stat::of(runs.iter().map(|r| r.first_epoch_at_target.map(f64::from))),
-        to_target: Stat::of(timed.iter().map(|r| r.seconds_to_target)),
+        to_target: time(|r| r.seconds_to_target),
         error: Stat::of(runs.iter().map(|r| r.error_rate)),
         shared: runs.iter().filter(|r| r.shared_device).count(),
         disturbed: runs.len() - quiet.len(),
@@ -443,32 +469,6 @@ fn disturbed_note(t: &Table) -> Option<String> {
     (!parts.is_empty()).then(|| format!("⚠ {}.", parts.join("; ")))
 }
 
-/// Sets `p_vs_best` of every cell: Welch's test of its runs against the best row's runs.
-fn mark_significance(rows: &mut [Row]) {
-    type Column = (fn(&Row) -> &Stat, fn(&mut Row) -> &mut Stat);
-    let columns: [Column; 5] = [
-        (|r| &r.total, |r| &mut r.total),
-        (|r| &r.latency, |r| &mut r.latency),
-        (|r| &r.first_epoch, |r| &mut r.first_epoch),
-        (|r| &r.to_target, |r| &mut r.to_target),
-        (|r| &r.error, |r| &mut r.error),
-    ];
-    for (get, get_mut) in columns {
-        let Some(best) = best_index(rows, get) else {
-            continue;
-        };
-        let best_values = get(&rows[best]).values.clone();
-        for (i, row) in rows.iter_mut().enumerate() {
-            let stat = get_mut(row);
-            if i != best {
-                let w = crate::stats::welch(&stat.values, &best_values);
-                stat.p_vs_best = w.map(|w| w.p);
-                stat.diff_vs_best = w.map(|w| (w.diff, w.ci95));
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,7 +491,7 @@ mod tests {
     #[test]
     fn table_aggregates_seeds_and_marks_best() {
         let r = results();
-        let t = tables(&r);
+        let t = crate::significance::tables(&r);
         assert_eq!(t.len(), 1);
         let relu = &t[0].rows[0];
         assert_eq!((relu.activation.as_str(), relu.n), ("relu", 2));
@@ -506,7 +506,7 @@ mod tests {
     #[test]
     fn a_target_reached_by_some_seeds_only_does_not_win() {
         let r = crate::fixtures::relu_reaches_the_target_once();
-        let t = &tables(&r)[0];
+        let t = &crate::significance::tables(&r)[0];
         assert_eq!(t.best.to_target, Some(30.0), "tanh reached it every time");
         assert_eq!(t.headers().len(), 7, "no cost columns without a price");
     }

@@ -33,6 +33,9 @@ pub(super) struct GridFile {
     pub author: String,
     #[serde(default, deserialize_with = "checks::person")]
     pub author_email: String,
+    /// Percentage points of error rate within which two activations count as equivalent.
+    #[serde(default)]
+    pub equivalence_margin: Option<f64>,
 }
 
 #[derive(Deserialize)]

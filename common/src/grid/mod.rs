@@ -78,6 +78,10 @@ pub struct Grid {
     author: String,
     #[serde(default)]
     author_email: String,
+    /// Percentage points of error rate within which an activation counts as equivalent to the
+    /// best (two one-sided tests); None: equivalence is not tested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    equivalence_margin: Option<f64>,
 }
 
 /// One model on one dataset.
@@ -138,6 +142,22 @@ impl Grid {
             }
             datasets.push(DatasetEntry::from(entry));
         }
+        if let Some(m) = file.equivalence_margin {
+            if !(m.is_finite() && m > 0.0 && m <= 100.0) {
+                let line = text
+                    .lines()
+                    .position(|l| l.starts_with("equivalence_margin"))
+                    .map(|i| i + 1);
+                return Err(invalid(
+                    line,
+                    None,
+                    format!(
+                        "equivalence_margin: {m} is not a margin: give percentage points of \
+                         error rate, above 0 and at most 100 (e.g. 0.5)"
+                    ),
+                ));
+            }
+        }
         let seeds = file.seeds.as_ref().map_or(1, |s| s.0.len());
         let jobs = datasets.len() as u64 * file.activations.0.len() as u64 * seeds as u64;
         if jobs > MAX_JOBS {
@@ -163,7 +183,14 @@ impl Grid {
             source_sha256: hex::encode(Sha256::digest(text.as_bytes())),
             author: file.author,
             author_email: file.author_email,
+            equivalence_margin: file.equivalence_margin,
         })
+    }
+
+    /// grid.yaml `equivalence_margin`: percentage points of error rate within which an
+    /// activation counts as equivalent to the best; None: not tested.
+    pub fn equivalence_margin(&self) -> Option<f64> {
+        self.equivalence_margin
     }
 
     pub fn name(&self) -> &str {

@@ -409,3 +409,32 @@ fn a_grid_of_more_than_a_million_jobs_is_refused() {
          1000000 are run from one grid: split it"
     );
 }
+
+#[test]
+fn equivalence_margin_is_percentage_points_above_zero() {
+    let base = "name: e\nactivations: [relu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 1, target_accuracy: 0.9}\n";
+    let g = Grid::parse(
+        &format!("{base}equivalence_margin: 0.5\n"),
+        Path::new("g.yaml"),
+    )
+    .unwrap();
+    assert_eq!(g.equivalence_margin(), Some(0.5));
+    assert_eq!(
+        Grid::parse(base, Path::new("g.yaml"))
+            .unwrap()
+            .equivalence_margin(),
+        None
+    );
+    for bad in ["0", "-1", "101", ".nan"] {
+        let e = Grid::parse(
+            &format!("{base}equivalence_margin: {bad}\n"),
+            Path::new("g.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("g.yaml:6") && e.contains("equivalence_margin"),
+            "{bad}: {e}"
+        );
+    }
+}
