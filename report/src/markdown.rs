@@ -339,7 +339,7 @@ mod tests {
         let tanh = md.lines().find(|l| l.starts_with("| tanh |")).unwrap();
         assert!(tanh.contains(" ⚠"), "{tanh}");
         assert!(
-            md.contains("⚠ 1 run(s) were timed while other processes competed"),
+            md.contains("⚠ 3 run(s) were timed while other processes competed for the CPU: 1 of them are left out"),
             "{md}"
         );
         assert!(

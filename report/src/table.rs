@@ -440,6 +440,7 @@ fn row(runs: &[&JobRecord]) -> Row {
 
 /// The note under a table some of whose runs were timed on a busy machine.
 fn disturbed_note(t: &Table) -> Option<String> {
+    let flagged: usize = t.rows.iter().map(|r| r.disturbed).sum();
     let left_out: usize = t
         .rows
         .iter()
@@ -452,21 +453,22 @@ fn disturbed_note(t: &Table) -> Option<String> {
         .filter(|r| r.times_disturbed)
         .map(|r| r.activation.as_str())
         .collect();
-    let mut parts = Vec::new();
-    if left_out > 0 {
-        parts.push(format!(
-            "{left_out} run(s) were timed while other processes competed for the CPU and are \
-             left out of the time columns (total time, time to target, latency)"
-        ));
+    if flagged == 0 {
+        return None;
     }
+    let mut text = format!(
+        "⚠ {flagged} run(s) were timed while other processes competed for the CPU: {left_out} \
+         of them are left out of the time columns (total time, time to target, latency)"
+    );
     if !only.is_empty() {
-        parts.push(format!(
-            "the times of {} rest on such runs only (marked ⚠): compare them after a run on a \
-             quiet machine",
+        text.push_str(&format!(
+            ", and the times of {} rest on such runs only (marked ⚠, never bold, not compared): \
+             compare them after a run on a quiet machine",
             only.join(", ")
         ));
     }
-    (!parts.is_empty()).then(|| format!("⚠ {}.", parts.join("; ")))
+    text.push('.');
+    Some(text)
 }
 
 #[cfg(test)]
