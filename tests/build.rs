@@ -48,7 +48,7 @@ fn main() {
     for dir in folders.iter().filter(|d| d.is_dir()) {
         println!("cargo::rerun-if-changed={}", dir.display());
     }
-    let probes: [(&str, bool); 11] = [
+    let probes: [(&str, bool); 12] = [
         (
             "chromium",
             on_path("chromium").is_some() || on_path("chromium-browser").is_some(),
@@ -67,6 +67,12 @@ fn main() {
         (
             "python_torch",
             succeeds(Command::new("python3").args(["-c", "import torch"])),
+        ),
+        // A SLURM cluster that answers (scripts/slurm-local.sh starts one).
+        (
+            "slurm",
+            on_path("sbatch").is_some()
+                && succeeds(Command::new("timeout").args(["5", "sinfo", "-h"])),
         ),
         (
             "gpu",

@@ -98,6 +98,22 @@ pub struct RunArgs {
     /// A job whose worker is silent this long is given to another worker.
     #[arg(long, env = "COORDINATOR_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(2..=3600))]
     lease_seconds: u32,
+    /// Where workers come from: local (started on this machine: --local-workers) or slurm
+    /// (submitted as SLURM batch jobs with sbatch, cancelled when the grid ends; see the
+    /// manual: SLURM).
+    #[arg(long, env = "COORDINATOR_LAUNCHER", default_value = "local", value_parser = ["local", "slurm"])]
+    launcher: String,
+    /// With --launcher slurm: most worker jobs at once, queued or running.
+    #[arg(long, env = "COORDINATOR_MAX_WORKERS", default_value_t = 1)]
+    max_workers: u32,
+    /// With --launcher slurm: an argument for sbatch, verbatim (partition, account, --gres,
+    /// --time, ...); repeat for each: --sbatch-arg=--partition=gpu --sbatch-arg=--gres=gpu:1.
+    #[arg(long = "sbatch-arg", allow_hyphen_values = true)]
+    sbatch_args: Vec<String>,
+    /// With --launcher slurm: an argument for each worker, verbatim (e.g.
+    /// --worker-arg=--tls-ca=/shared/pki/ca.pem); repeat for each.
+    #[arg(long = "worker-arg", allow_hyphen_values = true)]
+    worker_args: Vec<String>,
 }
 
 /// `--http`: an address, or `off`.
@@ -344,6 +360,20 @@ fn exposure(a: &RunArgs, token: bool) -> Result<(), BadInput> {
     )))
 }
 
+/// `--launcher slurm` and its flags, checked with SLURM before anything starts.
+fn slurm(a: &RunArgs) -> Result<Option<coordinator::slurm::SlurmConfig>, BadInput> {
+    if a.launcher != "slurm" {
+        return Ok(None);
+    }
+    let s = coordinator::slurm::SlurmConfig {
+        max_workers: a.max_workers,
+        sbatch_args: a.sbatch_args.clone(),
+        worker_args: a.worker_args.clone(),
+    };
+    coordinator::slurm::check(&s).map_err(BadInput)?;
+    Ok(Some(s))
+}
+
 /// Checks the flags into a [`Config`].
 pub fn validate(a: RunArgs, env: Env) -> Result<(Config, Listen), BadInput> {
     let Some(grid_path) = a.grid.clone() else {
@@ -365,6 +395,7 @@ pub fn validate(a: RunArgs, env: Env) -> Result<(Config, Listen), BadInput> {
         None => None,
     };
     exposure(&a, token.is_some())?;
+    let slurm = slurm(&a)?;
     let operator = operator_token(a.operator_token_file.as_deref(), token.as_deref())?;
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => Some(std::sync::Arc::new(
@@ -387,7 +418,13 @@ pub fn validate(a: RunArgs, env: Env) -> Result<(Config, Listen), BadInput> {
         grid_file: grid_path.display().to_string(),
         out,
         state,
-        local_workers: a.local_workers,
+        // SLURM's workers replace local ones.
+        local_workers: if slurm.is_some() {
+            coordinator::local::LocalWorkers::Count(0)
+        } else {
+            a.local_workers
+        },
+        slurm,
         device: a.device,
         data_dir: a.data_dir.map(absolute),
         token,

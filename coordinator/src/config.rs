@@ -16,6 +16,8 @@ pub struct Config {
     pub out: PathBuf,
     pub state: PathBuf,
     pub local_workers: LocalWorkers,
+    /// `--launcher slurm`: workers submitted as SLURM jobs; None: `--launcher local`.
+    pub slurm: Option<crate::slurm::SlurmConfig>,
     pub device: DeviceSpec,
     pub data_dir: Option<PathBuf>,
     pub token: Option<String>,

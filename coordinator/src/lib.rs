@@ -40,6 +40,7 @@ pub mod progress;
 pub mod scheduler;
 pub mod server;
 pub mod service;
+pub mod slurm;
 pub mod state;
 pub mod store;
 pub mod terminal;
@@ -78,14 +79,7 @@ pub async fn run(
     let addr = listener.local_addr()?;
     let counts = shared.lock().counts();
     tracing::info!(grid = cfg.grid.name(), jobs = counts.total(), already_done = counts.finished(), listen = %addr, state = %cfg.state.display(), "coordinator started");
-    let files = limits::open_files();
-    let caps = (limits::grpc(cfg.idle).total, limits::http(cfg.idle).total);
-    tracing::info!(
-        open_file_limit = files,
-        grpc = caps.0,
-        page = caps.1,
-        "connections capped"
-    );
+    log_limits(cfg.idle);
 
     let store = shared.lock().detach_store().context("the state's store")?;
     let (stop_writer, writer_stop) = watch::channel(false);
@@ -114,6 +108,7 @@ pub async fn run(
         announce_start(&cfg, &counts, addr, http_addr);
     }
     let mut children = start_local_workers(&cfg, &planned, &shared, &socket.url())?;
+    let slurm = start_slurm_workers(&cfg, &shared, addr)?;
     let expiry = tokio::spawn(expiry::run(shared.clone()));
 
     tokio::pin!(shutdown);
@@ -131,6 +126,11 @@ pub async fn run(
         progress::drain(&shared, &mut children, lease, shutdown.as_mut()).await;
     }
     children.kill_all().await;
+    if let Some((stop, task)) = slurm {
+        // Every worker job it submitted is cancelled before the coordinator goes on.
+        let _ = stop.send(true);
+        task.await.context("SLURM launcher task")?;
+    }
     followers.into_iter().for_each(|f| f.abort());
     // The local workers that could still have written a cancelled job's checkpoint are gone.
     shared.remove_cancelled_checkpoints();
@@ -143,6 +143,13 @@ pub async fn run(
     let _ = stop_writer.send(true);
     writer.await.context("state writer task")??;
     Ok(ending)
+}
+
+/// Logs the open-file limit (raised at this first call) and the connection caps under it.
+fn log_limits(idle: Duration) {
+    let files = limits::open_files();
+    let (grpc, page) = (limits::grpc(idle).total, limits::http(idle).total);
+    tracing::info!(open_file_limit = files, grpc, page, "connections capped");
 }
 
 /// Follows the token files, so a rotated token takes effect without a restart: the workers'
@@ -176,6 +183,43 @@ fn follow_files(
         }));
     }
     tasks
+}
+
+/// With `--launcher slurm`, the task that keeps worker jobs in SLURM's queue until `stop`.
+fn start_slurm_workers(
+    cfg: &Config,
+    shared: &Shared,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>> {
+    let Some(s) = &cfg.slurm else {
+        return Ok(None);
+    };
+    // Workers on other nodes reach this one by its name when it listens on every address.
+    let host = if addr.ip().is_unspecified() {
+        orchestrator_proto::host::hostname()
+    } else {
+        addr.ip().to_string()
+    };
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    let mut worker = vec![
+        cfg.worker_bin.display().to_string(),
+        "--coordinator".into(),
+        format!("{scheme}://{host}:{}", addr.port()),
+        "--log-format".into(),
+        cfg.log_format.as_str().into(),
+    ];
+    if let Some(t) = &cfg.token_file {
+        worker.extend(["--token-file".into(), t.display().to_string()]);
+    }
+    if let Some(d) = &cfg.data_dir {
+        worker.extend(["--data-dir".into(), d.display().to_string()]);
+    }
+    worker.extend(s.worker_args.iter().cloned());
+    let name = format!("dlgrid-{}-{}", cfg.grid.name(), addr.port());
+    let launcher = slurm::Launcher::new(s.clone(), &cfg.out, name, &worker)?;
+    let (stop_tx, stop) = watch::channel(false);
+    let task = tokio::spawn(slurm::run(shared.clone(), launcher, stop));
+    Ok(Some((stop_tx, task)))
 }
 
 /// Serves the live page on `listener`, if there is one, behind the operators' token.

@@ -14,13 +14,37 @@
 /// cgroup's CPU quota (a Kubernetes pod's `limits.cpu`, rounded down, at least 1), as the
 /// standard library counts them.
 pub fn available() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    let bound = std::thread::available_parallelism().map_or(1, |n| n.get());
+    slurm_cpus(std::env::var("SLURM_CPUS_ON_NODE").ok().as_deref(), bound)
+}
+
+/// Inside a SLURM job, the CPUs it was allocated on this node (`SLURM_CPUS_ON_NODE`), where
+/// fewer than `bound`: a cluster without CPU binding (`TaskPlugin=task/none`) leaves every
+/// core in the affinity mask, and jobs sharing a node would each take them all.
+fn slurm_cpus(on_node: Option<&str>, bound: usize) -> usize {
+    on_node
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .map_or(bound, |n| n.min(bound))
 }
 
 /// Intra-op threads for each of `slots` jobs run at once: `requested` where not 0, otherwise
 /// the available cores divided among the slots (at least one each).
 pub fn per_job(requested: usize, slots: u32) -> usize {
     share(requested, slots, available())
+}
+
+#[cfg(test)]
+#[test]
+fn a_slurm_allocation_bounds_the_cores() {
+    assert_eq!(slurm_cpus(Some("1"), 16), 1);
+    assert_eq!(
+        slurm_cpus(Some("32"), 16),
+        16,
+        "never more than the affinity mask"
+    );
+    assert_eq!(slurm_cpus(None, 16), 16);
+    assert_eq!(slurm_cpus(Some("junk"), 16), 16);
 }
 
 fn share(requested: usize, slots: u32, cores: usize) -> usize {

@@ -15,6 +15,7 @@ mod ops;
 mod report;
 mod security;
 mod sessions;
+mod slurm;
 mod support;
 mod tls;
 mod training;
