@@ -233,3 +233,122 @@ fn a_worker_job_cancelled_mid_job_is_replaced_and_the_job_resumes() {
         "the replacement resumed from the stored checkpoint"
     );
 }
+
+/// `scontrol show job`'s `key=value` for job `id`.
+fn job_field(id: &str, key: &str) -> Option<String> {
+    let (_, out, _) = output(Command::new("scontrol").args(["show", "job", id, "-o"]));
+    out.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .map(str::to_string)
+}
+
+/// Waits (up to `secs`) for `cond`, saying `what` if it never holds.
+fn until(secs: u64, what: &str, cond: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        assert!(started.elapsed() < Duration::from_secs(secs), "{what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// deploy/slurm/dlgrid.sbatch end to end: the coordinator and a worker in one allocation; at
+/// the time limit's signal (`scancel --signal=TERM --batch`) and at a preemption (`scontrol
+/// requeue`) it saves and requeues, and the same script resumes from the state: every job
+/// succeeds once, the interrupted ones resume from their checkpoints, no finished one runs
+/// again.
+#[test]
+#[cfg_attr(
+    not(any(ci, have_slurm)),
+    ignore = "needs a SLURM cluster (scripts/slurm-local.sh starts one, as root)"
+)]
+fn the_batch_script_requeues_at_the_time_limit_and_on_preemption() {
+    if !cfg!(have_slurm) {
+        crate::support::missing("a SLURM cluster (sinfo)");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = fixture(dir);
+    std::fs::write(
+        dir.join("grid.yaml"),
+        "name: alloc\nactivations: [relu, tanh, elu, selu]\ncheckpoint_every: 1\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 8, target_accuracy: 0.5, test_limit: 200, latency_samples: 10}\n",
+    )
+    .unwrap();
+    let script = crate::support::repo().join("deploy/slurm/dlgrid.sbatch");
+    let out = dir.join("out");
+    let log = dir.join("job.log");
+    let (s, id, err) = output(
+        Command::new("sbatch")
+            .arg("--parsable")
+            .arg(format!("--chdir={}", dir.display()))
+            .arg(format!("--output={}", log.display()))
+            .arg(&script)
+            .env("GRID", "grid.yaml")
+            .env("OUT", &out)
+            .env("DATA_DIR", &data)
+            .env("DLGRID_BIN", integration_tests::bin_dir())
+            .env("WORKER_DATASET_MIRRORS", "http://127.0.0.1:9"),
+    );
+    assert!(s.success(), "{err}");
+    let id = id.trim().to_string();
+    let _cancel = Cancel(id.clone());
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let restarted = |n: u32| {
+        until(60, "the job was not requeued", || {
+            job_field(&id, "Restarts").is_some_and(|r| r == n.to_string())
+        });
+        // A requeued job may start only two minutes later: once it is pending, let it start
+        // now (asked again until it does: the update is lost while the job is still ending).
+        until(90, "the requeued job did not start", || {
+            if job_field(&id, "Reason").is_some_and(|r| r == "BeginTime") {
+                let _ = output(Command::new("scontrol").args([
+                    "update",
+                    &format!("JobId={id}"),
+                    "StartTime=now",
+                ]));
+            }
+            text().contains(&format!("(restart {n})"))
+        });
+    };
+    let checkpoints = out.join("checkpoints");
+    let stored = || std::fs::read_dir(&checkpoints).map_or(0, |d| d.flatten().count());
+    until(60, "no checkpoint", || stored() > 0);
+    // The time limit's warning signal, to the batch shell.
+    let (s, _, err) = output(Command::new("scancel").args(["--signal=TERM", "--batch", &id]));
+    assert!(s.success(), "{err}");
+    restarted(1);
+    // A preemption: SLURM requeues the running job itself.
+    until(60, "no progress after the restart", || {
+        text().matches("job started").count() >= 2
+    });
+    let (s, _, err) = output(Command::new("scontrol").args(["requeue", &id]));
+    assert!(s.success(), "{err}");
+    restarted(2);
+    until(180, "the grid did not finish", || {
+        job_field(&id, "JobState").is_some_and(|s| s == "COMPLETED")
+    });
+    let t = text();
+    assert!(t.contains("grid finished: 4 succeeded"), "{t}");
+    let results = read_json(&out.join("results.json"));
+    assert_eq!(jobs(&results).len(), 4);
+    let mut resumed = 0;
+    for j in jobs(&results) {
+        assert_eq!(j["status"], "succeeded", "{j}");
+        crate::support::assert_complete_series(j, 8);
+        resumed += usize::from(j["attempts"].as_u64().unwrap() > 1);
+    }
+    assert!(resumed >= 1, "{results}");
+    let worker_log = std::fs::read_to_string(out.join("logs").join("worker-0.log")).unwrap();
+    assert!(
+        worker_log.contains("resumed from checkpoint"),
+        "{worker_log}"
+    );
+}
+
+/// Cancels a SLURM job when dropped (a failed test leaves nothing in the queue).
+struct Cancel(String);
+
+impl Drop for Cancel {
+    fn drop(&mut self) {
+        let _ = Command::new("scancel").arg(&self.0).status();
+    }
+}
