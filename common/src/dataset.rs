@@ -299,6 +299,20 @@ mod tests {
         );
     }
 
+    /// Every download is over TLS (Fashion-MNIST's S3 website served plain HTTP).
+    #[test]
+    fn every_source_is_https() {
+        for d in Dataset::ALL {
+            let urls = match d.info().source {
+                Source::GzFiles(u) | Source::Archive(u) => u,
+            };
+            assert!(!urls.is_empty(), "{d}");
+            for u in urls {
+                assert!(u.starts_with("https://"), "{d}: {u}");
+            }
+        }
+    }
+
     #[test]
     fn file_sizes_are_those_of_the_canonical_files() {
         let mnist = Dataset::Mnist.info();
