@@ -433,7 +433,7 @@ fn equivalence_margin_is_percentage_points_above_zero() {
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("g.yaml:6") && e.contains("equivalence_margin"),
+            e.contains("g.yaml:5") && e.contains("equivalence_margin"),
             "{bad}: {e}"
         );
     }
