@@ -104,6 +104,14 @@ pub async fn status(conn: Connect) -> anyhow::Result<()> {
             s.denied_calls
         );
     }
+    if !s.slurm_jobs.is_empty() {
+        let jobs: Vec<(u64, String)> = s
+            .slurm_jobs
+            .iter()
+            .map(|j| (j.job_id, j.state.clone()))
+            .collect();
+        say!("SLURM worker jobs: {}", coordinator::slurm::summary(&jobs));
+    }
     println!("\nWORKER      NAME                          DEVICE    SLOTS  RUNNING  LAST SEEN");
     for w in &s.workers {
         let seen = if w.seconds_since_seen < 0.0 {

@@ -67,7 +67,20 @@ pub fn router(shared: Shared, auth: PageAuth) -> Router {
 
 async fn page(State(live): State<Live>) -> Html<String> {
     let results = live.shared.lock().results();
-    let html = results.to_live_html(REFRESH_SECONDS);
+    let mut html = results.to_live_html(REFRESH_SECONDS);
+    let slurm = live
+        .shared
+        .slurm_jobs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if !slurm.is_empty() {
+        let line = format!(
+            "<body><p>SLURM worker jobs: {}</p>",
+            report::format::html_escape(&crate::slurm::summary(&slurm))
+        );
+        html = html.replacen("<body>", &line, 1);
+    }
     if !live.auth.has_token() {
         return Html(html);
     }

@@ -6,6 +6,7 @@
 //! | --- | --- | --- |
 //! | `dlgrid_jobs` | gauge | `state`: pending, running, succeeded, failed, diverged, cancelled |
 //! | `dlgrid_workers_connected` | gauge | `device`: cpu, cuda:0, ... (heard from within a lease) |
+//! | `dlgrid_slurm_worker_jobs` | gauge | `state`: SLURM's (PENDING, RUNNING, ...) of the worker jobs submitted (`--launcher slurm`) |
 //! | `dlgrid_leases_expired_total` | counter | |
 //! | `dlgrid_leases_released_total` | counter | (handed back by draining workers, re-queued) |
 //! | `dlgrid_epochs_reported_total` | counter | |
@@ -32,6 +33,8 @@ pub struct Metrics {
     registry: Registry,
     jobs: IntGaugeVec,
     workers: IntGaugeVec,
+    /// `--launcher slurm`'s worker jobs by SLURM state (set by [`crate::slurm`]).
+    pub slurm_jobs: IntGaugeVec,
     pub leases_expired: IntCounter,
     pub leases_released: IntCounter,
     pub epochs: IntCounter,
@@ -97,6 +100,11 @@ impl Metrics {
             "Workers heard from within a lease time, by device.",
             "device",
         );
+        let slurm_jobs = gauges(
+            "dlgrid_slurm_worker_jobs",
+            "Worker jobs this coordinator submitted to SLURM and SLURM still holds, by SLURM state.",
+            "state",
+        );
         let build = gauges("dlgrid_build_info", "The coordinator's version.", "version");
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         // Epochs: seconds (tiny test jobs) to an hour (VGG on a slow CPU).
@@ -143,6 +151,7 @@ impl Metrics {
             ),
             jobs,
             workers,
+            slurm_jobs,
             epoch_seconds,
             rpc_seconds,
             registry,

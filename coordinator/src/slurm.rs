@@ -214,6 +214,14 @@ impl Launcher {
         }
     }
 
+    /// The worker jobs SLURM holds, with their SLURM state.
+    pub fn jobs(&self) -> Vec<(u64, String)> {
+        self.jobs
+            .iter()
+            .map(|(id, j)| (*id, j.state.clone()))
+            .collect()
+    }
+
     /// `scancel`s every worker job this coordinator submitted and SLURM still holds.
     pub fn cancel_all(&mut self) {
         if self.jobs.is_empty() {
@@ -271,6 +279,7 @@ pub async fn run(shared: Shared, mut launcher: Launcher, mut stop: watch::Receiv
         })
         .await
         .expect("the SLURM tick does not panic");
+        publish(&shared, &launcher.jobs());
         tokio::select! {
             _ = tokio::time::sleep(EVERY) => {}
             _ = stop.wait_for(|s| *s) => break,
@@ -279,6 +288,23 @@ pub async fn run(shared: Shared, mut launcher: Launcher, mut stop: watch::Receiv
     tokio::task::spawn_blocking(move || launcher.cancel_all())
         .await
         .ok();
+    publish(&shared, &[]);
+}
+
+/// What status, the live page and `/metrics` show of the worker jobs.
+fn publish(shared: &Shared, jobs: &[(u64, String)]) {
+    *shared.slurm_jobs.lock().unwrap_or_else(|p| p.into_inner()) = jobs.to_vec();
+    let gauge = &shared.metrics.slurm_jobs;
+    gauge.reset();
+    for (_, state) in jobs {
+        gauge.with_label_values(&[state.as_str()]).inc();
+    }
+}
+
+/// `jobs` in words: "5 RUNNING, 6 PENDING" (by job id).
+pub fn summary(jobs: &[(u64, String)]) -> String {
+    let parts: Vec<String> = jobs.iter().map(|(id, s)| format!("{id} {s}")).collect();
+    parts.join(", ")
 }
 
 #[cfg(test)]

@@ -88,6 +88,11 @@ impl ControlService for Shared {
                 last_test_accuracy: r.epochs.last().map(|e| e.test_accuracy),
             })
             .collect();
+        let slurm_jobs = if from == 0 {
+            self.slurm_status()
+        } else {
+            Vec::new()
+        };
         let workers = state
             .worker_statuses(Instant::now())
             .into_iter()
@@ -119,7 +124,21 @@ impl ControlService for Shared {
             denied_calls: self.metrics.denied.get(),
             eta_seconds,
             running_jobs: running,
+            slurm_jobs,
         }))
+    }
+}
+
+impl Shared {
+    /// `--launcher slurm`'s worker jobs as GridStatus sends them.
+    fn slurm_status(&self) -> Vec<pb::SlurmWorkerJob> {
+        let held = self.slurm_jobs.lock().unwrap_or_else(|p| p.into_inner());
+        held.iter()
+            .map(|(id, s)| pb::SlurmWorkerJob {
+                job_id: *id,
+                state: s.clone(),
+            })
+            .collect()
     }
 }
 

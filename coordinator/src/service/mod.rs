@@ -43,6 +43,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Registrations allowed per peer address.
     pub registrations: Arc<Registrations>,
+    /// `--launcher slurm`: the worker jobs SLURM holds, with their SLURM state.
+    pub slurm_jobs: Arc<std::sync::Mutex<Vec<(u64, String)>>>,
 }
 
 impl Shared {
@@ -57,6 +59,7 @@ impl Shared {
             durable: Arc::new(watch::channel(Durable::UpTo(0)).0),
             metrics: Arc::default(),
             registrations: Arc::new(Registrations::default()),
+            slurm_jobs: Arc::default(),
         }
     }
 

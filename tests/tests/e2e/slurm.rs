@@ -31,6 +31,13 @@ fn coordinator(dir: &Path, extra: &[&str]) -> Command {
     c
 }
 
+/// The one-node cluster has as many CPUs as the machine: SLURM tests run one at a time, so
+/// their worker jobs do not wait in the queue behind each other's.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// This coordinator's worker jobs still in SLURM's queue (job name `dlgrid-<grid>-<port>`).
 fn queued(port: &str) -> Vec<String> {
     let (_, out, _) = output(Command::new("squeue").args([
@@ -51,6 +58,7 @@ fn queued(port: &str) -> Vec<String> {
     ignore = "needs a SLURM cluster (scripts/slurm-local.sh starts one, as root)"
 )]
 fn a_grid_runs_on_slurm_workers_and_leaves_no_job_behind() {
+    let _one = one_at_a_time();
     if !cfg!(have_slurm) {
         crate::support::missing("a SLURM cluster (sinfo)");
     }
@@ -101,7 +109,8 @@ fn a_grid_runs_on_slurm_workers_and_leaves_no_job_behind() {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("slurm-"))
         .collect();
-    assert_eq!(logs.len(), submitted);
+    // A worker job cancelled while still queued (the grid done first) never wrote a log.
+    assert!((1..=submitted).contains(&logs.len()), "{} logs", logs.len());
 }
 
 /// Bad input is refused before anything starts (exit 2, nothing written): no worker at all,
@@ -151,6 +160,7 @@ fn a_request_sbatch_refuses_is_shown_before_anything_starts() {
     ignore = "needs a SLURM cluster (scripts/slurm-local.sh starts one, as root)"
 )]
 fn a_worker_job_cancelled_mid_job_is_replaced_and_the_job_resumes() {
+    let _one = one_at_a_time();
     if !cfg!(have_slurm) {
         crate::support::missing("a SLURM cluster (sinfo)");
     }
@@ -204,6 +214,25 @@ fn a_worker_job_cancelled_mid_job_is_replaced_and_the_job_resumes() {
         assert!(started.elapsed() < Duration::from_secs(60), "{text}");
         std::thread::sleep(Duration::from_millis(100));
     };
+    // Status shows the worker job with SLURM's state (as last read: every 2 s).
+    let port = std::fs::read_to_string(&log)
+        .unwrap()
+        .split("listen=127.0.0.1:")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let (_, shown, _) = output(Command::new(bin("coordinator")).args([
+        "status",
+        "--connect",
+        &format!("http://127.0.0.1:{port}"),
+    ]));
+    assert!(
+        ["RUNNING", "PENDING"]
+            .iter()
+            .any(|s| shown.contains(&format!("SLURM worker jobs: {first} {s}"))),
+        "{shown}"
+    );
     let (s, _, err) = output(Command::new("scancel").arg(&first));
     assert!(s.success(), "{err}");
     let status = wait_exit(&mut child.0, Duration::from_secs(180));
@@ -262,6 +291,7 @@ fn until(secs: u64, what: &str, cond: impl Fn() -> bool) {
     ignore = "needs a SLURM cluster (scripts/slurm-local.sh starts one, as root)"
 )]
 fn the_batch_script_requeues_at_the_time_limit_and_on_preemption() {
+    let _one = one_at_a_time();
     if !cfg!(have_slurm) {
         crate::support::missing("a SLURM cluster (sinfo)");
     }
@@ -293,12 +323,12 @@ fn the_batch_script_requeues_at_the_time_limit_and_on_preemption() {
     let _cancel = Cancel(id.clone());
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     let restarted = |n: u32| {
-        until(60, "the job was not requeued", || {
+        until(120, "the job was not requeued", || {
             job_field(&id, "Restarts").is_some_and(|r| r == n.to_string())
         });
         // A requeued job may start only two minutes later: once it is pending, let it start
         // now (asked again until it does: the update is lost while the job is still ending).
-        until(90, "the requeued job did not start", || {
+        until(150, "the requeued job did not start", || {
             if job_field(&id, "Reason").is_some_and(|r| r == "BeginTime") {
                 let _ = output(Command::new("scontrol").args([
                     "update",
@@ -311,13 +341,13 @@ fn the_batch_script_requeues_at_the_time_limit_and_on_preemption() {
     };
     let checkpoints = out.join("checkpoints");
     let stored = || std::fs::read_dir(&checkpoints).map_or(0, |d| d.flatten().count());
-    until(60, "no checkpoint", || stored() > 0);
+    until(120, "no checkpoint", || stored() > 0);
     // The time limit's warning signal, to the batch shell.
     let (s, _, err) = output(Command::new("scancel").args(["--signal=TERM", "--batch", &id]));
     assert!(s.success(), "{err}");
     restarted(1);
     // A preemption: SLURM requeues the running job itself.
-    until(60, "no progress after the restart", || {
+    until(120, "no progress after the restart", || {
         text().matches("job started").count() >= 2
     });
     let (s, _, err) = output(Command::new("scontrol").args(["requeue", &id]));
