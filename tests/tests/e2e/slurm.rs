@@ -11,9 +11,12 @@ use crate::support::{fixture, jobs, read_json, Killed};
 
 const GRID: &str = "name: slurmy\nactivations: [relu, tanh, elu]\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 2, target_accuracy: 0.5, test_limit: 200, latency_samples: 10}\n";
 
-fn coordinator(dir: &Path, extra: &[&str]) -> Command {
-    let grid = dir.join("grid.yaml");
-    std::fs::write(&grid, GRID).unwrap();
+/// The coordinator for `grid` (written to `dir/grid.yaml`) with `--launcher slurm`, output in
+/// `dir/out`, and `extra` flags.
+fn coordinator_for(dir: &Path, grid: &str, extra: &[&str]) -> Command {
+    let file = dir.join("grid.yaml");
+    std::fs::write(&file, grid).unwrap();
+    let grid = file;
     let mut c = Command::new(bin("coordinator"));
     c.arg("--grid")
         .arg(&grid)
@@ -31,11 +34,41 @@ fn coordinator(dir: &Path, extra: &[&str]) -> Command {
     c
 }
 
-/// The one-node cluster has as many CPUs as the machine: SLURM tests run one at a time, so
-/// their worker jobs do not wait in the queue behind each other's.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+/// For a test that needs the cluster: fails where there is none (the test is ignored there
+/// unless CI=true), and holds the cluster while the test runs. The one-node cluster has as many
+/// CPUs as the machine, so SLURM tests run one at a time, their worker jobs not waiting in the
+/// queue behind each other's.
+fn slurm_here() -> std::sync::MutexGuard<'static, ()> {
+    if !cfg!(have_slurm) {
+        crate::support::missing("a SLURM cluster (sinfo)");
+    }
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The gRPC port the coordinator logging `text` listens on.
+fn port_of(text: &str) -> String {
+    text.split("listen=127.0.0.1:")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("the coordinator's start line")
+        .to_string()
+}
+
+fn coordinator(dir: &Path, extra: &[&str]) -> Command {
+    coordinator_for(dir, GRID, extra)
+}
+
+/// `cmd` started on the datasets in `data`, logging to `log`; killed when dropped.
+fn started(cmd: &mut Command, data: &Path, log: &Path) -> Killed {
+    let child = cmd
+        .arg("--data-dir")
+        .arg(data)
+        .env("WORKER_DATASET_MIRRORS", "http://127.0.0.1:9")
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    Killed(child)
 }
 
 /// This coordinator's worker jobs still in SLURM's queue (job name `dlgrid-<grid>-<port>`).
@@ -58,22 +91,16 @@ fn queued(port: &str) -> Vec<String> {
     ignore = "needs a SLURM cluster (scripts/slurm-local.sh starts one, as root)"
 )]
 fn a_grid_runs_on_slurm_workers_and_leaves_no_job_behind() {
-    let _one = one_at_a_time();
-    if !cfg!(have_slurm) {
-        crate::support::missing("a SLURM cluster (sinfo)");
-    }
+    let _one = slurm_here();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let data = fixture(dir);
     let log = dir.join("coordinator.log");
-    let child = coordinator(dir, &["--max-workers", "2", "--sbatch-arg=--gres=gpu:1"])
-        .arg("--data-dir")
-        .arg(&data)
-        .env("WORKER_DATASET_MIRRORS", "http://127.0.0.1:9")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut child = Killed(child);
+    let mut child = started(
+        &mut coordinator(dir, &["--max-workers", "2", "--sbatch-arg=--gres=gpu:1"]),
+        &data,
+        &log,
+    );
     let status = wait_exit(&mut child.0, Duration::from_secs(180));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{text}");
@@ -88,12 +115,7 @@ fn a_grid_runs_on_slurm_workers_and_leaves_no_job_behind() {
         assert_eq!(j["attempts"], 1, "{j}");
         assert!(j["worker"].as_str().unwrap().starts_with("slurm-"), "{j}");
     }
-    let port = text
-        .split("listen=127.0.0.1:")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap()
-        .to_string();
+    let port = port_of(&text);
     let started = Instant::now();
     while !queued(&port).is_empty() {
         assert!(
@@ -137,9 +159,7 @@ fn bad_slurm_input_is_refused_before_anything_starts() {
     ignore = "needs a SLURM cluster (scripts/slurm-local.sh starts one, as root)"
 )]
 fn a_request_sbatch_refuses_is_shown_before_anything_starts() {
-    if !cfg!(have_slurm) {
-        crate::support::missing("a SLURM cluster (sinfo)");
-    }
+    let _one = slurm_here();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (s, _, err) = output(&mut coordinator(dir, &["--sbatch-arg=--partition=nowhere"]));
@@ -160,41 +180,14 @@ fn a_request_sbatch_refuses_is_shown_before_anything_starts() {
     ignore = "needs a SLURM cluster (scripts/slurm-local.sh starts one, as root)"
 )]
 fn a_worker_job_cancelled_mid_job_is_replaced_and_the_job_resumes() {
-    let _one = one_at_a_time();
-    if !cfg!(have_slurm) {
-        crate::support::missing("a SLURM cluster (sinfo)");
-    }
+    let _one = slurm_here();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let data = fixture(dir);
-    let grid = dir.join("grid.yaml");
-    std::fs::write(
-        &grid,
-        "name: slurmy\nactivations: [relu]\ncheckpoint_every: 1\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 12, target_accuracy: 0.5, test_limit: 200, latency_samples: 10}\n",
-    )
-    .unwrap();
+    let grid = "name: slurmy\nactivations: [relu]\ncheckpoint_every: 1\ndatasets:\n  - {dataset: mnist, model: paper-cnn, epochs: 12, target_accuracy: 0.5, test_limit: 200, latency_samples: 10}\n";
     let log = dir.join("coordinator.log");
-    let child = Command::new(bin("coordinator"))
-        .arg("--grid")
-        .arg(&grid)
-        .arg("--out")
-        .arg(dir.join("out"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "off",
-            "--launcher",
-            "slurm",
-        ])
-        .args(["--max-workers", "1", "--lease-seconds", "4"])
-        .arg("--data-dir")
-        .arg(&data)
-        .env("WORKER_DATASET_MIRRORS", "http://127.0.0.1:9")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut child = Killed(child);
+    let flags = ["--max-workers", "1", "--lease-seconds", "4"];
+    let mut child = started(&mut coordinator_for(dir, grid, &flags), &data, &log);
     let checkpoints = dir.join("out").join("checkpoints");
     let started = Instant::now();
     let first = loop {
@@ -215,13 +208,7 @@ fn a_worker_job_cancelled_mid_job_is_replaced_and_the_job_resumes() {
         std::thread::sleep(Duration::from_millis(100));
     };
     // Status shows the worker job with SLURM's state (as last read: every 2 s).
-    let port = std::fs::read_to_string(&log)
-        .unwrap()
-        .split("listen=127.0.0.1:")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap()
-        .to_string();
+    let port = port_of(&std::fs::read_to_string(&log).unwrap());
     let (_, shown, _) = output(Command::new(bin("coordinator")).args([
         "status",
         "--connect",
@@ -291,10 +278,7 @@ fn until(secs: u64, what: &str, cond: impl Fn() -> bool) {
     ignore = "needs a SLURM cluster (scripts/slurm-local.sh starts one, as root)"
 )]
 fn the_batch_script_requeues_at_the_time_limit_and_on_preemption() {
-    let _one = one_at_a_time();
-    if !cfg!(have_slurm) {
-        crate::support::missing("a SLURM cluster (sinfo)");
-    }
+    let _one = slurm_here();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let data = fixture(dir);
