@@ -310,10 +310,14 @@ fn the_batch_script_requeues_at_the_time_limit_and_on_preemption() {
         until(120, "the job was not requeued", || {
             job_field(&id, "Restarts").is_some_and(|r| r == n.to_string())
         });
-        // A requeued job may start only two minutes later: once it is pending, let it start
-        // now (asked again until it does: the update is lost while the job is still ending).
-        until(150, "the requeued job did not start", || {
-            if job_field(&id, "Reason").is_some_and(|r| r == "BeginTime") {
+        // A requeued job may start only two minutes later: while it is pending, let it start
+        // now (asked again every 2 s: the update is lost while the job is still ending).
+        let asked = std::cell::Cell::new(Instant::now() - Duration::from_secs(5));
+        let started = || {
+            if asked.get().elapsed() >= Duration::from_secs(2)
+                && job_field(&id, "JobState").is_some_and(|s| s == "PENDING")
+            {
+                asked.set(Instant::now());
                 let _ = output(Command::new("scontrol").args([
                     "update",
                     &format!("JobId={id}"),
@@ -321,7 +325,17 @@ fn the_batch_script_requeues_at_the_time_limit_and_on_preemption() {
                 ]));
             }
             text().contains(&format!("(restart {n})"))
-        });
+        };
+        let waited = Instant::now();
+        while !started() {
+            let (_, job, _) = output(Command::new("scontrol").args(["show", "job", &id]));
+            assert!(
+                waited.elapsed() < Duration::from_secs(150),
+                "the requeued job did not start:\n{job}\n{}",
+                text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     };
     let checkpoints = out.join("checkpoints");
     let stored = || std::fs::read_dir(&checkpoints).map_or(0, |d| d.flatten().count());
