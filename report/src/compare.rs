@@ -164,27 +164,33 @@ fn overall(tested: &[Vec<Option<(Welch, f64)>>], cells: usize) -> String {
     )
 }
 
+/// Each field of `a`'s JSON form whose value differs in `b`'s, as "`prefix``field`: A x vs B y".
+fn field_differences<T: serde::Serialize>(a: &T, b: &T, prefix: &str, out: &mut Vec<String>) {
+    let (va, vb) = (
+        serde_json::to_value(a).unwrap_or_default(),
+        serde_json::to_value(b).unwrap_or_default(),
+    );
+    let (Some(oa), Some(ob)) = (va.as_object(), vb.as_object()) else {
+        return;
+    };
+    for (k, x) in oa {
+        let y = ob.get(k).cloned().unwrap_or_default();
+        if *x != y {
+            out.push(format!(
+                "{prefix}`{}`: A {} vs B {}",
+                md_cell(k),
+                md_cell(&x.to_string()),
+                md_cell(&y.to_string())
+            ));
+        }
+    }
+}
+
 /// What differs between the two runs' grids besides their cells (training settings, epochs,
 /// limits): differences there explain differences in the results.
 fn spec_differences(a: &Results, b: &Results) -> String {
-    let (ga, gb) = (
-        serde_json::to_value(a.grid.training()).unwrap_or_default(),
-        serde_json::to_value(b.grid.training()).unwrap_or_default(),
-    );
     let mut diffs = Vec::new();
-    if let (Some(oa), Some(ob)) = (ga.as_object(), gb.as_object()) {
-        for (k, va) in oa {
-            let vb = ob.get(k).cloned().unwrap_or_default();
-            if *va != vb {
-                diffs.push(format!(
-                    "`{}`: A {} vs B {}",
-                    md_cell(k),
-                    md_cell(&va.to_string()),
-                    md_cell(&vb.to_string())
-                ));
-            }
-        }
-    }
+    field_differences(a.grid.training(), b.grid.training(), "", &mut diffs);
     for ea in a.grid.datasets() {
         let Some(eb) = b
             .grid
@@ -194,25 +200,8 @@ fn spec_differences(a: &Results, b: &Results) -> String {
         else {
             continue;
         };
-        let (va, vb) = (
-            serde_json::to_value(ea).unwrap_or_default(),
-            serde_json::to_value(eb).unwrap_or_default(),
-        );
-        if let (Some(oa), Some(ob)) = (va.as_object(), vb.as_object()) {
-            for (k, x) in oa {
-                let y = ob.get(k).cloned().unwrap_or_default();
-                if *x != y {
-                    diffs.push(format!(
-                        "{} / {} `{}`: A {} vs B {}",
-                        ea.dataset,
-                        ea.model,
-                        md_cell(k),
-                        md_cell(&x.to_string()),
-                        md_cell(&y.to_string())
-                    ));
-                }
-            }
-        }
+        let prefix = format!("{} / {} ", ea.dataset, ea.model);
+        field_differences(ea, eb, &prefix, &mut diffs);
     }
     if diffs.is_empty() {
         "The two runs' training settings are the same.\n\n".into()
