@@ -310,13 +310,23 @@ fn the_batch_script_requeues_at_the_time_limit_and_on_preemption() {
         until(120, "the job was not requeued", || {
             job_field(&id, "Restarts").is_some_and(|r| r == n.to_string())
         });
-        // A requeued job may start only two minutes later: while it is pending, let it start
-        // now (asked again every 2 s: the update is lost while the job is still ending).
+        // A requeued job may start only two minutes later: once it has been pending for 3 s,
+        // let it start now (asked again every 2 s: the update is lost while the job is still
+        // ending). Not sooner: slurmd revokes the last run's credential with a one-second
+        // clock, and a start in that same second is killed ("Job credential revoked").
+        let pending_since = std::cell::Cell::new(None::<Instant>);
         let asked = std::cell::Cell::new(Instant::now() - Duration::from_secs(5));
         let started = || {
-            if asked.get().elapsed() >= Duration::from_secs(2)
-                && job_field(&id, "JobState").is_some_and(|s| s == "PENDING")
-            {
+            let pending = job_field(&id, "JobState").is_some_and(|s| s == "PENDING");
+            if !pending {
+                pending_since.set(None);
+            } else if pending_since.get().is_none() {
+                pending_since.set(Some(Instant::now()));
+            }
+            let settled = pending_since
+                .get()
+                .is_some_and(|t| t.elapsed() >= Duration::from_secs(3));
+            if settled && asked.get().elapsed() >= Duration::from_secs(2) {
                 asked.set(Instant::now());
                 let _ = output(Command::new("scontrol").args([
                     "update",
