@@ -75,8 +75,11 @@ page() { # path, from worker b's host
 }
 for _ in $(seq 100); do page /results.json >/dev/null && break; sleep 0.1; done
 status() { ip netns exec "${ns}b" "$bin/coordinator" status --connect "$1" --token-file "$work/operator-token" "${@:2}" 2>&1; }
-status https://10.77.0.1:50051 "${tls[@]}" | grep -q "grid multihost:" \
-    || { echo "multihost: status over mTLS failed"; status https://10.77.0.1:50051 "${tls[@]}"; exit 1; }
+# Into a variable first: with pipefail, `status | grep -q` fails whenever grep's early exit
+# makes status's next write hit a closed pipe (SIGPIPE), as it did once in CI.
+said="$(status https://10.77.0.1:50051 "${tls[@]}" || true)"
+grep -q "grid multihost:" <<<"$said" \
+    || { echo "multihost: status over mTLS failed:"; echo "$said"; exit 1; }
 if status http://10.77.0.1:50051 >/dev/null; then echo "multihost: plaintext was served"; exit 1; fi
 if ip netns exec "${ns}b" "$bin/coordinator" cancel --all --connect https://10.77.0.1:50051 \
     --token-file "$work/token" "${tls[@]}" >/dev/null 2>&1; then
