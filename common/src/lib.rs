@@ -37,7 +37,7 @@ pub use cadence::CheckpointEvery;
 pub use dataset::{DatasetInfo, Shape};
 pub use device::DeviceSpec;
 pub use engine::{Chosen, Engine, KernelSet, Layout};
-pub use grid::{DatasetEntry, Grid, GridError, Training};
+pub use grid::{DatasetEntry, Grid, GridError, SeedRace, Training};
 pub use ids::{JobId, LeaseId, NotAJobId, WorkerId};
 pub use job::{Job, JobStatus, TrainSpec};
 pub use metrics::{EpochClock, EpochHost, EpochMetrics, RunClock, Summary};

@@ -94,6 +94,12 @@ pub async fn status(conn: Connect) -> anyhow::Result<()> {
         s.diverged,
         s.cancelled
     );
+    if s.held > 0 {
+        say!(
+            "{} seed(s) held by the seed race: run only if their comparisons stay open",
+            s.held
+        );
+    }
     print!(
         "{}",
         coordinator::terminal::terminal_safe(&coordinator::terminal::render_once(&progress(&s)))
@@ -152,6 +158,7 @@ fn progress(s: &pb::GridStatusResponse) -> Progress {
             failed: s.failed,
             diverged: s.diverged,
             cancelled: s.cancelled,
+            held: s.held,
         },
         running: s
             .running_jobs

@@ -31,6 +31,8 @@ pub struct JobEntry {
     /// queue (kept out of line: a million queued jobs would otherwise carry ~150 MB of empty
     /// fields).
     pub result: Option<Box<JobResult>>,
+    /// Held back by a seed race (a seed it has not given yet); only matters while pending.
+    pub held: bool,
 }
 
 /// What a job's attempts produced.
@@ -65,6 +67,7 @@ impl JobEntry {
             failures: 0,
             lease: None,
             result: None,
+            held: false,
         }
     }
 

@@ -123,8 +123,12 @@ async fn run(cfg: Config, listen: Listen) -> Result<u8, Failure> {
             } else {
                 String::new()
             };
+            let held_note = match c.held {
+                0 => String::new(),
+                n => format!("; the seed race decided without {n} seed(s)"),
+            };
             let said = format!(
-                "grid finished: {} succeeded, {} failed, {} diverged{cancelled_note}; report in {}{failed_note}",
+                "grid finished: {} succeeded, {} failed, {} diverged{cancelled_note}{held_note}; report in {}{failed_note}",
                 c.succeeded,
                 c.failed,
                 c.diverged,

@@ -168,6 +168,7 @@ impl Metrics {
             ("failed", counts.failed),
             ("diverged", counts.diverged),
             ("cancelled", counts.cancelled),
+            ("held", counts.held),
         ] {
             self.jobs.with_label_values(&[state]).set(n as i64);
         }
@@ -254,11 +255,13 @@ mod tests {
             failed: 0,
             diverged: 1,
             cancelled: 0,
+            held: 4,
         };
         let workers = BTreeMap::from([("cuda:0".to_string(), 2)]);
         let text = m.render(&counts, &workers);
         for line in [
             "dlgrid_jobs{state=\"pending\"} 3",
+            "dlgrid_jobs{state=\"held\"} 4",
             "dlgrid_workers_connected{device=\"cuda:0\"} 2",
             "dlgrid_epochs_reported_total 1",
             "dlgrid_epoch_duration_seconds_count 1",

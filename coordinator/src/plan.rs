@@ -18,6 +18,34 @@ struct Group {
     first_epochs: Option<u32>,
     /// Seconds per epoch (wall clock, evaluation included) of finished runs.
     per_epoch: Vec<f64>,
+    /// Seeds a seed race may still add (run only where comparisons stay open), and their
+    /// epochs in all.
+    may_add: usize,
+    epochs_may_add: u64,
+}
+
+/// Where a seed race stands on each table: the seeds it gave each activation (in grid order)
+/// and whether it is over, replayed from the stored results.
+fn races(grid: &Grid, stored: &HashMap<&str, &JobRecord>) -> Vec<(Vec<u32>, bool)> {
+    use report::race::{replay, run_of, runs_of, Run};
+    let Some(race) = grid.race() else {
+        return Vec::new();
+    };
+    let margin = grid.equivalence_margin().map(|m| m / 100.0);
+    let jobs = grid.jobs();
+    let per_table = grid.activations().len() * grid.seeds().len();
+    (0..grid.datasets().len())
+        .map(|t| {
+            let runs = runs_of(grid, |a, s| {
+                let job = &jobs[t * per_table + a * grid.seeds().len() + s as usize];
+                stored
+                    .get(job.id.as_str())
+                    .map_or(Run::Waiting, |r| run_of(r.status, r.error_rate))
+            });
+            let r = replay(&runs, race, margin);
+            (r.entrants.iter().map(|e| e.seeds).collect(), r.finished)
+        })
+        .collect()
 }
 
 /// The ids listed under "To run".
@@ -63,12 +91,32 @@ pub fn render(grid: &Grid, records: &[JobRecord], slots: u32, rerun: bool) -> St
     let mut done: BTreeMap<&'static str, usize> = BTreeMap::new();
     // One job at a time: a grid of a million seeds is never held whole.
     let mut listed = Vec::new();
-    for job in grid.iter_jobs() {
+    let races = if rerun {
+        Vec::new()
+    } else {
+        races(grid, &stored)
+    };
+    let (mut not_needed, per_table) = (0, grid.activations().len() * grid.seeds().len());
+    for (i, job) in grid.iter_jobs().enumerate() {
         let (d, m) = (job.spec.dataset, job.spec.model);
         let g = groups.entry((order(d, m), d, m)).or_default();
         g.jobs += 1;
         let status = stored.get(job.id.as_str()).map(|r| r.status);
-        if would_run(status, rerun) {
+        let (t, a) = (
+            i / per_table.max(1),
+            (i % per_table.max(1)) / grid.seeds().len(),
+        );
+        let race = races
+            .get(t)
+            .map(|(seeds, over)| (job.spec.seed >= u64::from(seeds[a]), *over));
+        if let (Some((true, over)), true) = (race, would_run(status, rerun)) {
+            if over {
+                not_needed += 1;
+            } else {
+                g.may_add += 1;
+                g.epochs_may_add += u64::from(job.spec.epochs);
+            }
+        } else if would_run(status, rerun) {
             g.to_run += 1;
             g.epochs_to_run += u64::from(job.spec.epochs);
             g.first_epochs.get_or_insert(job.spec.epochs);
@@ -86,10 +134,19 @@ pub fn render(grid: &Grid, records: &[JobRecord], slots: u32, rerun: bool) -> St
     }
     let total: usize = groups.values().map(|g| g.jobs).sum();
     let to_run: usize = groups.values().map(|g| g.to_run).sum();
+    let may_add: usize = groups.values().map(|g| g.may_add).sum();
     let done_text: Vec<String> = done.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let raced = match (grid.race(), may_add, not_needed) {
+        (None, ..) => String::new(),
+        (Some(r), 0, n) => format!(", {n} not needed (the seed race of {} to {} seeds decided)", r.min, r.max),
+        (Some(r), n, _) => format!(
+            ", and up to {n} more that the seed race ({} to {} seeds) runs only for comparisons still open",
+            r.min, r.max
+        ),
+    };
     let mut out = format!(
-        "{total} jobs: {to_run} to run, {} already done{}\n\n",
-        total - to_run,
+        "{total} jobs: {to_run} to run, {} already done{}{raced}\n\n",
+        total - to_run - may_add - not_needed,
         if done_text.is_empty() {
             String::new()
         } else {
@@ -98,6 +155,7 @@ pub fn render(grid: &Grid, records: &[JobRecord], slots: u32, rerun: bool) -> St
     );
     let (job_seconds, unknown) = table(&mut out, &groups);
     summary(&mut out, grid, job_seconds, unknown, slots);
+    race_cost(&mut out, grid, &groups);
     list(&mut out, &listed, to_run);
     out
 }
@@ -164,6 +222,29 @@ fn summary(out: &mut String, grid: &Grid, job_seconds: f64, unknown: usize, slot
             "{unknown} job(s) to run have no estimate yet (a first run of their dataset/model gives one)."
         );
     }
+}
+
+/// What the seeds a race may add would cost at most, where an estimate exists.
+fn race_cost(out: &mut String, grid: &Grid, groups: &BTreeMap<(usize, Dataset, Model), Group>) {
+    let may_add: usize = groups.values().map(|g| g.may_add).sum();
+    if may_add == 0 {
+        return;
+    }
+    let seconds: f64 = groups
+        .values()
+        .filter(|g| !g.per_epoch.is_empty())
+        .map(|g| {
+            g.per_epoch.iter().sum::<f64>() / g.per_epoch.len() as f64 * g.epochs_may_add as f64
+        })
+        .sum();
+    let _ = write!(out, "The seed race may add up to {may_add} job(s)");
+    if seconds > 0.0 {
+        let _ = write!(out, ": at most {} more job time", fmt_hms(seconds));
+        if grid.cost_per_hour() > 0.0 {
+            let _ = write!(out, ", ${:.2}", seconds / 3600.0 * grid.cost_per_hour());
+        }
+    }
+    out.push_str(", fewer as comparisons are decided.\n");
 }
 
 /// The ids of the jobs to run (the first [`LISTED`] of `to_run`).
@@ -247,5 +328,36 @@ mod tests {
         assert!(all.starts_with("8 jobs: 8 to run, 0 already done"), "{all}");
         let none = render(&grid, &[], 0, false);
         assert!(none.starts_with("8 jobs: 8 to run"), "{none}");
+    }
+
+    /// A raced grid: the first seeds to run, and what the race may add and cost; once its
+    /// results decide the race, the rest are not needed.
+    #[test]
+    fn a_seed_race_shows_what_it_may_add_and_what_it_did_not_need() {
+        let text = GRID.replace("seeds: [0, 1]", "seeds: {min: 2, max: 5}");
+        let grid = Grid::parse(&text, std::path::Path::new("g.yaml")).unwrap();
+        let jobs = grid.jobs();
+        let plan = render(&grid, &[], 0, false);
+        assert!(
+            plan.starts_with("20 jobs: 8 to run, 0 already done, and up to 12 more that the seed race (2 to 5 seeds) runs only for comparisons still open"),
+            "{plan}"
+        );
+        // mnist's first round done, alike (no spread, so nothing decided): the race gives
+        // both activations a third seed, and may add 4 more mnist and 6 cifar10 seeds.
+        let records: Vec<JobRecord> = [0, 1, 5, 6]
+            .iter()
+            .map(|&i| finished(&jobs[i], JobStatus::Succeeded, 100))
+            .collect();
+        let plan = render(&grid, &records, 0, false);
+        assert!(
+            plan.starts_with("20 jobs: 6 to run, 4 already done (4 succeeded), and up to 10 more"),
+            "{plan}"
+        );
+        assert!(
+            plan.contains(
+                "The seed race may add up to 10 job(s): at most 0:06:40.0 more job time, $0.40"
+            ),
+            "{plan}"
+        );
     }
 }

@@ -95,8 +95,12 @@ async fn watch_until(
 }
 
 fn log_progress(c: &Counts) {
+    let held = match c.held {
+        0 => String::new(),
+        n => format!(", {n} held by the seed race"),
+    };
     tracing::info!(
-        "progress: {}/{} done ({} succeeded, {} failed, {} diverged, {} cancelled), {} running, {} pending",
+        "progress: {}/{} done ({} succeeded, {} failed, {} diverged, {} cancelled), {} running, {} pending{held}",
         c.finished(),
         c.total(),
         c.succeeded,

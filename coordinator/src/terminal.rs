@@ -37,8 +37,12 @@ fn summary(c: &Counts, eta: Option<Duration>) -> String {
         0 => String::new(),
         n => format!(", {n} cancelled"),
     };
+    let held = match c.held {
+        0 => String::new(),
+        n => format!(", {n} held by the seed race"),
+    };
     format!(
-        "{eta} · {} running, {} pending, {} succeeded, {} failed, {} diverged{cancelled}",
+        "{eta} · {} running, {} pending, {} succeeded, {} failed, {} diverged{cancelled}{held}",
         c.running, c.pending, c.succeeded, c.failed, c.diverged
     )
 }
@@ -196,6 +200,7 @@ mod tests {
                 failed: 1,
                 diverged: 1,
                 cancelled: 0,
+                held: 0,
             },
             running,
             eta: Some(Duration::from_secs(3723)),

@@ -16,9 +16,13 @@ impl Results {
         let mut md = String::new();
         let _ = writeln!(md, "# {} — DAWNBench-style report\n", self.grid.name());
         md.push_str(&status_line(self));
-        for table in tables(self) {
-            md.push_str(&table_section(&table));
-            md.push_str(&epoch_table(self, &table));
+        let races = crate::race::table_races(self);
+        for (i, table) in tables(self).iter().enumerate() {
+            md.push_str(&table_section(table));
+            if let Some(race) = races.get(i) {
+                let _ = writeln!(md, "{}\n", race.text());
+            }
+            md.push_str(&epoch_table(self, table));
         }
         md.push_str(&problems(self));
         md.push_str(&environment(self));
@@ -28,13 +32,19 @@ impl Results {
 
 fn status_line(r: &Results) -> String {
     let count = |s: JobStatus| r.jobs.iter().filter(|j| j.status == s).count();
-    let unfinished = r.jobs.iter().filter(|j| !j.status.is_terminal()).count();
+    let held = crate::race::held(r);
+    let unfinished = r.jobs.iter().filter(|j| !j.status.is_terminal()).count() - held.0;
+    let held = match held {
+        (0, _) => String::new(),
+        (n, true) => format!(", {n} not needed (the seed race decided without them)"),
+        (n, false) => format!(", {n} held by the seed race"),
+    };
     let cancelled = match count(JobStatus::Cancelled) {
         0 => String::new(),
         n => format!(", {n} cancelled"),
     };
     format!(
-        "{} jobs: {} succeeded, {} failed, {} diverged{cancelled}, {} not finished.\n\n",
+        "{} jobs: {} succeeded, {} failed, {} diverged{cancelled}, {} not finished{held}.\n\n",
         r.jobs.len(),
         count(JobStatus::Succeeded),
         count(JobStatus::Failed),
@@ -52,6 +62,10 @@ fn table_section(table: &Table) -> String {
         table.model,
         100.0 * table.target
     );
+    let looks = match table.looks {
+        1 => String::new(),
+        k => format!(" and over the seed race's {k} looks"),
+    };
     let headers = table.headers();
     let _ = writeln!(md, "| {} |", headers.join(" | "));
     let _ = writeln!(md, "|{}", "---|".repeat(headers.len()));
@@ -85,7 +99,7 @@ fn table_section(table: &Table) -> String {
     let _ = writeln!(
         md,
         "\nBest value of each column in **bold**; \\* significantly worse than the best \
-         (Welch's t-test, p < {ALPHA} adjusted over every pair of the table by Holm's method); \
+         (Welch's t-test, p < {ALPHA} adjusted over every pair of the table by Holm's method{looks}); \
          N/A: the target was never reached. With several seeds: mean ± standard deviation over \
          the runs that reached it.\n"
     );

@@ -59,7 +59,7 @@ pub struct Comparison {
     /// Welch's two-sided p.
     pub p_value: f64,
     pub p_adjusted: f64,
-    pub correction: &'static str,
+    pub correction: String,
     /// The adjusted TOST p of equivalence within the margin, where one is given (error rate).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub equivalence_p_adjusted: Option<f64>,
@@ -93,51 +93,116 @@ fn flipped(w: &Welch) -> Welch {
     }
 }
 
-/// Sets each cell's comparison with its column's best: raw and adjusted p, the difference with
-/// its simultaneous interval, and (error rate, with `margin_pp`) the adjusted TOST p.
-pub fn mark(rows: &mut [Row], margin_pp: Option<f64>) {
-    for (metric, get, get_mut) in COLUMNS {
-        let Some(best) = best_index(rows, get) else {
-            continue;
-        };
-        let mut pairs: Vec<(usize, usize, Welch)> = Vec::new();
-        // Times measured on a disturbed machine only are not compared.
-        let usable = |i: usize| !get(&rows[i]).disturbed;
-        for i in (0..rows.len()).filter(|&i| usable(i)) {
-            for j in (i + 1..rows.len()).filter(|&j| usable(j)) {
-                if let Some(w) = welch(&get(&rows[i]).values, &get(&rows[j]).values) {
+/// One activation against the best, within its family.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VsBest {
+    /// Welch's two-sided p.
+    pub p: f64,
+    /// Holm's over every pair, times the race's looks (capped at 1).
+    pub p_adjusted: f64,
+    /// The activation's mean minus the best's, with its simultaneous interval.
+    pub diff: f64,
+    pub ci: (f64, f64),
+    /// The adjusted TOST p of equivalence within `margin`, where one is given.
+    pub equivalent_p: Option<f64>,
+}
+
+/// Compares every usable pair of `samples` (None: left out) by Welch's t-test, adjusts the
+/// family by Holm's step-down over the pairs and then by `looks` (Bonferroni over the looks a
+/// seed race takes at its data: each look spends α/looks, so the family-wise rate over all of
+/// them stays at α), and returns each sample's comparison with `best` (None for the best
+/// itself, for samples left out, and where fewer than two values leave nothing to test).
+/// `margin` (in the values' units) adds the adjusted TOST p of equivalence.
+pub fn vs_best(
+    samples: &[Option<&[f64]>],
+    best: usize,
+    looks: u32,
+    margin: Option<f64>,
+) -> Vec<Option<VsBest>> {
+    let mut pairs: Vec<(usize, usize, Welch)> = Vec::new();
+    for i in 0..samples.len() {
+        for j in i + 1..samples.len() {
+            if let (Some(a), Some(b)) = (samples[i], samples[j]) {
+                if let Some(w) = welch(a, b) {
                     pairs.push((i, j, w));
                 }
             }
         }
-        let m = pairs.len().max(1) as f64;
-        let adjusted = holm(&pairs.iter().map(|p| p.2.p).collect::<Vec<_>>());
+    }
+    let looks = f64::from(looks.max(1));
+    let m = pairs.len().max(1) as f64;
+    let scaled =
+        |ps: Vec<f64>| -> Vec<f64> { ps.into_iter().map(|p| (p * looks).min(1.0)).collect() };
+    let adjusted = scaled(holm(&pairs.iter().map(|p| p.2.p).collect::<Vec<_>>()));
+    let equivalent =
+        margin.map(|m| scaled(holm(&pairs.iter().map(|p| p.2.tost(m)).collect::<Vec<_>>())));
+    let mut out = vec![None; samples.len()];
+    for (k, &(i, j, w)) in pairs.iter().enumerate() {
+        let (other, w) = match (i == best, j == best) {
+            (false, true) => (i, w),
+            (true, false) => (j, flipped(&w)),
+            _ => continue,
+        };
+        out[other] = Some(VsBest {
+            p: w.p,
+            p_adjusted: adjusted[k],
+            diff: w.diff,
+            ci: w.ci(1.0 - ALPHA / (m * looks)),
+            equivalent_p: equivalent.as_ref().map(|e| e[k]),
+        });
+    }
+    out
+}
+
+/// Sets each cell's comparison with its column's best: raw and adjusted p, the difference with
+/// its simultaneous interval, and (error rate, with `margin_pp`) the adjusted TOST p. `looks`:
+/// how many times a seed race looked at the data (1 for fixed seeds).
+pub fn mark(rows: &mut [Row], margin_pp: Option<f64>, looks: u32) {
+    for (metric, get, get_mut) in COLUMNS {
+        let Some(best) = best_index(rows, get) else {
+            continue;
+        };
+        // Times measured on a disturbed machine only are not compared.
+        let samples: Vec<Option<&[f64]>> = rows
+            .iter()
+            .map(|r| (!get(r).disturbed).then_some(&get(r).values[..]))
+            .collect();
         let margin = margin_pp
             .filter(|_| metric == "error_rate")
             .map(|m| m / 100.0);
-        let equivalent =
-            margin.map(|m| holm(&pairs.iter().map(|p| p.2.tost(m)).collect::<Vec<_>>()));
-        for (k, &(i, j, w)) in pairs.iter().enumerate() {
-            let (other, w) = match (i == best, j == best) {
-                (false, true) => (i, w),
-                (true, false) => (j, flipped(&w)),
-                _ => continue,
-            };
-            let stat = get_mut(&mut rows[other]);
-            stat.p_vs_best = Some(w.p);
-            stat.p_adjusted = Some(adjusted[k]);
-            stat.diff_vs_best = Some((w.diff, w.ci(1.0 - ALPHA / m)));
-            stat.equivalent_p = equivalent.as_ref().map(|e| e[k]);
+        let found = vs_best(&samples, best, looks, margin);
+        for (i, v) in found.into_iter().enumerate() {
+            let Some(v) = v else { continue };
+            let stat = get_mut(&mut rows[i]);
+            stat.p_vs_best = Some(v.p);
+            stat.p_adjusted = Some(v.p_adjusted);
+            stat.diff_vs_best = Some((v.diff, v.ci));
+            stat.equivalent_p = v.equivalent_p;
         }
+    }
+}
+
+/// How many looks a seed race of `results`' grid takes at most (1 for fixed seeds).
+pub fn looks(results: &Results) -> u32 {
+    results.grid.race().map_or(1, |r| r.looks())
+}
+
+/// The correction's name in `results.json`, for a study that looks `looks` times.
+pub fn correction(looks: u32) -> String {
+    if looks > 1 {
+        format!("{CORRECTION}, times {looks} looks of the seed race (bonferroni)")
+    } else {
+        CORRECTION.to_string()
     }
 }
 
 /// The tables of `results` (see [`crate::table`]), each cell compared with its column's best.
 pub fn tables(results: &Results) -> Vec<Table> {
     let margin = results.grid.equivalence_margin();
+    let looks = looks(results);
     let mut tables = unmarked(results);
     for t in &mut tables {
-        mark(&mut t.rows, margin);
+        mark(&mut t.rows, margin, looks);
     }
     tables
 }
@@ -145,6 +210,7 @@ pub fn tables(results: &Results) -> Vec<Table> {
 /// Every comparison with the best in `results`' tables, for `results.json`.
 pub fn comparisons(results: &Results) -> Vec<Comparison> {
     let mut out = Vec::new();
+    let correction = correction(looks(results));
     for t in tables(results) {
         for (metric, get, _) in COLUMNS {
             let Some(best) = t.best_row(get) else {
@@ -168,7 +234,7 @@ pub fn comparisons(results: &Results) -> Vec<Comparison> {
                     ci_high: hi,
                     p_value: p,
                     p_adjusted: adj,
-                    correction: CORRECTION,
+                    correction: correction.clone(),
                     equivalence_p_adjusted: s.equivalent_p,
                     verdict: s.verdict(),
                     seeds: Seeds {
@@ -180,17 +246,6 @@ pub fn comparisons(results: &Results) -> Vec<Comparison> {
         }
     }
     out
-}
-
-impl Results {
-    /// `results.json`: the grid, the environment and the jobs, and the `comparisons` the
-    /// report draws from them (computed, not read back).
-    pub fn to_json(&self) -> String {
-        // Every field is a string, number, bool, list or map with string keys.
-        let mut v = serde_json::to_value(self).expect("results contain only serializable data");
-        v["comparisons"] = serde_json::to_value(comparisons(self)).expect("serializable");
-        serde_json::to_string_pretty(&v).expect("a JSON value")
-    }
 }
 
 impl Stat {

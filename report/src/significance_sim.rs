@@ -51,7 +51,7 @@ fn share(seed: u64, seeds: usize, shift: f64, found: impl Fn(&[Row]) -> bool) ->
     let hits = (0..STUDIES)
         .filter(|_| {
             let mut rows = study(&mut rng, seeds, shift);
-            mark(&mut rows, None);
+            mark(&mut rows, None, 1);
             found(&rows)
         })
         .count();
@@ -119,7 +119,7 @@ fn equivalence_is_claimed_for_equal_and_not_for_distant_activations() {
         let hits = (0..STUDIES)
             .filter(|_| {
                 let mut rows = study(&mut rng, 10, shift);
-                mark(&mut rows, Some(margin_pp));
+                mark(&mut rows, Some(margin_pp), 1);
                 rows[0].error.verdict() == Verdict::Equivalent
             })
             .count();

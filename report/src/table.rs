@@ -321,6 +321,9 @@ pub struct Table {
     pub cost_per_hour: f64,
     /// The grid's `equivalence_margin`, percentage points of error rate.
     pub equivalence_margin: Option<f64>,
+    /// The most looks the grid's seed race takes (1: fixed seeds); p-values are adjusted
+    /// for them.
+    pub looks: u32,
 }
 
 impl Table {
@@ -393,6 +396,7 @@ pub fn unmarked(results: &Results) -> Vec<Table> {
                 best,
                 cost_per_hour: results.grid.cost_per_hour(),
                 equivalence_margin: results.grid.equivalence_margin(),
+                looks: results.grid.race().map_or(1, |r| r.looks()),
             }
         })
         .collect()

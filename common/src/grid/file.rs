@@ -18,7 +18,7 @@ pub(super) struct GridFile {
     pub activations: List<Activation>,
     pub datasets: List<DatasetEntryFile>,
     #[serde(default)]
-    pub seeds: Option<List<u64>>,
+    pub seeds: Option<super::SeedsFile>,
     #[serde(default)]
     pub training: Training,
     #[serde(default, deserialize_with = "checks::non_negative_f64")]

@@ -5,6 +5,7 @@
 //! sits; errors raised there come back with its path, line and column.
 
 mod file;
+mod seeds;
 mod training;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,8 @@ use crate::job::{Job, TrainSpec};
 use crate::names::{Activation, Dataset, Model};
 use crate::requirements::Requirements;
 use file::{DatasetEntryFile, GridFile};
+use seeds::SeedsFile;
+pub use seeds::{SeedRace, MAX_RACE_SEEDS};
 pub use training::Training;
 
 /// The most jobs one grid may expand to: what the coordinator was measured to hold (a million
@@ -82,6 +85,10 @@ pub struct Grid {
     /// best (two one-sided tests); None: equivalence is not tested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     equivalence_margin: Option<f64>,
+    /// grid.yaml `seeds: {min, max}`: seeds raced (`seeds` is then 0 to max−1); None: every
+    /// seed of `seeds` runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    race: Option<SeedRace>,
 }
 
 /// One model on one dataset.
@@ -158,8 +165,12 @@ impl Grid {
                 ));
             }
         }
-        let seeds = file.seeds.as_ref().map_or(1, |s| s.0.len());
-        let jobs = datasets.len() as u64 * file.activations.0.len() as u64 * seeds as u64;
+        let (seeds, race) = match file.seeds {
+            None => (vec![0], None),
+            Some(SeedsFile::List(list)) => (list, None),
+            Some(SeedsFile::Race(r)) => ((0..u64::from(r.max)).collect(), Some(r)),
+        };
+        let jobs = datasets.len() as u64 * file.activations.0.len() as u64 * seeds.len() as u64;
         if jobs > MAX_JOBS {
             return Err(invalid(
                 None,
@@ -174,7 +185,7 @@ impl Grid {
             name: file.name,
             activations: file.activations.0,
             datasets,
-            seeds: file.seeds.map(|s| s.0).unwrap_or_else(|| vec![0]),
+            seeds,
             training: file.training,
             cost_per_hour: file.cost_per_hour,
             retries: file.retries,
@@ -184,7 +195,13 @@ impl Grid {
             author: file.author,
             author_email: file.author_email,
             equivalence_margin: file.equivalence_margin,
+            race,
         })
+    }
+
+    /// grid.yaml `seeds: {min, max}`: the seed race, if the seeds are raced.
+    pub fn race(&self) -> Option<SeedRace> {
+        self.race
     }
 
     /// grid.yaml `equivalence_margin`: percentage points of error rate within which an

@@ -438,3 +438,33 @@ fn equivalence_margin_is_percentage_points_above_zero() {
         );
     }
 }
+
+#[test]
+fn a_seed_race_expands_to_its_max_seeds_and_keeps_the_list_form_ids() {
+    let raced = parse(&PAPER.replace("seeds: [0, 1]", "seeds: {min: 3, max: 10}")).unwrap();
+    assert_eq!(raced.race(), Some(SeedRace { min: 3, max: 10 }));
+    assert_eq!(raced.race().unwrap().looks(), 8);
+    assert_eq!(raced.seeds(), (0..10).collect::<Vec<u64>>());
+    assert_eq!(raced.job_count(), 60);
+    // Seed 1 of the race is seed 1 of the list form: a raced grid reuses finished seeds.
+    let listed = parse(PAPER).unwrap();
+    assert!(listed.race().is_none());
+    let ids: HashSet<_> = raced.jobs().into_iter().map(|j| j.id).collect();
+    assert!(listed.jobs().iter().all(|j| ids.contains(&j.id)));
+}
+
+#[test]
+fn a_bad_seed_race_is_refused_where_it_is() {
+    for (race, says) in [
+        ("{min: 1, max: 5}", "min: 1 is too few"),
+        ("{min: 4, max: 3}", "max: 3 is below min: 4"),
+        ("{min: 3, max: 5000}", "max: 5000 is more than 1000"),
+        ("{min: 3, most: 5}", "unknown field `most`"),
+        ("{min: 3}", "missing field `max`"),
+        ("3", "a list of seeds ([0, 1, 2]) or a seed race"),
+    ] {
+        let (msg, line, _) = err(&PAPER.replace("[0, 1]", race));
+        assert!(msg.contains(says), "{race}: {msg}");
+        assert_eq!(line, Some(8), "{race}: {msg}");
+    }
+}

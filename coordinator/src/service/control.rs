@@ -113,6 +113,7 @@ impl ControlService for Shared {
             failed: c.failed,
             diverged: c.diverged,
             cancelled: c.cancelled,
+            held: c.held,
             jobs,
             workers,
             next_page_token: if next < total {

@@ -79,12 +79,13 @@ impl State {
             counts: Default::default(),
         };
         for i in 0..state.jobs.len() {
-            state.counts.add(state.jobs[i].status, 1);
+            state.counts.add(state.jobs[i].status, false, 1);
             if state.jobs[i].status == JobStatus::Pending {
                 let cost = state.estimates.cost(&state.jobs[i].job);
                 state.queue.push(i, cost);
             }
         }
+        state.race_all();
         Ok(state)
     }
 }

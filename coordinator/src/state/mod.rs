@@ -13,6 +13,9 @@ mod epoch_log_tests;
 mod groups;
 mod load;
 mod projection;
+mod race;
+#[cfg(test)]
+mod race_tests;
 #[cfg(test)]
 mod tests;
 
@@ -50,12 +53,16 @@ pub struct Counts {
     pub failed: u32,
     pub diverged: u32,
     pub cancelled: u32,
+    /// Pending seeds a seed race holds back: run only if its comparisons stay open.
+    pub held: u32,
 }
 
 impl Counts {
-    /// Counts one more job in `status` (`n` = 1) or one fewer (`n` = -1).
-    fn add(&mut self, status: JobStatus, n: i32) {
+    /// Counts one more job in `status` (`n` = 1) or one fewer (`n` = -1); a pending one
+    /// `held` by a seed race counts as held.
+    fn add(&mut self, status: JobStatus, held: bool, n: i32) {
         let c = match status {
+            JobStatus::Pending if held => &mut self.held,
             JobStatus::Pending => &mut self.pending,
             JobStatus::Running => &mut self.running,
             JobStatus::Succeeded => &mut self.succeeded,
@@ -70,7 +77,7 @@ impl Counts {
         self.succeeded + self.failed + self.diverged + self.cancelled
     }
     pub fn total(&self) -> u32 {
-        self.finished() + self.pending + self.running
+        self.finished() + self.pending + self.running + self.held
     }
 }
 
@@ -170,7 +177,7 @@ impl State {
     }
 
     /// Stores `changes` in one transaction (or queues them for the writer), and applies them
-    /// in memory.
+    /// in memory; a seed race then gives the seeds its new results call for.
     fn commit(&mut self, changes: Vec<Change>, now: Instant) -> Result<()> {
         match &mut self.sink {
             Sink::Direct(store) => store.commit(&changes)?,
@@ -179,9 +186,13 @@ impl State {
                 *seq += 1;
             }
         }
+        let mut raced = Vec::new();
         for c in &changes {
-            self.apply(c, now);
+            if let Some(i) = self.apply(c, now) {
+                raced.push(i);
+            }
         }
+        self.race_tables_of(&raced);
         Ok(())
     }
 
@@ -218,7 +229,8 @@ impl State {
         }
     }
 
-    fn apply(&mut self, change: &Change, now: Instant) {
+    /// Applies one change in memory; returns the job it changed the status of, if any.
+    fn apply(&mut self, change: &Change, now: Instant) -> Option<usize> {
         match change {
             Change::WorkerRegistered {
                 id,
@@ -236,19 +248,20 @@ impl State {
                 }
             }
             _ => {
-                let Some(i) = change.job().and_then(|id| self.find(id)) else {
-                    return;
-                };
-                let (held, before) = (self.jobs[i].lease, self.jobs[i].status);
+                let i = change.job().and_then(|id| self.find(id))?;
+                let (lease, before) = (self.jobs[i].lease, self.jobs[i].status);
                 self.jobs[i].apply(change);
                 if matches!(change, Change::Finished { .. } | Change::Stopped { .. }) {
                     self.jobs[i].result_mut().run = self.runs.last().map(|r| r.id);
                 }
-                self.counts.add(before, -1);
-                self.counts.add(self.jobs[i].status, 1);
-                self.reindex(i, held, change, now);
+                let (after, held) = (self.jobs[i].status, self.jobs[i].held);
+                self.counts.add(before, held, -1);
+                self.counts.add(after, held, 1);
+                self.reindex(i, lease, change, now);
+                return (before != after).then_some(i);
             }
         }
+        None
     }
 
     /// Brings the lease table and the queue in line with job `i` after `change`; `held` is
@@ -268,7 +281,12 @@ impl State {
                 self.leases.insert(new, l);
             }
         }
-        if self.jobs[i].status == JobStatus::Pending {
+        self.requeue(i);
+    }
+
+    /// Queues job `i` if it is pending and no seed race holds it back; unqueues it otherwise.
+    fn requeue(&mut self, i: usize) {
+        if self.jobs[i].status == JobStatus::Pending && !self.jobs[i].held {
             self.queue.push(i, self.estimates.cost(&self.jobs[i].job));
         } else {
             self.queue.remove(i);

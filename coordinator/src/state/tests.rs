@@ -381,7 +381,7 @@ fn counts_follow_every_transition() {
     let scan = |s: &State| {
         let mut c = Counts::default();
         for r in s.records() {
-            c.add(r.status, 1);
+            c.add(r.status, false, 1);
         }
         c
     };

@@ -12,6 +12,7 @@ mod grid;
 mod interop;
 mod lifecycle;
 mod ops;
+mod race;
 mod report;
 mod security;
 mod sessions;
