@@ -125,7 +125,18 @@ def best(rows, column):
     return [a for a, r in rows.items() if r.get(column, "").startswith("**")]
 
 
-def conclusions(rows, summary):
+def standings(results):
+    """activation -> (standing, seeds) from a raced run's first table; empty otherwise."""
+    races = results.get("races") or []
+    if not races:
+        return {}
+    return {e["activation"]: (e["standing"], e["seeds"]) for e in races[0]["entrants"]}
+
+
+def conclusions(rows, summary, results=None):
+    raced = bool(results and results.get("races"))
+    race = standings(results) if raced else {}
+    margin = results["grid"].get("equivalence_margin") if raced else None
     lowest = best(rows, "Error rate")
     bad = worse(rows)
     fastest = next((l for l in summary if l.startswith("Fastest to the")), "No activation reached the target.")
@@ -137,14 +148,26 @@ def conclusions(rows, summary):
         + ("Neither PReLU nor Leaky ReLU is significantly worse than it"
            if len(not_worse) == len(leaders) else
            f"Significantly worse than it: {', '.join(a for a in leaders if a in bad)}")
-        + f"; significantly worse than the lowest (Welch, p < 0.05 adjusted over every pair of the table by Holm's method): {', '.join(bad) or 'none'}. "
+        + f"; significantly worse than the lowest (Welch, p < 0.05 adjusted over every pair of the table by Holm's method{' and over the race' + chr(39) + 's looks' if raced else ''}): {', '.join(bad) or 'none'}. "
         + ("Holds only in the weak sense that they are among the best: the others are not "
            "shown to be worse either." if len(not_worse) == len(leaders) and len(bad) < len(rows) - 1 else
            "Holds." if len(not_worse) == len(leaders) else "Does not hold."))
-    out.append(
-        "- *\"Avoid Tanh.\"* " + ("Tanh's error is significantly higher than the lowest: holds."
-                                  if "tanh" in bad else
-                                  "Tanh's error is not significantly higher than the lowest: not supported by these runs."))
+    same = [a for a in leaders if race.get(a, ("",))[0] == "equivalent"]
+    if same:
+        out[-1] += (f" The seed race decided more: {' and '.join(same)} are *equivalent* to the "
+                    f"lowest within ±{margin} pp, and so are "
+                    f"{', '.join(a for a, (st, _) in race.items() if st == 'equivalent' and a not in leaders) or 'none of the others'}:"
+                    " on MNIST the choice among them cannot rest on error rate.")
+    tanh = race.get("tanh")
+    if "tanh" in bad:
+        said = "Tanh's error is significantly higher than the lowest: holds."
+    elif tanh and tanh[0] == "equivalent":
+        said = (f"Tanh's error is not higher than the lowest by as much as {margin} pp: the seed "
+                f"race showed it equivalent within ±{margin} pp after {tanh[1]} seeds. At that "
+                "margin the advice is contradicted.")
+    else:
+        said = "Tanh's error is not significantly higher than the lowest: not supported by these runs."
+    out.append("- *\"Avoid Tanh.\"* " + said)
     leaky_fast = fastest.startswith("Fastest") and ": leaky_relu (" in fastest
     out.append(
         "- *\"Leaky ReLU is always fastest to target.\"* The tool's summary: " + fastest + " "
@@ -170,20 +193,56 @@ def versus_paper(stats, paper_first, paper_error):
     return "\n".join(lines)
 
 
-def section(title, run, paper_first=None, paper_error=None, slice_note=None):
+def race_text(results):
+    """What the seed race decided, from results.json's `races` (the first table's)."""
+    race = results["races"][0]
+    by = {"best": [], "worse": [], "equivalent": [], "open": []}
+    for e in race["entrants"]:
+        when = f", decided at look {e['decided_at_look']}" if "decided_at_look" in e else ""
+        by[e["standing"]].append(f"{e['activation']} ({e['seeds']} seeds{when})")
+    lines = [
+        f"- The race ({race['min']} to {race['max']} seeds, at most {race['max_looks']} looks, "
+        f"each spending α/{race['max_looks']}) "
+        + (f"ended after {race['looks']} looks." if race["finished"] else
+           f"had taken {race['looks']} looks when the run stopped."),
+        f"- Lowest error rate at the last look: {', '.join(by['best']) or '—'}.",
+        f"- Shown worse than the best (no more seeds): {', '.join(by['worse']) or 'none'}.",
+        f"- Shown equivalent to the best within ±{results['grid'].get('equivalence_margin')} pp "
+        f"(no more seeds): {', '.join(by['equivalent']) or 'none'}.",
+        f"- Still open" + (" at the end" if race["finished"] else "") +
+        f": {', '.join(by['open']) or 'none'}.",
+        f"- It ran {race['jobs_run']} jobs where {race['max']} seeds of every activation would "
+        f"have run {race['jobs_run'] + race['jobs_saved']}: {race['jobs_saved']} saved.",
+    ]
+    return "\n".join(lines)
+
+
+def seeds_of(results):
+    seeds = results["grid"]["seeds"]
+    race = results["grid"].get("race")
+    if race:
+        return f"seeds raced from {race['min']} to {race['max']}"
+    return f"seeds {seeds}"
+
+
+def section(title, run, folder, paper_first=None, paper_error=None, slice_note=None):
     results, report, meta = run
     rows = table_rows(report)
     summary = summary_lines(report)
     stats = per_activation(results)
-    n_jobs = len(results["jobs"])
+    n_jobs = sum(1 for j in results["jobs"] if j["status"] != "pending")
     parts = [f"## {title}\n"]
     if slice_note:
         parts.append(slice_note + "\n")
     parts.append(
-        f"Produced by `{meta['command']}` at commit `{meta['commit']}` on {meta['date']}, on "
-        f"{meta['cpu']} ({meta['cpu_flags']}); {n_jobs} jobs; the run's own files are "
-        f"`docs/reproduction/{results['grid']['name']}/` (`results.json`, and `report.md`, which "
-        f"the current `coordinator report` renders from it: a test keeps the two equal).\n")
+        f"Produced by `{meta['command']}` (the grid then: {seeds_of(results)}) at commit "
+        f"`{meta['commit']}` on {meta['date']}, on {meta['cpu']} ({meta['cpu_flags']}); "
+        f"{n_jobs} jobs run; the run's own files are `docs/reproduction/{folder}/` "
+        f"(`results.json`, and `report.md`, which the current `coordinator report` renders from "
+        f"it: a test keeps the two equal).\n")
+    if results.get("races"):
+        parts.append("What the seed race decided:\n")
+        parts.append(race_text(results) + "\n")
     if paper_error:
         parts.append(f"The paper (one run per activation): error rate {paper_error}.\n")
     parts.append(stats_table(stats, paper_first, paper_error) + "\n")
@@ -192,30 +251,52 @@ def section(title, run, paper_first=None, paper_error=None, slice_note=None):
     if paper_first is not None:
         parts.append("Against the paper's Table 3:\n")
         parts.append(versus_paper(stats, paper_first, paper_error) + "\n")
-    parts.append("What the tool's report says (its Welch tests over the seeds):\n")
+    parts.append("What the tool's report says (its Welch tests over the seeds"
+                 + (", adjusted for the race's looks" if results.get("races") else "") + "):\n")
     parts.append("\n".join(f"- {l}" for l in summary) + "\n")
     parts.append("The paper's conclusions against these runs:\n")
-    parts.append(conclusions(rows, summary) + "\n")
+    parts.append(conclusions(rows, summary, results) + "\n")
     return "\n".join(parts)
+
+
+def rerun_note(fixed, raced):
+    """How the seeds both runs ran compare: the same ids train the same models."""
+    error = lambda r: {(j["activation"], j["seed"]): j["error_rate"] for j in r["jobs"]
+                       if j["status"] == "succeeded"}
+    a, b = error(fixed), error(raced)
+    shared = [k for k in a if k in b]
+    same = sum(1 for k in shared if a[k] == b[k])
+    return (f"The {len(shared)} seeds both MNIST runs trained (same job ids) came out with the "
+            f"same error rate in {same} of them, to the last digit: a seed race reuses, or "
+            "repeats exactly, what a fixed-seed run did.\n")
 
 
 def render():
     mnist, cifar = load("paper-mnist"), load("paper-cifar-slice")
+    race = load("paper-mnist-race")
     parts = ["# Reproducing the paper with dlgrid\n",
              "Generated by `scripts/reproduction.py` from the runs committed under "
              "`docs/reproduction/`; do not edit by hand (`scripts/reproduction.py --check` "
              "runs in the tests).\n",
              "The study the project grew out of ran each of its 12 cells once and drew its "
              "conclusions from single runs. Here the same grid runs with three seeds through the "
-             "tool, and each conclusion is checked against the tool's significance tests.\n"]
+             "tool, and each conclusion is checked against the tool's significance tests. The MNIST "
+             "half then runs again as a seed race: three seeds of every activation first, then "
+             "more only where a comparison is still open, up to ten.\n"]
     if mnist:
         parts.append(section("MNIST, paper CNN, full data (the paper's Table 3)", mnist,
-                             PAPER_MNIST_FIRST_EPOCH, PAPER_MNIST_ERROR))
+                             "paper-mnist", PAPER_MNIST_FIRST_EPOCH, PAPER_MNIST_ERROR))
     else:
         parts.append("## MNIST\n\nNot run yet.\n")
+    if race:
+        parts.append(section("MNIST again, seeds raced from 3 to 10", race, "paper-mnist-race",
+                             PAPER_MNIST_FIRST_EPOCH, PAPER_MNIST_ERROR))
+        if mnist:
+            parts.append(rerun_note(mnist[0], race[0]))
     if cifar:
         parts.append(section(
-            "CIFAR-10, VGG-11-BN: a SLICE, not the paper's Table 4", cifar, None, None,
+            "CIFAR-10, VGG-11-BN: a SLICE, not the paper's Table 4", cifar, "paper-cifar-slice",
+            None, None,
             "**This is a slice**: 2,500 of the 50,000 training images, 1,000 of the 10,000 test "
             "images, 8 of the 50 epochs, a 50% target instead of 87%, on a CPU. It exercises "
             f"the same pipeline; its numbers do not compare with the paper's ({PAPER_CIFAR_ERROR}). "

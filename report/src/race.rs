@@ -357,6 +357,10 @@ impl TableRace {
                 parts.push(format!("{what}: {}", n.join(", ")));
             }
         }
+        let mut parts = parts.join("; ");
+        if let Some(first) = parts.get(..1) {
+            parts = first.to_uppercase() + &parts[1..];
+        }
         let state = if self.finished {
             format!("decided after {} look(s)", self.looks)
         } else {
@@ -368,7 +372,7 @@ impl TableRace {
             self.max,
             self.max_looks,
             self.max_looks,
-            parts.join("; "),
+            parts,
             self.jobs_run,
             self.jobs_run + self.jobs_saved,
             self.jobs_saved,

@@ -54,9 +54,14 @@ fn fewer_runs(t: &Table, runs: usize) -> Option<String> {
         .filter(|r| r.n < runs)
         .map(|r| format!("{} {}", r.activation, r.n))
         .collect();
+    let why = if t.looks > 1 {
+        "the seed race gives no more seeds to a comparison it has decided; failed, diverged and cancelled runs do not count either"
+    } else {
+        "failed, diverged and cancelled runs do not count; see Problems"
+    };
     (!fewer.is_empty()).then(|| {
         format!(
-            "Fewer succeeded runs than the {runs} of the others: {} (failed, diverged and cancelled runs do not count; see Problems).",
+            "Fewer succeeded runs than the {runs} of the others: {} ({why}).",
             fewer.join(", ")
         )
     })
@@ -133,7 +138,22 @@ fn differences(t: &Table, lowest: &Row, runs: usize) -> Vec<String> {
             .map(|r| format!("{} ({})", r.activation, effect(r)))
             .collect()
     };
-    let equivalent = named(Verdict::Equivalent);
+    // The TOST p, not the simultaneous interval: Holm's step-down can show equivalence where
+    // the most conservative (Bonferroni) interval still reaches past the margin.
+    let equivalent: Vec<String> = t
+        .rows
+        .iter()
+        .filter(|r| verdict(r) == Some(Verdict::Equivalent))
+        .map(|r| {
+            let d = r.error.diff_vs_best.map_or(0.0, |(d, _)| d);
+            let p = r.error.equivalent_p.unwrap_or(1.0);
+            format!(
+                "{} ({:+.2} pp; adjusted p = {p:.3})",
+                r.activation,
+                100.0 * d
+            )
+        })
+        .collect();
     if let (false, Some(m)) = (equivalent.is_empty(), t.equivalence_margin) {
         out.push(format!(
             "Equivalent to {} within ±{m} pp of error rate (two one-sided tests, adjusted p < {ALPHA}): {}.",
@@ -198,17 +218,35 @@ fn recommendation(t: &Table, lowest: &Row, runs: usize) -> String {
         .filter(|r| r.activation != pick.activation && r.activation != lowest.activation)
         .map(|r| r.activation.as_str())
         .collect();
+    let equivalent = |name: &str| {
+        t.rows
+            .iter()
+            .any(|r| r.activation == name && r.error.verdict() == Verdict::Equivalent)
+    };
+    let margin = t.equivalence_margin.unwrap_or(0.0);
     let inseparable = if !few.is_empty() {
         String::new()
     } else if pick.activation == lowest.activation {
-        if others.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " The error rates of {} cannot be told from its own at these seeds.",
-                others.join(", ")
-            )
+        let (same, open): (Vec<&str>, Vec<&str>) = others.iter().partition(|a| equivalent(a));
+        let mut text = String::new();
+        if !same.is_empty() {
+            text.push_str(&format!(
+                " The error rates of {} are equivalent to its own within ±{margin} pp.",
+                same.join(", ")
+            ));
         }
+        if !open.is_empty() {
+            text.push_str(&format!(
+                " The error rates of {} cannot be told from its own at these seeds.",
+                open.join(", ")
+            ));
+        }
+        text
+    } else if equivalent(&pick.activation) && others.iter().all(|a| equivalent(a)) {
+        format!(
+            " Its error rate is equivalent to {}'s (the lowest) within ±{margin} pp, so the choice rests on time.",
+            lowest.activation
+        )
     } else {
         let and = if others.is_empty() {
             String::new()

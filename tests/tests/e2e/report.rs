@@ -225,7 +225,7 @@ fn committed_reproduction_runs_rerender_to_their_reports() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let mut runs = 0;
-    for name in ["paper-mnist", "paper-cifar-slice"] {
+    for name in ["paper-mnist", "paper-mnist-race", "paper-cifar-slice"] {
         let dir = root.join("docs/reproduction").join(name);
         if !dir.join("results.json").is_file() {
             continue;
