@@ -95,6 +95,7 @@ mod tests {
             libtorch_version: "2".into(),
             slots: 3,
             memory_mb: 1,
+            slurm_job: None,
         }
     }
 

@@ -239,6 +239,7 @@ impl From<&WorkerInfo> for v1::WorkerInfo {
             libtorch_version: w.libtorch_version.clone(),
             worker_version: String::new(),
             memory_mb: w.memory_mb,
+            slurm_job: w.slurm_job.clone().unwrap_or_default(),
         }
     }
 }
@@ -288,6 +289,15 @@ impl TryFrom<v1::WorkerInfo> for WorkerInfo {
             libtorch_version: printable("info.libtorch_version", w.libtorch_version)?,
             slots: w.slots.max(1),
             memory_mb: w.memory_mb,
+            slurm_job: match w.slurm_job.as_str() {
+                "" => None,
+                id if common::worker::is_slurm_job(id) => Some(id.to_string()),
+                _ => return Err(WireError::Invalid {
+                    field: "info.slurm_job",
+                    why: "expected a SLURM job id: digits, or digits_digits, at most 32 characters"
+                        .into(),
+                }),
+            },
         })
     }
 }
@@ -401,11 +411,18 @@ mod tests {
             libtorch_version: "2".into(),
             slots: 2,
             memory_mb: 1,
+            slurm_job: Some("4242".into()),
         };
         assert_eq!(
             WorkerInfo::try_from(v1::WorkerInfo::from(&info)).unwrap(),
             info
         );
+        // A SLURM job id is digits (and one underscore): anything else is refused, not printed.
+        for bad in ["12\u{1b}[31m", "x1", "1_2_3", &"9".repeat(33)] {
+            let mut wire = v1::WorkerInfo::from(&info);
+            wire.slurm_job = bad.to_string();
+            assert!(WorkerInfo::try_from(wire).is_err(), "{bad:?}");
+        }
         let mut wire = v1::WorkerInfo::from(&info);
         wire.device = "tpu".into();
         assert!(WorkerInfo::try_from(wire).is_err());

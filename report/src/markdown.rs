@@ -194,9 +194,13 @@ fn environment(r: &Results) -> String {
     );
     for w in &env.workers {
         let w = &w.info;
+        let slurm = w
+            .slurm_job
+            .as_deref()
+            .map_or_else(String::new, |j| format!(", SLURM job {}", md_cell(j)));
         let _ = writeln!(
             md,
-            "- Worker {} on {}: {} ({}), libtorch {}, {} slot(s)",
+            "- Worker {} on {}: {} ({}), libtorch {}, {} slot(s){slurm}",
             md_cell(&w.name),
             md_cell(&w.hostname),
             w.device,

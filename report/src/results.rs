@@ -27,6 +27,9 @@ pub struct RunInfo {
     /// Jobs whose final status was reached in this run.
     #[serde(default)]
     pub jobs_finished: u32,
+    /// The SLURM job the coordinator ran in (`123`, `123_4` for an array task), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job: Option<String>,
 }
 
 /// Where and when the grid ran.
@@ -70,8 +73,12 @@ impl Results {
 
 /// One run in words, for the reports' environment.
 pub fn run_text(r: &RunInfo) -> String {
+    let slurm = r
+        .slurm_job
+        .as_deref()
+        .map_or_else(String::new, |j| format!(" in SLURM job {j}"));
     format!(
-        "Run {}: {} to {}, grid file {} (SHA-256 {}), coordinator {} on {}: {} job(s) finished in it",
+        "Run {}: {} to {}, grid file {} (SHA-256 {}), coordinator {} on {}{slurm}: {} job(s) finished in it",
         r.id,
         r.started_at,
         r.finished_at.as_deref().unwrap_or("(not finished)"),
@@ -126,12 +133,14 @@ mod tests {
                 libtorch_version: "2.11.0".into(),
                 slots: 1,
                 memory_mb: 8,
+                slurm_job: Some("77_3".into()),
             },
         };
         let json = serde_json::to_value(&w).unwrap();
         assert_eq!(json["id"], "w1");
         assert_eq!(json["device"], "cuda:0");
         assert_eq!(json["memory_mb"], 8);
+        assert_eq!(json["slurm_job"], "77_3");
         assert_eq!(serde_json::from_value::<WorkerEnv>(json).unwrap(), w);
     }
 }

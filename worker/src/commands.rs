@@ -188,6 +188,12 @@ pub fn preflight(json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The token in `file`, if one is given.
+fn token_of(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    let token = file.map(orchestrator_proto::read_token_file);
+    token.transpose().map_err(anyhow::Error::msg)
+}
+
 /// The daemon: serves a coordinator until its grid is finished or SIGTERM.
 pub fn daemon(
     a: DaemonArgs,
@@ -204,11 +210,7 @@ pub fn daemon(
     };
     let dev = device::resolve(a.common.device)?;
     let spec = device::spec_of(dev.device);
-    let token = a
-        .token_file
-        .as_deref()
-        .map(orchestrator_proto::read_token_file);
-    let token = token.transpose().map_err(anyhow::Error::msg)?;
+    let token = token_of(a.token_file.as_deref())?;
     let threads = match (a.threads, dev.device) {
         (t, tch::Device::Cpu) => worker::cpus::per_job(t, a.slots),
         (t, _) => t,
@@ -240,6 +242,7 @@ pub fn daemon(
             libtorch_version: worker::LIBTORCH_VERSION.into(),
             slots: a.slots,
             memory_mb: dev.memory_mb(),
+            slurm_job: common::worker::slurm_job_from_env(),
         },
         launcher: Launcher {
             exe: std::env::current_exe().context("locating the worker binary")?,

@@ -37,6 +37,7 @@ fn info(device: DeviceSpec) -> WorkerInfo {
         libtorch_version: "2.11.0".into(),
         slots: 8,
         memory_mb: 4096,
+        slurm_job: None,
     }
 }
 

@@ -61,7 +61,7 @@ pub struct Loaded {
 fn runs(db: &Connection) -> Result<Vec<report::RunInfo>> {
     let mut q = db.prepare(
         "SELECT id, started_at, finished_at, grid_file, grid_sha256, coordinator_version, host,
-         (SELECT COUNT(*) FROM jobs WHERE run_id = runs.id) FROM runs ORDER BY id",
+         (SELECT COUNT(*) FROM jobs WHERE run_id = runs.id), slurm_job FROM runs ORDER BY id",
     )?;
     let rows = q.query_map([], |r| {
         Ok(report::RunInfo {
@@ -73,6 +73,7 @@ fn runs(db: &Connection) -> Result<Vec<report::RunInfo>> {
             coordinator_version: r.get(5)?,
             host: r.get(6)?,
             jobs_finished: r.get(7)?,
+            slurm_job: r.get(8)?,
         })
     })?;
     Ok(rows.collect::<std::result::Result<_, _>>()?)
@@ -213,7 +214,7 @@ fn jobs(db: &Connection) -> Result<Vec<(JobId, StoredJob)>> {
 
 fn workers(db: &Connection) -> Result<Vec<StoredWorker>> {
     let mut q = db.prepare(
-        "SELECT id, name, hostname, device, device_name, libtorch_version, slots, memory_mb, session_sha256, local FROM workers",
+        "SELECT id, name, hostname, device, device_name, libtorch_version, slots, memory_mb, session_sha256, local, slurm_job FROM workers",
     )?;
     let rows = q.query_map([], |r| {
         Ok((
@@ -227,6 +228,7 @@ fn workers(db: &Connection) -> Result<Vec<StoredWorker>> {
                 libtorch_version: r.get(5)?,
                 slots: r.get(6)?,
                 memory_mb: r.get::<_, i64>(7)? as u64,
+                slurm_job: r.get(10)?,
             },
             r.get::<_, Option<Vec<u8>>>(8)?,
             r.get::<_, Option<bool>>(9)?.unwrap_or(false),

@@ -177,14 +177,15 @@ impl Store {
             params![grid.name(), spec_json, grid_file, at],
         )?;
         tx.execute(
-            "INSERT INTO runs (started_at, grid_file, grid_sha256, coordinator_version, host)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO runs (started_at, grid_file, grid_sha256, coordinator_version, host, slurm_job)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 at,
                 grid_file,
                 grid.source_sha256(),
                 env!("CARGO_PKG_VERSION"),
-                orchestrator_proto::host::hostname()
+                orchestrator_proto::host::hostname(),
+                common::worker::slurm_job_from_env()
             ],
         )?;
         {
@@ -285,7 +286,7 @@ impl Store {
 }
 
 /// Columns added since the first schema, added to databases made before them.
-const ADDED_COLUMNS: [(&str, &str, &str); 14] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 16] = [
     ("jobs", "init_start_ms", "INTEGER"),
     ("jobs", "run_start_ms", "INTEGER"),
     ("jobs", "run_stop_ms", "INTEGER"),
@@ -300,6 +301,8 @@ const ADDED_COLUMNS: [(&str, &str, &str); 14] = [
     ("epochs", "contention", "REAL"),
     ("jobs", "engine", "TEXT"),
     ("jobs", "epochs_after", "INTEGER"),
+    ("workers", "slurm_job", "TEXT"),
+    ("runs", "slurm_job", "TEXT"),
 ];
 
 fn migrate(db: &Connection) -> Result<()> {
@@ -358,10 +361,11 @@ fn write(tx: &Transaction<'_>, change: &Change) -> Result<()> {
             at,
         } => {
             tx.execute(
-                "INSERT OR REPLACE INTO workers (id, name, hostname, device, device_name, libtorch_version, slots, registered_at, memory_mb, session_sha256, local)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT OR REPLACE INTO workers (id, name, hostname, device, device_name, libtorch_version, slots, registered_at, memory_mb, session_sha256, local, slurm_job)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![id.as_str(), info.name, info.hostname, info.device.to_string(), info.device_name,
-                        info.libtorch_version, info.slots, at, info.memory_mb as i64, &session[..], local],
+                        info.libtorch_version, info.slots, at, info.memory_mb as i64, &session[..], local,
+                        info.slurm_job],
             )?;
         }
         Change::Started { .. } => write_started(tx, change)?,

@@ -115,6 +115,14 @@ fn a_grid_runs_on_slurm_workers_and_leaves_no_job_behind() {
         assert_eq!(j["attempts"], 1, "{j}");
         assert!(j["worker"].as_str().unwrap().starts_with("slurm-"), "{j}");
     }
+    // Each worker's record names the SLURM job it ran in.
+    for w in results["environment"]["workers"].as_array().unwrap() {
+        let job = w["slurm_job"].as_str().unwrap_or_default();
+        assert!(
+            !job.is_empty() && w["name"] == format!("slurm-{job}"),
+            "{w}"
+        );
+    }
     let port = port_of(&text);
     let started = Instant::now();
     while !queued(&port).is_empty() {
@@ -375,6 +383,21 @@ fn the_batch_script_requeues_at_the_time_limit_and_on_preemption() {
         resumed += usize::from(j["attempts"].as_u64().unwrap() > 1);
     }
     assert!(resumed >= 1, "{results}");
+    // The first run and the two after the requeues, each with the SLURM job in its provenance
+    // (and the workers it started in theirs).
+    let runs = results["environment"]["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    assert!(
+        runs.iter().all(|r| r["slurm_job"] == id.as_str()),
+        "{runs:?}"
+    );
+    let workers = results["environment"]["workers"].as_array().unwrap();
+    assert!(
+        workers.iter().all(|w| w["slurm_job"] == id.as_str()),
+        "{workers:?}"
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains(&format!("in SLURM job {id}: ")), "{report}");
     let worker_log = std::fs::read_to_string(out.join("logs").join("worker-0.log")).unwrap();
     assert!(
         worker_log.contains("resumed from checkpoint"),
