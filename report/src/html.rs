@@ -43,12 +43,23 @@ impl Results {
             r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{meta}<title>{name} — DAWNBench-style report</title><style>{STYLE}</style></head><body><h1>{name} — DAWNBench-style report</h1>"#
         );
         let done = self.jobs.iter().filter(|j| j.status.is_terminal()).count();
-        let _ = write!(h, "<p>{} of {} jobs finished.</p>", done, self.jobs.len());
+        let held = match crate::race::held(self) {
+            (0, _) => String::new(),
+            (n, true) => format!(" {n} not needed (the seed race decided without them)."),
+            (n, false) => format!(" {n} held by the seed race."),
+        };
+        let _ = write!(
+            h,
+            "<p>{} of {} jobs finished.{held}</p>",
+            done,
+            self.jobs.len()
+        );
         if refresh.is_some() {
             h.push_str(&progress(&self.jobs));
         }
-        for t in tables(self) {
-            h.push_str(&table_section(self, &t));
+        let races = crate::race::table_races(self);
+        for (i, t) in tables(self).iter().enumerate() {
+            h.push_str(&table_section(self, t, races.get(i)));
         }
         h.push_str(&problems(self));
         h.push_str(&environment(self));
@@ -92,16 +103,23 @@ fn progress(jobs: &[JobRecord]) -> String {
 }
 
 /// One dataset × model: its table, the summary in words and its three figures.
-fn table_section(r: &Results, t: &Table) -> String {
+fn table_section(r: &Results, t: &Table, race: Option<&crate::race::TableRace>) -> String {
     let mut h = format!("<section><h2>{} / {}</h2>", t.dataset, t.model);
     h.push_str(r#"<div class="scroll">"#);
     h.push_str(&table(t));
     h.push_str("</div>");
-    h.push_str("<p>Best value of each column in bold; <span class=\"sig\">*</span> significantly worse than the best (Welch's t-test, p &lt; 0.05 adjusted over every pair of the table by Holm's method); N/A: the target was never reached; with several seeds, mean ± standard deviation.</p><ul class=\"summary\">");
+    let looks = match t.looks {
+        1 => String::new(),
+        k => format!(" and over the seed race's {k} looks"),
+    };
+    let _ = write!(h, "<p>Best value of each column in bold; <span class=\"sig\">*</span> significantly worse than the best (Welch's t-test, p &lt; 0.05 adjusted over every pair of the table by Holm's method{looks}); N/A: the target was never reached; with several seeds, mean ± standard deviation.</p><ul class=\"summary\">");
     for line in summary(t) {
         let _ = write!(h, "<li>{}</li>", esc(&line));
     }
     h.push_str("</ul>");
+    if let Some(race) = race {
+        let _ = write!(h, r#"<p class="race">{}</p>"#, esc(&race.text()));
+    }
     h.push_str(&figures(r, t));
     h.push_str(&epoch_table(r, t));
     h.push_str("</section>");

@@ -240,6 +240,12 @@ fn the_report_says_what_the_race_decided_and_saved() {
         "{md}"
     );
     assert!(md.contains("and over the seed race's 3 looks"), "{md}");
+    let html = r.to_html();
+    assert!(
+        html.contains("4 not needed (the seed race decided without them)"),
+        "{html}"
+    );
+    assert!(html.contains("Seed race (2 to 4 seeds;"), "{html}");
     let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
     let race = &json["races"][0];
     assert_eq!(race["jobs_saved"], 4, "{race}");
