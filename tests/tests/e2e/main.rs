@@ -17,6 +17,7 @@ mod report;
 mod security;
 mod sessions;
 mod slurm;
+mod slurm_batch;
 mod support;
 mod tls;
 mod training;
