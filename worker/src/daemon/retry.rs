@@ -92,11 +92,14 @@ where
             // After registering, a refused token is one rotated on the coordinator before this
             // worker's file: the worker follows its --token-file, so waiting mends it.
             Err(s) if (transient(&s) || rotated(&s, what)) && !*stop.borrow() => {
-                // Saying so when the coordinator is not there (yet): not silence.
+                // Saying so when the coordinator is not there (yet): not silence. Registering
+                // is the first contact, so any failure then is said, as is any whose cause is
+                // known (a TLS refusal may end the connection as Cancelled, under load).
                 let unreachable = matches!(
                     s.code(),
                     Code::Unavailable | Code::Unknown | Code::Unauthenticated
-                );
+                ) || what.starts_with("register")
+                    || !hint(&s).is_empty();
                 if unreachable && worth_a_line(attempt) {
                     let error = format!("{}{}", s.message(), hint(&s));
                     tracing::warn!(what, attempt, next_in = ?delay, error = ?error, "waiting for the coordinator");
