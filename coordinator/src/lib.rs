@@ -77,6 +77,9 @@ pub async fn run(
     let _state_lock = lock_state(&cfg.state)?;
     let shared = open(&cfg)?;
     let addr = listener.local_addr()?;
+    // Before the start line: whoever waits for it (a script, `coordinator status` on this
+    // machine) finds the operators' token already there.
+    let operator = operator::start(&cfg, addr.port())?;
     let counts = shared.lock().counts();
     tracing::info!(grid = cfg.grid.name(), jobs = counts.total(), already_done = counts.finished(), listen = %addr, state = %cfg.state.display(), "coordinator started");
     log_limits(cfg.idle);
@@ -86,7 +89,6 @@ pub async fn run(
     let writer = tokio::spawn(writer::run(shared.clone(), store, writer_stop));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (socket, local) = server::LocalSocket::bind()?;
-    let operator = operator::start(&cfg, addr.port())?;
     let tokens = server::Tokens {
         worker: TokenCell::new(cfg.token.clone()),
         operator: TokenCell::new(operator.as_ref().map(|(t, _)| t.clone())),
