@@ -56,6 +56,13 @@ pub fn hint(s: &Status) -> &'static str {
         " (the coordinator's certificate has expired)"
     } else if all.contains("InvalidCertificate") || all.contains("invalid peer certificate") {
         " (the coordinator's certificate is not signed by --tls-ca)"
+    } else if s.code() == Code::Cancelled && s.message() == "operation was canceled" {
+        // The connection closed under the call: over TLS 1.3 a server refusing the client's
+        // certificate (or its absence) does so after the client thinks the handshake is done,
+        // and the alert saying why can be lost with the connection.
+        " (the coordinator closed the connection before answering: if it requires client \
+         certificates, pass --tls-cert/--tls-key signed by the CA of its --tls-client-ca; its \
+         log says why it closed it)"
     } else if not_grpc {
         NOT_GRPC
     } else if all.contains("tcp connect error") || all.contains("Connection refused") {
@@ -121,5 +128,23 @@ where
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection closed under the call (a TLS refusal whose alert was lost) still gets a
+    /// hint that names the likely fix.
+    #[test]
+    fn a_connection_closed_under_a_call_points_at_client_certificates() {
+        let s = Status::cancelled("operation was canceled");
+        assert!(
+            hint(&s).contains("pass --tls-cert/--tls-key"),
+            "{}",
+            hint(&s)
+        );
+        assert_eq!(hint(&Status::cancelled("stopping")), "");
     }
 }
