@@ -43,11 +43,9 @@ impl Results {
             r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{meta}<title>{name} — DAWNBench-style report</title><style>{STYLE}</style></head><body><h1>{name} — DAWNBench-style report</h1>"#
         );
         let done = self.jobs.iter().filter(|j| j.status.is_terminal()).count();
-        let held = match crate::race::held(self) {
-            (0, _) => String::new(),
-            (n, true) => format!(" {n} not needed (the seed race decided without them)."),
-            (n, false) => format!(" {n} held by the seed race."),
-        };
+        let races = crate::race::table_races(self);
+        let held =
+            crate::race::held(self, &races).map_or_else(String::new, |(_, t)| format!(" {t}."));
         let _ = write!(
             h,
             "<p>{} of {} jobs finished.{held}</p>",
@@ -57,7 +55,6 @@ impl Results {
         if refresh.is_some() {
             h.push_str(&progress(&self.jobs));
         }
-        let races = crate::race::table_races(self);
         for (i, t) in tables(self).iter().enumerate() {
             h.push_str(&table_section(self, t, races.get(i)));
         }

@@ -15,8 +15,8 @@ impl Results {
     pub fn to_markdown(&self) -> String {
         let mut md = String::new();
         let _ = writeln!(md, "# {} — DAWNBench-style report\n", self.grid.name());
-        md.push_str(&status_line(self));
         let races = crate::race::table_races(self);
+        md.push_str(&status_line(self, &races));
         for (i, table) in tables(self).iter().enumerate() {
             md.push_str(&table_section(table));
             if let Some(race) = races.get(i) {
@@ -30,14 +30,13 @@ impl Results {
     }
 }
 
-fn status_line(r: &Results) -> String {
+fn status_line(r: &Results, races: &[crate::race::TableRace]) -> String {
     let count = |s: JobStatus| r.jobs.iter().filter(|j| j.status == s).count();
-    let held = crate::race::held(r);
-    let unfinished = r.jobs.iter().filter(|j| !j.status.is_terminal()).count() - held.0;
+    let (held, held_text) = crate::race::held(r, races).unwrap_or_default();
+    let unfinished = r.jobs.iter().filter(|j| !j.status.is_terminal()).count() - held;
     let held = match held {
-        (0, _) => String::new(),
-        (n, true) => format!(", {n} not needed (the seed race decided without them)"),
-        (n, false) => format!(", {n} held by the seed race"),
+        0 => String::new(),
+        _ => format!(", {held_text}"),
     };
     let cancelled = match count(JobStatus::Cancelled) {
         0 => String::new(),

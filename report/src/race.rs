@@ -236,31 +236,33 @@ pub fn races(results: &Results) -> Vec<Race> {
         .collect()
 }
 
-/// Jobs of `results` a seed race has not given (pending beyond their activation's seeds), and
-/// whether every table's race is over (they are then not needed).
-pub fn held(results: &Results) -> (usize, bool) {
-    let races = races(results);
-    if races.is_empty() {
-        return (0, true);
-    }
-    let acts = results.grid.activations();
-    let tables = results.grid.datasets();
-    let held = results
+/// The jobs of `results` a seed race has not given (pending beyond their activation's seeds,
+/// by `races`, its [`table_races`]): how many, and in words ("31 not needed (the seed race
+/// decided without them)" once every race is over, "… held by the seed race" before); None
+/// when there are none.
+pub fn held(results: &Results, races: &[TableRace]) -> Option<(usize, String)> {
+    let given = |j: &&common::JobRecord| {
+        let race = races
+            .iter()
+            .find(|r| r.dataset == j.dataset && r.model == j.model)?;
+        let e = race
+            .entrants
+            .iter()
+            .find(|e| e.activation == j.activation.to_string())?;
+        Some(u64::from(e.entrant.seeds))
+    };
+    let n = results
         .jobs
         .iter()
         .filter(|j| j.status == JobStatus::Pending)
-        .filter(|j| {
-            let t = tables
-                .iter()
-                .position(|e| e.dataset == j.dataset && e.model == j.model);
-            let a = acts.iter().position(|a| *a == j.activation);
-            match (t, a) {
-                (Some(t), Some(a)) => j.seed >= u64::from(races[t].entrants[a].seeds),
-                _ => false,
-            }
-        })
+        .filter(|j| given(j).is_some_and(|seeds| j.seed >= seeds))
         .count();
-    (held, races.iter().all(|r| r.finished))
+    let text = if races.iter().all(|r| r.finished) {
+        format!("{n} not needed (the seed race decided without them)")
+    } else {
+        format!("{n} held by the seed race")
+    };
+    (n > 0).then_some((n, text))
 }
 
 /// A table's race as `results.json` lists it.

@@ -2,9 +2,10 @@
 //! error rate, find what is there, and save seeds?
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 use super::*;
+use crate::significance::sim::{bound, normal, ACTIVATIONS, MEAN, SD, STUDIES};
 
 const RACE: SeedRace = SeedRace { min: 3, max: 10 };
 
@@ -86,17 +87,8 @@ fn runs_without_a_value_count_as_done() {
     assert_eq!(r.looks, 1);
 }
 
-// Simulated races: six activations, MNIST-like error rates (mean 1.0%, sd 0.1 pp per seed).
-
-const STUDIES: usize = 2000;
-const ACTIVATIONS: usize = 6;
-const MEAN: f64 = 0.010;
-const SD: f64 = 0.001;
-
-fn normal(rng: &mut StdRng) -> f64 {
-    let (u, v): (f64, f64) = (rng.random::<f64>().max(f64::MIN_POSITIVE), rng.random());
-    (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-}
+// Simulated races: the studies of the fixed-seed simulations (six activations, MNIST-like
+// error rates: mean 1.0%, sd 0.1 pp per seed), raced.
 
 /// One study's runs, every seed up to `max` drawn (the race reads only those it releases);
 /// the first activation `shift` sds worse.
@@ -130,11 +122,6 @@ fn simulate(
     }
     let per_activation = seeds as f64 / (STUDIES * ACTIVATIONS) as f64;
     (hits as f64 / STUDIES as f64, per_activation)
-}
-
-/// α plus two Monte Carlo standard errors of a rate α over `STUDIES` studies.
-fn bound() -> f64 {
-    ALPHA + 2.0 * (ALPHA * (1.0 - ALPHA) / STUDIES as f64).sqrt()
 }
 
 fn any_worse(r: &Race) -> bool {

@@ -263,7 +263,7 @@ impl Stat {
 
 #[cfg(test)]
 #[path = "significance_sim.rs"]
-mod sim;
+pub(crate) mod sim;
 
 #[cfg(test)]
 mod tests {

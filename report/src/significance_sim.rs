@@ -8,14 +8,14 @@ use super::*;
 use crate::stats::holm;
 
 /// Studies per simulation.
-const STUDIES: usize = 2000;
+pub(crate) const STUDIES: usize = 2000;
 /// Six activations, as in the paper.
-const ACTIVATIONS: usize = 6;
+pub(crate) const ACTIVATIONS: usize = 6;
 /// A realistic per-seed spread of MNIST error rates: mean 1.0%, sd 0.1 pp.
-const MEAN: f64 = 0.010;
-const SD: f64 = 0.001;
+pub(crate) const MEAN: f64 = 0.010;
+pub(crate) const SD: f64 = 0.001;
 
-fn normal(rng: &mut StdRng) -> f64 {
+pub(crate) fn normal(rng: &mut StdRng) -> f64 {
     // Box–Muller.
     let (u, v): (f64, f64) = (rng.random::<f64>().max(f64::MIN_POSITIVE), rng.random());
     (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
@@ -59,7 +59,7 @@ fn share(seed: u64, seeds: usize, shift: f64, found: impl Fn(&[Row]) -> bool) ->
 }
 
 /// α plus two Monte Carlo standard errors of a rate α over `STUDIES` studies.
-fn bound() -> f64 {
+pub(crate) fn bound() -> f64 {
     ALPHA + 2.0 * (ALPHA * (1.0 - ALPHA) / STUDIES as f64).sqrt()
 }
 
