@@ -68,6 +68,27 @@ fn restarted(id: &str, n: u32, text: &dyn Fn() -> String) {
     }
 }
 
+/// Once the grid under `out` stored a checkpoint, job `id`'s batch shell gets the time limit's
+/// warning signal (`scancel --signal=TERM --batch`).
+fn time_limit_after_a_checkpoint(id: &str, out: &std::path::Path) {
+    let checkpoints = out.join("checkpoints");
+    let stored = || std::fs::read_dir(&checkpoints).map_or(0, |d| d.flatten().count());
+    until(120, "no checkpoint", || stored() > 0);
+    let (s, _, err) = output(Command::new("scancel").args(["--signal=TERM", "--batch", id]));
+    assert!(s.success(), "{err}");
+}
+
+/// Every job of `results` succeeded with its 8 epochs, and at least one resumed (attempt > 1).
+fn every_job_once_some_resumed(results: &serde_json::Value) {
+    let mut resumed = 0;
+    for j in jobs(results) {
+        assert_eq!(j["status"], "succeeded", "{j}");
+        crate::support::assert_complete_series(j, 8);
+        resumed += usize::from(j["attempts"].as_u64().unwrap() > 1);
+    }
+    assert!(resumed >= 1, "{results}");
+}
+
 /// deploy/slurm/dlgrid.sbatch end to end: the coordinator and a worker in one allocation; at
 /// the time limit's signal (`scancel --signal=TERM --batch`) and at a preemption (`scontrol
 /// requeue`) it saves and requeues, and the same script resumes from the state: every job
@@ -108,12 +129,7 @@ fn the_batch_script_requeues_at_the_time_limit_and_on_preemption() {
     let _cancel = Cancel(id.clone());
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     let restarted = |n: u32| restarted(&id, n, &text);
-    let checkpoints = out.join("checkpoints");
-    let stored = || std::fs::read_dir(&checkpoints).map_or(0, |d| d.flatten().count());
-    until(120, "no checkpoint", || stored() > 0);
-    // The time limit's warning signal, to the batch shell.
-    let (s, _, err) = output(Command::new("scancel").args(["--signal=TERM", "--batch", &id]));
-    assert!(s.success(), "{err}");
+    time_limit_after_a_checkpoint(&id, &out);
     restarted(1);
     // A preemption: SLURM requeues the running job itself.
     until(120, "no progress after the restart", || {
@@ -129,13 +145,7 @@ fn the_batch_script_requeues_at_the_time_limit_and_on_preemption() {
     assert!(t.contains("grid finished: 4 succeeded"), "{t}");
     let results = read_json(&out.join("results.json"));
     assert_eq!(jobs(&results).len(), 4);
-    let mut resumed = 0;
-    for j in jobs(&results) {
-        assert_eq!(j["status"], "succeeded", "{j}");
-        crate::support::assert_complete_series(j, 8);
-        resumed += usize::from(j["attempts"].as_u64().unwrap() > 1);
-    }
-    assert!(resumed >= 1, "{results}");
+    every_job_once_some_resumed(&results);
     // The first run and the two after the requeues, each with the SLURM job in its provenance
     // (and the workers it started in theirs).
     let runs = results["environment"]["runs"].as_array().unwrap();
@@ -221,11 +231,7 @@ fn the_multinode_script_runs_one_worker_per_task_with_srun() {
     let id = id.trim().to_string();
     let _cancel = Cancel(id.clone());
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
-    let checkpoints = out.join("checkpoints");
-    let stored = || std::fs::read_dir(&checkpoints).map_or(0, |d| d.flatten().count());
-    until(120, "no checkpoint", || stored() > 0);
-    let (s, _, err) = output(Command::new("scancel").args(["--signal=TERM", "--batch", &id]));
-    assert!(s.success(), "{err}");
+    time_limit_after_a_checkpoint(&id, &out);
     restarted(&id, 1, &text);
     let begun = Instant::now();
     while job_field(&id, "JobState").is_none_or(|s| s != "COMPLETED") {
@@ -242,13 +248,7 @@ fn the_multinode_script_runs_one_worker_per_task_with_srun() {
     assert!(t.contains("2 worker task(s)"), "{t}");
     assert!(t.contains("workers hand back, coordinator saves"), "{t}");
     let results = read_json(&out.join("results.json"));
-    let mut resumed = 0;
-    for j in jobs(&results) {
-        assert_eq!(j["status"], "succeeded", "{j}");
-        crate::support::assert_complete_series(j, 8);
-        resumed += usize::from(j["attempts"].as_u64().unwrap() > 1);
-    }
-    assert!(resumed >= 1, "{results}");
+    every_job_once_some_resumed(&results);
     assert_eq!(results["environment"]["runs"].as_array().unwrap().len(), 2);
     let mut names: Vec<String> = results["environment"]["workers"]
         .as_array()
