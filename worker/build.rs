@@ -11,9 +11,17 @@ fn main() {
     // referenced directly; CUDA then silently reports as unavailable. Keep it when it exists.
     let version = torch_version().unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=LIBTORCH_VERSION={version}");
+    // DLGRID_WORKER_CUDA=off builds a CPU-only worker that does not load libtorch_cuda.so (and
+    // the 3 GB of CUDA libraries it needs): the CPU image's (scripts/image.sh cpu).
+    println!("cargo:rerun-if-env-changed=DLGRID_WORKER_CUDA");
+    let cuda = std::env::var("DLGRID_WORKER_CUDA").as_deref() != Ok("off");
+    println!(
+        "cargo:rustc-env=DLGRID_WORKER_CUDA={}",
+        if cuda { "on" } else { "off" }
+    );
     let lib = libtorch_lib_dir();
     if let Some(dir) = &lib {
-        if dir.join("libtorch_cuda.so").exists() {
+        if cuda && dir.join("libtorch_cuda.so").exists() {
             println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
         }
         // So the binaries (and unit-test executables) run without LD_LIBRARY_PATH.

@@ -24,7 +24,13 @@ pub struct Facts {
     pub driver: Result<cuda::Driver, String>,
     /// The CUDA devices libtorch counts.
     pub torch_count: i64,
+    /// Whether this worker loads libtorch's CUDA part: false for a worker built with
+    /// `DLGRID_WORKER_CUDA=off` (the CPU image).
+    pub cuda_linked: bool,
 }
+
+/// Whether this binary was built to load libtorch's CUDA part (worker/build.rs).
+pub const CUDA_LINKED: bool = !matches!(env!("DLGRID_WORKER_CUDA").as_bytes(), b"off");
 
 impl Facts {
     /// Asks the machine.
@@ -35,6 +41,7 @@ impl Facts {
             visible: host::cuda_visible_devices(),
             driver: cuda::driver(),
             torch_count: tch::Cuda::device_count(),
+            cuda_linked: CUDA_LINKED,
         }
     }
 }
@@ -109,6 +116,13 @@ pub fn check(f: &Facts) -> Result<Verdict, String> {
             notes,
         });
     }
+    if !f.cuda_linked {
+        return Err(format!(
+            "this machine has {expected} NVIDIA GPU(s) but this worker was built for CPUs only \
+             (DLGRID_WORKER_CUDA=off, as in the CPU image dlgrid:<version>-cpu); run the CUDA \
+             image, or a worker built without that setting"
+        ));
+    }
     let Some(build) = f.build else {
         return Err(format!(
             "this machine has {expected} NVIDIA GPU(s) but this libtorch has no CUDA support \
@@ -162,11 +176,16 @@ fn notes(f: &Facts, smi_visible: usize, visible_note: &str) -> Vec<String> {
         )),
         Err(why) => notes.push(format!("CUDA driver library: {why}")),
     }
-    let build = f
-        .build
-        .map_or("none (a CPU-only build)".into(), |v| v.to_string());
+    let build = if f.cuda_linked {
+        let build = f
+            .build
+            .map_or("none (a CPU-only build)".into(), |v| v.to_string());
+        format!("built for CUDA {build}")
+    } else {
+        "this worker is built for CPUs only and does not load its CUDA part".into()
+    };
     notes.push(format!(
-        "libtorch {}: built for CUDA {build}, sees {} GPU(s)",
+        "libtorch {}: {build}, sees {} GPU(s)",
         crate::LIBTORCH_VERSION,
         f.torch_count
     ));
@@ -223,6 +242,7 @@ mod tests {
             visible: visible.map(str::to_string),
             driver: Err("the CUDA driver library could not be loaded (test)".into()),
             torch_count,
+            cuda_linked: true,
         }
     }
 
@@ -280,6 +300,7 @@ mod tests {
             visible: None,
             driver: Err("no libcuda".into()),
             torch_count: 0,
+            cuda_linked: true,
         };
         let v = check(&cpu).unwrap();
         assert!(v.gpus.is_empty());
@@ -290,6 +311,20 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.contains("no CUDA support"), "{e}");
+        // The CPU image's worker on a GPU machine says which image it is, not "libtorch sees 0".
+        let e = check(&Facts {
+            cuda_linked: false,
+            ..machine("580.82.07", 0, None)
+        })
+        .unwrap_err();
+        assert!(e.contains("built for CPUs only"), "{e}");
+        assert!(e.contains("CUDA image"), "{e}");
+        let v = check(&Facts {
+            cuda_linked: false,
+            ..cpu
+        })
+        .unwrap();
+        assert!(v.notes[2].contains("built for CPUs only"), "{:?}", v.notes);
     }
 
     /// Name and memory come from CUDA itself where nvidia-smi is absent.
@@ -309,6 +344,7 @@ mod tests {
                 }],
             }),
             torch_count: 1,
+            cuda_linked: true,
         };
         let v = check(&f).unwrap();
         assert_eq!(v.gpus[0].name, "NVIDIA H200");
