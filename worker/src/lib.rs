@@ -34,3 +34,14 @@ pub mod train;
 pub const LIBTORCH_VERSION: &str = env!("LIBTORCH_VERSION");
 /// A hash of our kernels' C++ sources (`build.rs`): what the engine cache measured with.
 pub const KERNELS_SOURCE: &str = env!("DLGRID_KERNELS_SOURCE");
+
+/// This user's cache folder for dlgrid: `$XDG_CACHE_HOME/dlgrid` or `~/.cache/dlgrid`
+/// (`./dlgrid` where neither is set).
+pub fn user_cache_dir() -> std::path::PathBuf {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    var("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| var("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| std::path::PathBuf::from("."))
+        .join("dlgrid")
+}

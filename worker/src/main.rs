@@ -38,11 +38,7 @@ impl Env {
         });
         let fault =
             var("WORKER_FAULT").and_then(|f| f.strip_prefix("abort-after-epoch:")?.parse().ok());
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .unwrap_or_else(|| PathBuf::from("."))
-            .join("dlgrid");
+        let cache = worker::user_cache_dir();
         let max_isa = var("DLGRID_MAX_CPU_ISA").map(|v| {
             v.to_ascii_lowercase()
                 .parse()

@@ -1,4 +1,5 @@
-//! The engine choices measured on this machine, kept in `<data dir>/engine-cache.json`, one per
+//! The engine choices measured on this machine, kept in `<data dir>/engine-cache.json` (or in
+//! the user's cache folder where the data folder is read-only), one per
 //! CPU model, instruction set, thread count, libtorch, our kernels' sources, device, model shape
 //! and precision, so every later job of that shape trains with the same engine without measuring
 //! again.
@@ -68,6 +69,31 @@ impl Cache {
         Cache {
             path: data_dir.join(FILE),
         }
+    }
+
+    /// The cache of a worker reading `data_dir`: the data folder's own, shared by every worker
+    /// of the machine, where this process may write there; else the one in `fallback` (the
+    /// user's cache folder), as where the datasets are a read-only mount (Kubernetes' datasets
+    /// volume), so that a worker measures once rather than at every job.
+    pub fn for_data(data_dir: &Path, fallback: &Path) -> Cache {
+        let here = Cache::at(data_dir);
+        let writable = |c: &Cache| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(c.path.with_extension("lock"))
+                .is_ok()
+        };
+        if writable(&here) {
+            return here;
+        }
+        let there = Cache::at(fallback);
+        if std::fs::create_dir_all(fallback).is_ok() && writable(&there) {
+            tracing::debug!(path = %there.path.display(), "engine cache: the data folder is read-only");
+            return there;
+        }
+        here
     }
 
     /// What a measurement depends on: the machine (CPU model, our best kernels, threads,
@@ -187,6 +213,19 @@ mod tests {
         assert_eq!(cache.get(&key), None);
         cache.put(&key, entry.clone());
         assert_eq!(cache.get(&key), Some(entry));
+    }
+
+    #[test]
+    fn a_read_only_data_folder_keeps_its_cache_in_the_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let fallback = dir.path().join("cache/dlgrid");
+        assert_eq!(Cache::for_data(&data, &fallback).path, data.join(FILE));
+        let ro = Path::new("/proc/no-such-dir");
+        assert_eq!(Cache::for_data(ro, &fallback).path, fallback.join(FILE));
+        // Neither writable: the data folder's, which only warns.
+        assert_eq!(Cache::for_data(ro, ro).path, ro.join(FILE));
     }
 
     #[test]

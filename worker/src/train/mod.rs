@@ -102,7 +102,7 @@ fn setup(spec: &TrainSpec, opts: &Options, resumed: Option<Engine>) -> anyhow::R
         opts.device_uuid
             .as_deref()
             .unwrap_or(if device.is_cuda() { "cuda" } else { "cpu" });
-    let cache = engine_cache::Cache::at(&opts.data.dir);
+    let cache = engine_cache::Cache::for_data(&opts.data.dir, &crate::user_cache_dir());
     let engine = engine::choose(spec, opts.engine, device, label, &raw, &cache, resumed)?;
     // Seeded after measuring (which draws from the generator), so the model starts the same
     // whatever was measured.
