@@ -45,15 +45,16 @@ if [ -z "$base" ]; then
 fi
 
 # The binaries: the CPU variant's worker does not link libtorch_cuda.so (worker/build.rs), so
-# it is built apart, in its own target folder.
+# it is built apart, in a target folder of its own kept with PyTorch's (once per user, so a
+# later build is incremental), without the debug line tables the image strips anyway.
 dlgrid_torch
 if [ "$variant" = cpu ]; then
-    target=target/image-cpu
-    DLGRID_WORKER_CUDA=off cargo build --release --locked -p coordinator -p worker \
-        --target-dir "$target" >&2
+    target="${DLGRID_IMAGE_TARGET:-$DLGRID_CACHE/image-cpu-target}"
+    DLGRID_WORKER_CUDA=off CARGO_PROFILE_RELEASE_DEBUG=false cargo build --release --locked \
+        -p coordinator -p worker --target-dir "$target" >&2
 else
     target=target
-    DLGRID_WORKER_CUDA=on cargo build --release --locked -p coordinator -p worker >&2
+    env -u DLGRID_WORKER_CUDA cargo build --release --locked -p coordinator -p worker >&2
 fi
 
 # The build context: the Debian library list and a root filesystem overlay.

@@ -38,7 +38,7 @@ import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(REPO, "deploy", "base")
-PREFIX = "dlgrid-ct-"
+PREFIX = f"dlgrid-ct{os.getpid()}-"  # this run's containers
 DEADLINE = 600  # seconds for the whole grid
 
 
@@ -285,7 +285,8 @@ def check(out, grid_jobs, killed, at_kill, logs):
     others = [j["attempts"] for j in jobs if j["id"] != killed]
     if any(a != 1 for a in others):
         fail(f"jobs not killed ran more than once: attempts {others}")
-    got = max(filter(None, (resumed_from(text, killed) for text in logs.values())), default=None)
+    found = [resumed_from(text, killed) for text in logs.values()]
+    got = max((n for n in found if n is not None), default=None)
     if got is None:
         fail(f"no worker says it resumed {killed} from a checkpoint")
     if got < at_kill - 1:
@@ -328,7 +329,7 @@ def main():
            "mirror": "http://127.0.0.1:9"}
     with open(grid) as f:
         g = yaml.safe_load(f)
-    grid_jobs = len(g["activations"]) * sum(1 for _ in g["datasets"]) * len(g.get("seeds", [0]))
+    grid_jobs = len(g["activations"]) * len(g["datasets"]) * len(g.get("seeds", [0]))
     containers = {}
     try:
         containers["coordinator"] = Pod("coordinator", c_job["spec"]["template"]["spec"],
