@@ -17,7 +17,8 @@ macro_rules! say {
 
 /// A failed call, with a hint where the usual cause is known.
 fn failed(what: &str, conn: &Connect) -> impl FnOnce(tonic::Status) -> anyhow::Error {
-    let hint = conn.connect.starts_with("https://") && conn.tls_cert.is_none();
+    let https = conn.connect.starts_with("https://");
+    let client_cert = conn.tls_cert.is_some();
     let no_token = conn.token_file.is_none();
     let what = what.to_string();
     move |s| {
@@ -35,15 +36,31 @@ fn failed(what: &str, conn: &Connect) -> impl FnOnce(tonic::Status) -> anyhow::E
             };
             return anyhow::anyhow!("{what}: {} ({remedy})", s.message());
         }
-        if !closed {
+        // Plain HTTP/2 to a TLS port: the TLS alert reads as a broken HTTP/2 frame.
+        let garbled = !https
+            && s.code() == tonic::Code::Internal
+            && s.message().contains("h2 protocol error");
+        if !closed && !garbled {
             // The coordinator's answer says what is wrong; its message is the error.
             return anyhow::anyhow!("{what}: {}", s.message());
         }
-        let e = anyhow::Error::new(s).context(what);
-        if hint && closed {
-            e.context("the coordinator closed the connection; if it requires client certificates (mutual TLS), give --tls-cert and --tls-key")
+        let hint = if https {
+            (!client_cert).then_some(
+                "the coordinator closed the connection; if it requires client certificates \
+                 (mutual TLS), give --tls-cert and --tls-key",
+            )
         } else {
-            e
+            // Plain HTTP/2 to a TLS port is cut without an answer (refused is Unavailable).
+            (s.code() != tonic::Code::Unavailable).then_some(
+                "the coordinator closed the connection; if it serves TLS (its --tls-cert), \
+                 connect with an https:// URL (--coordinator https://HOST:PORT) and its CA \
+                 (--tls-ca)",
+            )
+        };
+        let e = anyhow::Error::new(s).context(what);
+        match hint {
+            Some(hint) => e.context(hint),
+            None => e,
         }
     }
 }

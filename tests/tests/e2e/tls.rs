@@ -199,7 +199,10 @@ fn mutual_tls_end_to_end() {
         "--token-file",
         p(&token),
     ]);
-    assert!(!ok, "{text}");
+    assert!(
+        !ok && text.contains("connect with an https:// URL"),
+        "{text}"
+    );
     let (ok, text) = status(&[
         "--connect",
         &format!("http://127.0.0.1:{grpc}"),
