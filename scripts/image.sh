@@ -68,7 +68,8 @@ for b in coordinator worker; do
 done
 # libtorch's libraries keep their layout under /opt/dlgrid (torch/lib, nvidia/...), which their
 # own RPATH ($ORIGIN/../../nvidia/...) relies on; the loader finds torch/lib through ld.so.conf.
-site=$(python -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))' 2>/dev/null)
+site=$(python -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))' 2>/dev/null) \
+    || { echo "$0: cannot find PyTorch's folder (scripts/env.sh installs it)" >&2; exit 1; }
 stage() { # stages $site/$1 (hard-linked where the filesystem allows)
     mkdir -p "$ctx/rootfs/opt/dlgrid/$(dirname "$1")"
     ln "$site/$1" "$ctx/rootfs/opt/dlgrid/$1" 2>/dev/null || cp "$site/$1" "$ctx/rootfs/opt/dlgrid/$1"
@@ -88,9 +89,12 @@ echo /opt/dlgrid/torch/lib > "$ctx/rootfs/etc/ld.so.conf.d/dlgrid.conf"
 echo "==> building $image with $engine from $base ($(du -sh "$ctx" | cut -f1) staged in $ctx)" >&2
 build=("$engine" build -f deploy/Dockerfile -t "$image" --build-arg "BASE=$base"
     --build-arg "VERSION=$version" --build-arg "VARIANT=$variant")
-# podman: never pull (a local base needs no registry), use the host's network namespace, and
-# write Docker's image format (OCI's has no SHELL).
-[ "$engine" = podman ] && build+=(--pull=never --network host --format docker)
+# podman: use the host's network namespace, write Docker's image format (OCI's has no SHELL),
+# and never pull a base it has (a local one is in no registry).
+if [ "$engine" = podman ]; then
+    build+=(--network host --format docker)
+    podman image exists "$base" && build+=(--pull=never)
+fi
 old=$("$engine" image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
 "${build[@]}" "$ctx" >&2
 # The previous build of this name, now untagged, goes (unless a container still uses it).

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The image as Kubernetes runs it: scripts/image.sh builds the CPU image, then a coordinator
+# The image as Kubernetes runs it: scripts/image.sh builds the CPU image (or the one named:
+# tests/containers.sh [cpu|cuda]; the CUDA image runs on CPUs too), then a coordinator
 # container and two worker containers, each made from the manifests of deploy/base (uid 10001,
 # read-only root filesystem, no capabilities, mutual TLS and the token), finish the demo grid
 # while one worker container is killed mid-job and started again (tests/containers.py); then
@@ -24,7 +25,7 @@ bash scripts/container-host.sh || cannot "podman is not usable here; scripts/con
 dlgrid_apt dataset-fashion-mnist || cannot "no Fashion-MNIST (Debian's dataset-fashion-mnist)"
 dlgrid_apt podman-compose || cannot "no podman-compose (Debian's), for deploy/compose.yaml"
 start=$SECONDS
-image=$(bash scripts/image.sh cpu)
+image=$(bash scripts/image.sh "${1:-cpu}")
 echo "==> image $image built in $((SECONDS - start)) s" >&2
 tmp=$(mktemp -d)
 project="dlgrid-ct$$"
